@@ -1,0 +1,23 @@
+"""Shared test set-up: the real offline data lives in ../shared/data unless SSL_BENCH_DATA says otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", REPO.parent / "shared" / "data"))
+
+# Tests are small; one thread keeps them deterministic and leaves the second core to the rest of CI.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder with cifar10_subset.npz and cifar_labels.npz; tests that need it skip loudly if it is missing."""
+    if not (SHARED_DATA / "cifar10_subset.npz").exists():
+        pytest.skip(f"real data not found in {SHARED_DATA}; set SSL_BENCH_DATA to the folder with cifar10_subset.npz")
+    return SHARED_DATA
