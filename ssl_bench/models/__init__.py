@@ -1,0 +1,90 @@
+"""Models by name: ``build_model(name, num_classes)``.
+
+Every model maps float images (N, 3, H, W) to logits (N, num_classes) and exposes ``features(x)`` (pooled,
+(N, num_features)), ``num_features`` and ``classifier`` (the final layer), with ``forward(x) ==
+classifier(features(x))``.
+
+Names:
+  ``wrn28_2``, ``wrn28_8``  FixMatch's Wide ResNets (any ``wrn<depth>_<width>`` with depth = 6n + 4 also works)
+  ``tiny``                  a three-layer CNN with BatchNorm, for tests
+  ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional dependency: ``pip install -e ".[timm]"``)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from torch import nn
+
+from .timm_adapter import TIMM_PREFIX, TimmAdapter, build_timm_model
+from .tiny import TinyCNN
+from .wrn import WideResNet
+
+__all__ = ["MODEL_NAMES", "TimmAdapter", "TinyCNN", "WideResNet", "build_model", "check_model_name",
+           "default_model"]
+
+_REGISTRY: dict[str, Callable[[int], nn.Module]] = {
+    "wrn28_2": lambda num_classes: WideResNet(num_classes, depth=28, width=2),
+    "wrn28_8": lambda num_classes: WideResNet(num_classes, depth=28, width=8),
+    "tiny": TinyCNN,
+}
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+_WRN = re.compile(r"wrn(\d+)_(\d+)")
+
+# FixMatch paper, experimental set-up: WRN-28-2 for CIFAR-10 and SVHN, WRN-28-8 for CIFAR-100.  Datasets without a
+# family (e.g. the embedded digits set) get the small default.
+_DEFAULT_BY_FAMILY = {"cifar10": "wrn28_2", "svhn": "wrn28_2", "cifar100": "wrn28_8", None: "wrn28_2"}
+
+
+def _choices() -> str:
+    return (
+        f"choose one of {', '.join(MODEL_NAMES)}, wrn<depth>_<width> (depth = 6n+4 >= 10, width >= 1, e.g. wrn16_4), "
+        f"or {TIMM_PREFIX}<timm model name> (e.g. {TIMM_PREFIX}resnet18)"
+    )
+
+
+def _unknown(name: str) -> ValueError:
+    return ValueError(f"unknown model {name!r}; {_choices()}")
+
+
+def _resolve(name: str) -> Callable[[int], nn.Module]:
+    """The constructor for ``name``; raises ValueError for names no constructor accepts (nothing is built)."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX):]
+        if not timm_name:
+            raise _unknown(name)
+        return lambda num_classes: build_timm_model(timm_name, num_classes)
+    match = _WRN.fullmatch(name)
+    if match:
+        depth, width = int(match[1]), int(match[2])
+        if depth < 10 or (depth - 4) % 6 or width < 1:
+            raise ValueError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; {_choices()}")
+        return lambda num_classes: WideResNet(num_classes, depth=depth, width=width)
+    raise _unknown(name)
+
+
+def check_model_name(name: str) -> None:
+    """Validate ``name`` without building anything (for the CLI boundary); timm availability is checked at build."""
+    _resolve(name)
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """A freshly initialised model (uses the global torch RNG: seed with ``torch.manual_seed`` for a fixed init)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return _resolve(name)(num_classes)
+
+
+def default_model(dataset_family: str | None) -> str:
+    """The model the FixMatch paper uses for a dataset family: cifar10 / svhn / None -> wrn28_2, cifar100 -> wrn28_8."""
+    try:
+        return _DEFAULT_BY_FAMILY[dataset_family]
+    except KeyError:
+        known = ", ".join(repr(k) for k in _DEFAULT_BY_FAMILY)
+        raise ValueError(f"no default model for dataset family {dataset_family!r}; known families: {known}") from None
