@@ -6,7 +6,9 @@ classifier(features(x))``.
 
 Names:
   ``wrn28_2``, ``wrn28_8``  FixMatch's Wide ResNets (any ``wrn<depth>_<width>`` with depth = 6n + 4 also works)
-  ``tiny``                  a three-layer CNN with BatchNorm, for tests
+  ``tiny``                  a three-layer CNN with BatchNorm (6 k weights), for tests
+  ``small``                 the same CNN at widths 32/64/128 (95 k weights), for the ``cpu`` profile: a few CPU
+                            minutes per run, where WRN-28-2 would take hours
   ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional dependency: ``pip install -e ".[timm]"``)
 """
 
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from torch import nn
 
 from .timm_adapter import TIMM_PREFIX, TimmAdapter, build_timm_model
-from .tiny import TinyCNN
+from .tiny import SMALL_WIDTHS, TinyCNN
 from .wrn import WideResNet
 
 __all__ = ["MODEL_NAMES", "TimmAdapter", "TinyCNN", "WideResNet", "build_model", "check_model_name",
@@ -28,6 +30,7 @@ _REGISTRY: dict[str, Callable[[int], nn.Module]] = {
     "wrn28_2": lambda num_classes: WideResNet(num_classes, depth=28, width=2),
     "wrn28_8": lambda num_classes: WideResNet(num_classes, depth=28, width=8),
     "tiny": TinyCNN,
+    "small": lambda num_classes: TinyCNN(num_classes, widths=SMALL_WIDTHS),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 

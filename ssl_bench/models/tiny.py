@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 TINY_WIDTHS = (8, 16, 32)  # three stride-2 stages: 32x32 -> 16 -> 8 -> 4; a few ms for a batch of 64 on one core
+# The `small` model of the `cpu` profile: 0.1 s for forward + backward of 240 images on one core here, where a
+# WRN-10-1 took 0.45 s and WRN-28-2 several seconds.
+SMALL_WIDTHS = (32, 64, 128)
 
 
 class TinyCNN(nn.Module):
