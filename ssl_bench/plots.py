@@ -1,0 +1,294 @@
+"""PNG figures from run directories (matplotlib, Agg canvas; pyplot and its global state are not used).
+
+* ``plot_accuracy``: teacher and student top-1 over training steps for one algorithm, dataset and label
+  budget, one line per smoothing strategy: the mean over seeds, with a band from the lowest to the highest
+  seed. One figure per section (profile, dataset, model, steps), as in the leaderboard: runs of different
+  budgets are never averaged together.
+* ``plot_smoothness``: Figure 3 of Huang et al., "Spatial Ensemble" (NeurIPS 2021) for one or more runs:
+  the mean squared difference of the teacher's parameters (left) and of its softmax outputs (right)
+  between consecutive evaluations, ``teacher_param_msd`` and ``teacher_output_msd`` of ``metrics.csv``,
+  on a log y-scale.
+
+Both read ``metrics.csv`` (columns in ``docs/CONTRACTS.md``); empty or non-numeric values (the first row's
+msd columns, a line still being written) are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ssl_bench.leaderboard import (
+    LeaderboardError,
+    Run,
+    group_finished,
+    load_runs,
+    read_run,
+    row_label,
+    row_sort_key,
+    section_sort_key,
+    section_title,
+)
+from ssl_bench.results import atomic_write_bytes
+
+METRICS_FILE = "metrics.csv"
+
+
+class PlotError(ValueError):
+    """Nothing to plot (no matching run, no usable metrics); the message says what was searched."""
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
+    """``metrics.csv`` as columns of floats; empty, missing or non-numeric values become NaN."""
+    columns: dict[str, list[float]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        names = [n for n in (reader.fieldnames or []) if n]
+        for name in names:
+            columns[name] = []
+        for row in reader:
+            for name in names:
+                columns[name].append(_to_float(row.get(name)))
+    return columns
+
+
+def _to_float(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _curve(metrics: dict[str, list[float]], column: str, *, positive: bool = False) -> tuple[list[float], list[float]]:
+    """(steps, values) of one column, keeping rows where both are finite (and the value > 0 if asked)."""
+    steps, values = metrics.get("step", []), metrics.get(column, [])
+    pairs = [(s, v) for s, v in zip(steps, values, strict=False)
+             if math.isfinite(s) and math.isfinite(v) and (v > 0 or not positive)]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _band(curves: Sequence[tuple[list[float], list[float]]]):
+    """Mean, min and max over seeds at each step (a step counts the seeds that evaluated there)."""
+    at: dict[float, list[float]] = {}
+    for steps, values in curves:
+        for s, v in zip(steps, values, strict=True):
+            at.setdefault(s, []).append(v)
+    steps = sorted(at)
+    return (steps, [statistics.fmean(at[s]) for s in steps], [min(at[s]) for s in steps],
+            [max(at[s]) for s in steps])
+
+
+def _figure(ncols: int):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.2 * ncols, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def _save(fig, path: Path) -> Path:
+    """Save as PNG through a temporary file and ``os.replace``, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _slug(*parts: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(str(p) for p in parts))
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _metrics_of(run: Run) -> dict[str, list[float]] | None:
+    path = run.run_dir / METRICS_FILE
+    try:
+        return read_metrics(path)
+    except OSError as exc:
+        _warn(f"{run.run_id}: cannot read {path}: {exc}")
+        return None
+
+
+def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, dataset: str, labels: int,
+                  profile: str | None = None, out_dir: str | os.PathLike) -> list[Path]:
+    """Teacher and student top-1 vs step, one line per smoothing strategy; one PNG per section."""
+    runs, _ = load_runs(results_dir)
+    matching = [r for r in runs if r.status == "finished" and r.algorithm == alg and r.dataset == dataset
+                and r.labels == labels and (profile is None or r.profile == profile)]
+    if not matching:
+        finished = [r for r in runs if r.status == "finished"]
+        raise PlotError(
+            f"no finished runs match algorithm={alg!r} dataset={dataset!r} labels={labels}"
+            + (f" profile={profile!r}" if profile else "")
+            + f"; searched {len(runs)} records in {results_dir}/*/record.json; finished runs have "
+            f"algorithms {sorted({r.algorithm for r in finished})}, datasets {sorted({r.dataset for r in finished})}, "
+            f"labels {sorted({r.labels for r in finished})}"
+        )
+    cells, _ = group_finished(matching)
+    written = []
+    for section in sorted(cells, key=section_sort_key):
+        fig, axes = _figure(2)
+        drawn = 0
+        for rkey in sorted(cells[section], key=row_sort_key):
+            metrics = [m for m in map(_metrics_of, cells[section][rkey][labels]) if m is not None]
+            for ax, column in zip(axes, ("teacher_acc", "student_acc"), strict=True):
+                curves = [c for c in (_curve(m, column) for m in metrics) if c[0]]
+                if not curves:
+                    continue
+                steps, mean, low, high = _band(curves)
+                (line,) = ax.plot(steps, mean, label=f"{row_label(rkey)} (n={len(curves)})")
+                if len(curves) > 1:
+                    ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+                drawn += 1
+        if not drawn:
+            _warn(f"no usable metrics.csv rows for {section_title(section)}; no figure")
+            continue
+        for ax, who in zip(axes, ("teacher", "student"), strict=True):
+            ax.set_title(f"{who} top-1")
+            ax.set_xlabel("step")
+            ax.set_ylabel("top-1 accuracy (%)")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize="small")
+        fig.suptitle(f"{alg}, {labels} labels — {section_title(section)}\nline: mean over seeds; band: min–max",
+                     fontsize="medium")
+        name = _slug("accuracy", alg, dataset, labels, section.profile, section.model, section.steps) + ".png"
+        written.append(_save(fig, Path(out_dir) / name))
+    if not written:
+        raise PlotError(f"runs match, but none has a usable {METRICS_FILE} (teacher_acc/student_acc)")
+    return written
+
+
+def resolve_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = "results") -> Path:
+    """A run directory from a path or a run id (looked up in ``results_dir``)."""
+    candidates = [Path(spec), Path(results_dir) / str(spec)]
+    for candidate in candidates:
+        if (candidate / METRICS_FILE).is_file():
+            return candidate
+    raise PlotError(f"run {str(spec)!r} not found: no {METRICS_FILE} in "
+                    + " or ".join(repr(str(c)) for c in candidates))
+
+
+def _run_names(run_dirs: Sequence[Path]) -> list[str]:
+    """Short legend names, ``fixmatch · sts · seed 0``; the run id is added where two would collide."""
+    names = []
+    for run_dir in run_dirs:
+        try:
+            run = read_run(run_dir)
+            names.append(f"{row_label(run.row)} · seed {run.seed}")
+        except (OSError, ValueError):
+            names.append(run_dir.name)
+    return [f"{n} [{d.name}]" if names.count(n) > 1 and n != d.name else n
+            for n, d in zip(names, run_dirs, strict=True)]
+
+
+def plot_smoothness(runs: Sequence[str | os.PathLike], *, results_dir: str | os.PathLike = "results",
+                    out_dir: str | os.PathLike) -> list[Path]:
+    """Figure 3 of the paper: teacher parameter and output msd between evaluations vs step, log y."""
+    if not runs:
+        raise PlotError("no run given")
+    run_dirs = [resolve_run_dir(spec, results_dir) for spec in runs]
+    fig, axes = _figure(2)
+    colors = [f"C{i % 10}" for i in range(len(run_dirs))]
+    handles, labels = [], []
+    for run_dir, name, color in zip(run_dirs, _run_names(run_dirs), colors, strict=True):
+        metrics = read_metrics(run_dir / METRICS_FILE)
+        drawn = None
+        for ax, column in zip(axes, ("teacher_param_msd", "teacher_output_msd"), strict=True):
+            steps, values = _curve(metrics, column, positive=True)
+            if steps:
+                (drawn,) = ax.plot(steps, values, marker="o", markersize=2.5, color=color)
+            else:
+                _warn(f"{run_dir}: no positive {column} values; nothing drawn for it")
+        if drawn is not None:
+            handles.append(drawn)
+            labels.append(name)
+    if not handles:
+        raise PlotError(f"no positive teacher_param_msd / teacher_output_msd values in {METRICS_FILE} of "
+                        + ", ".join(map(str, run_dirs)))
+    for ax, title in zip(axes, ("teacher parameters", "teacher outputs (softmax)"), strict=True):
+        ax.set_yscale("log")
+        ax.set_title(f"{title}: msd between evaluations")
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean squared difference (log)")
+        ax.grid(alpha=0.3, which="both")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), fontsize="small")
+    fig.suptitle("Smoothness of the teacher (cf. Huang et al., NeurIPS 2021, Fig. 3)", fontsize="medium")
+    if len(run_dirs) == 1:
+        name = _slug("smoothness", run_dirs[0].name)
+    else:
+        digest = hashlib.sha1("\n".join(str(d.resolve()) for d in run_dirs).encode()).hexdigest()[:8]
+        name = _slug("smoothness", run_dirs[0].name, f"and-{len(run_dirs) - 1}-more", digest)
+    return [_save(fig, Path(out_dir) / f"{name}.png")]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _run_plot(make) -> int:
+    try:
+        paths = make()
+    except (PlotError, LeaderboardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _accuracy_main(args: argparse.Namespace) -> int:
+    return _run_plot(lambda: plot_accuracy(args.results_dir, alg=args.alg, dataset=args.dataset,
+                                           labels=args.labels, profile=args.profile, out_dir=args.out))
+
+
+def _smoothness_main(args: argparse.Namespace) -> int:
+    return _run_plot(lambda: plot_smoothness(args.run, results_dir=args.results_dir, out_dir=args.out))
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``plot accuracy`` and ``plot smoothness``; each sets ``func(args) -> int``."""
+    plot = subparsers.add_parser("plot", help="PNG figures from run directories",
+                                 description="PNG figures from run directories (metrics.csv).")
+    kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness}")
+
+    acc = kinds.add_parser("accuracy", help="teacher and student top-1 vs step, one line per smoothing strategy",
+                           description="Teacher and student top-1 over training steps for one algorithm, "
+                           "dataset and label budget: mean over seeds with a min-max band, one line per "
+                           "smoothing strategy, one PNG per section (profile, dataset, model, steps).")
+    acc.add_argument("--alg", required=True, help="algorithm name, e.g. fixmatch")
+    acc.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
+    acc.add_argument("--labels", required=True, type=_positive_int, help="label budget, e.g. 40")
+    acc.add_argument("--profile", help="only this profile (default: one figure per section)")
+    acc.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    acc.add_argument("--out", required=True, help="folder for the PNG files")
+    acc.set_defaults(func=_accuracy_main)
+
+    sm = kinds.add_parser("smoothness", help="the paper's Figure 3: teacher parameter/output msd vs step",
+                          description="Figure 3 of Huang et al. (NeurIPS 2021) for one or more runs: "
+                          "teacher_param_msd and teacher_output_msd vs step, log y-scale.")
+    sm.add_argument("--run", action="append", required=True, metavar="RUN_ID_OR_DIR",
+                    help="run id (in --results-dir) or run directory; repeat for several runs")
+    sm.add_argument("--results-dir", default="results", help="where run ids are looked up (default: results)")
+    sm.add_argument("--out", required=True, help="folder for the PNG file")
+    sm.set_defaults(func=_smoothness_main)
