@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ssl_bench import functional as SF
 from ssl_bench.algorithm import Batch, Losses, register
 
 
@@ -33,8 +34,8 @@ class FixMatch:
 
         # Pseudo-labels from the weak view: hard argmax, kept only where max probability >= threshold.
         probs = logits_w.detach().softmax(dim=-1)
-        confidence, pseudo_labels = probs.max(dim=-1)
-        mask = (confidence >= self.threshold).float()
+        pseudo_labels = probs.argmax(dim=-1)
+        mask = SF.confidence_mask(probs, self.threshold)
 
         supervised = F.cross_entropy(logits_x, batch.y)
         # Averaged over all mu*B unlabelled images, masked ones count as zero (FixMatch Eq. 2).

@@ -1,0 +1,200 @@
+"""The shared math of SSL algorithms: pure functions, one formula each, no state, no hidden randomness.
+
+Every algorithm file in ``algorithms/`` imports what it shares from here (``from ssl_bench import functional
+as SF``) instead of copying it. Notation follows the papers: ``p`` is a row of class probabilities, ``T`` a
+temperature, ``lambda`` a MixUp coefficient, ``t`` training progress in ``[0, 1]`` (the loop's
+``batch.progress = step / total_steps``).
+
+Losses upcast logits to float32, so their values do not depend on bf16 autocast.
+
+The only function that draws random numbers is :func:`mixup_sample`; it uses torch's global generator on the
+CPU (whose state the loop seeds and checkpoints), so a run draws the same coefficients on any device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+RAMPUP_SHAPES = ("sigmoid", "linear")
+TSA_SCHEDULES = ("none", "linear", "log", "exp")
+REDUCTIONS = ("mean", "none")
+
+
+def _reduce(per_row: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_row.mean()
+    if reduction == "none":
+        return per_row
+    raise ValueError(f"reduction={reduction!r}; expected one of {REDUCTIONS}")
+
+
+# --- targets ------------------------------------------------------------------------------------------------
+
+
+def sharpen(probs: Tensor, temperature: float) -> Tensor:
+    """Temperature sharpening of class distributions (MixMatch Eq. 7; UDA's softmax temperature control).
+
+    ``Sharpen(p, T)_i = p_i^(1/T) / sum_j p_j^(1/T)`` along the last dimension. ``T = 1`` returns ``p``;
+    ``T -> 0`` approaches the one-hot argmax. For ``p = softmax(z)`` this equals ``softmax(z / T)``.
+    Computed in log space (``softmax(log p / T)``) so small probabilities raised to ``1/T`` do not underflow.
+    """
+    if temperature <= 0:
+        raise ValueError(f"sharpening temperature must be > 0, got {temperature}")
+    return torch.softmax(torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) / temperature, dim=-1)
+
+
+def confidence_mask(probs: Tensor, threshold: float) -> Tensor:
+    """Which rows are confident enough to train on: ``1[max_c p_c >= threshold]`` as a float ``(N,)`` mask.
+
+    FixMatch Eq. 2 (tau = 0.95), UDA's confidence-based masking (beta = 0.8), and Pseudo-Label with a
+    threshold as in the FixMatch/MixMatch reimplementation. ``threshold = 0`` keeps every row.
+    """
+    return (probs.max(dim=-1).values >= threshold).to(probs.dtype)
+
+
+def distribution_alignment(probs: Tensor, p_model: Tensor, p_target: Tensor, eps: float = 1e-6) -> Tensor:
+    """ReMixMatch distribution alignment (Berthelot et al. 2020, Sec. 3.2).
+
+    ``p~ = Normalize(p * p_target / p_model)``, where ``p_model`` is the running average of the model's
+    predictions on unlabelled data and ``p_target`` the labelled (marginal) class distribution;
+    ``Normalize(x)_i = x_i / sum_j x_j``. ``eps`` is added to both distributions as in the official code, so
+    an unseen class cannot divide by zero.
+    """
+    weighted = probs * (p_target + eps) / (p_model + eps)
+    return weighted / weighted.sum(dim=-1, keepdim=True)
+
+
+def push_history(history: Tensor, row: Tensor) -> Tensor:
+    """A sliding window of the last ``W`` rows: drop ``history[0]``, append ``row``; ``(W, C) -> (W, C)``.
+
+    ``push_history(h, r).mean(0)`` is the running average "over the last W batches" of ReMixMatch's
+    distribution alignment (W = 128).
+    """
+    return torch.cat([history[1:], row.to(history.dtype).unsqueeze(0)])
+
+
+# --- MixUp --------------------------------------------------------------------------------------------------
+
+
+def mixup_sample(num: int, alpha: float, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Draw one MixUp coefficient per row and the partner permutation (MixMatch Eqs. 8-9).
+
+    ``lambda ~ Beta(alpha, alpha)``, ``lambda' = max(lambda, 1 - lambda)`` (so ``lambda' >= 0.5``: each mixed
+    row stays closer to its own example), one per row as in the official MixMatch code; the partner of row
+    ``i`` is row ``perm[i]`` of a uniform random permutation. Drawn on the CPU from torch's global generator,
+    then moved to ``device``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"MixUp alpha must be > 0, got {alpha}")
+    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((num,))
+    lam = torch.maximum(lam, 1.0 - lam)
+    perm = torch.randperm(num)
+    return lam.to(device), perm.to(device)
+
+
+def mixup(x: Tensor, targets: Tensor, lam: Tensor | float, perm: Tensor) -> tuple[Tensor, Tensor]:
+    """MixUp of inputs and their target distributions with partner rows ``perm`` (MixMatch Eqs. 10-11).
+
+    ``x'_i = lambda_i x_i + (1 - lambda_i) x_perm[i]`` and ``p'_i = lambda_i p_i + (1 - lambda_i) p_perm[i]``.
+    ``lam`` is one float or one coefficient per row (broadcast over the remaining dimensions).
+    """
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
+    lam_x = lam.reshape(-1, *([1] * (x.dim() - 1))) if lam.dim() else lam
+    lam_t = lam.to(targets.dtype).reshape(-1, *([1] * (targets.dim() - 1))) if lam.dim() else lam.to(targets.dtype)
+    return lam_x * x + (1 - lam_x) * x[perm], lam_t * targets + (1 - lam_t) * targets[perm]
+
+
+# --- losses -------------------------------------------------------------------------------------------------
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy against target distributions: ``H(q, p) = -sum_c q_c log softmax(z)_c`` per row.
+
+    Equals ``F.cross_entropy(z, y)`` when ``q`` is ``one_hot(y)``. MixMatch's labelled loss on mixed labels,
+    ReMixMatch's unlabelled and pre-mixup losses. ``reduction``: ``"mean"`` over rows or ``"none"``.
+    """
+    return _reduce(-(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1), reduction)
+
+
+def mse_consistency(logits: Tensor, target_probs: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared error between probabilities: ``||softmax(z) - q||^2 / C`` per row (C classes).
+
+    The consistency cost of the Pi-model (Laine & Aila 2017) and Mean Teacher (Tarvainen & Valpola 2017),
+    and MixMatch's ``L_U = 1/(L |U'|) sum ||q - p_model(y|u)||^2`` (Eq. 4) with ``reduction="mean"``.
+    """
+    per_row = (torch.softmax(logits.float(), dim=-1) - target_probs).pow(2).mean(dim=-1)
+    return _reduce(per_row, reduction)
+
+
+def kl_consistency(logits: Tensor, target_probs: Tensor, reduction: str = "mean") -> Tensor:
+    """``KL(q || softmax(z)) = sum_c q_c (log q_c - log softmax(z)_c)`` per row (``0 log 0 = 0``).
+
+    UDA's consistency loss (Xie et al. 2020, Eq. 1) with the target ``q`` held fixed. It differs from
+    :func:`soft_cross_entropy` by the entropy of ``q``, a constant: the gradient is the same.
+    """
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    per_row = (torch.xlogy(target_probs, target_probs) - target_probs * log_p).sum(dim=-1)
+    return _reduce(per_row, reduction)
+
+
+# --- schedules ----------------------------------------------------------------------------------------------
+
+
+def _phase(progress: float, end: float) -> float:
+    if end < 0:
+        raise ValueError(f"ramp-up end must be >= 0 (a fraction of training), got {end}")
+    if end == 0:
+        return 1.0
+    return min(max(progress / end, 0.0), 1.0)
+
+
+def sigmoid_rampup(progress: float, end: float) -> float:
+    """The Gaussian ("sigmoid-shaped") ramp-up of Laine & Aila 2017 and Mean Teacher: ``exp(-5 (1 - t)^2)``.
+
+    ``t = clip(progress / end, 0, 1)``: ``exp(-5)`` at the start, 1 from ``progress >= end`` on;
+    ``end = 0`` means no ramp (always 1).
+    """
+    t = _phase(progress, end)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def linear_rampup(progress: float, end: float) -> float:
+    """Linear ramp-up ``t = clip(progress / end, 0, 1)``: 0 at the start, 1 from ``progress >= end`` on.
+
+    The warm-up of the MixMatch / FixMatch code bases (``warmup_pos``, ``warmup_kimg``); ``end = 0`` means 1.
+    """
+    return _phase(progress, end)
+
+
+def rampup(shape: str, progress: float, end: float) -> float:
+    """:func:`sigmoid_rampup` or :func:`linear_rampup` by name (``shape`` in ``RAMPUP_SHAPES``)."""
+    if shape == "sigmoid":
+        return sigmoid_rampup(progress, end)
+    if shape == "linear":
+        return linear_rampup(progress, end)
+    raise ValueError(f"ramp-up shape {shape!r}; expected one of {RAMPUP_SHAPES}")
+
+
+def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
+    """UDA's Training Signal Annealing threshold (Xie et al. 2020, Sec. 3.2).
+
+    ``eta_t = alpha_t (1 - 1/K) + 1/K`` with ``alpha_t = t`` (linear), ``1 - exp(-5 t)`` (log) or
+    ``exp(5 (t - 1))`` (exp); ``"none"`` gives 1 (nothing masked). Labelled examples whose probability of
+    the correct class exceeds ``eta_t`` are left out of the supervised loss.
+    """
+    t = min(max(progress, 0.0), 1.0)
+    if schedule == "none":
+        return 1.0
+    if schedule == "linear":
+        alpha = t
+    elif schedule == "log":
+        alpha = 1.0 - math.exp(-5.0 * t)
+    elif schedule == "exp":
+        alpha = math.exp(5.0 * (t - 1.0))
+    else:
+        raise ValueError(f"TSA schedule {schedule!r}; expected one of {TSA_SCHEDULES}")
+    return alpha * (1.0 - 1.0 / num_classes) + 1.0 / num_classes

@@ -1,0 +1,344 @@
+"""Each algorithm's loss on a tiny hand-made batch against a hand-worked value.
+
+The "model" is a linear map ``logits = flatten(x) @ W^T`` with ``W`` chosen by the test (``W = I`` makes each
+input row its own logits), so every mask, target, mixed row and loss can be written out by hand. Expected
+values use plain torch arithmetic written here (``logsumexp``, explicit softmax / squares), not
+``ssl_bench.functional``. Each test also compares the gradient w.r.t. ``W`` with that of the hand-written loss
+whose targets are constants: if an algorithm let gradient flow through its targets, the gradients differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ssl_bench import functional as SF
+from ssl_bench.algorithm import AlgorithmError, Batch, build_algorithm
+
+# --- a model whose logits the test controls -----------------------------------------------------------------
+
+
+class LinearLogits(nn.Module):
+    """``logits = flatten(x) @ W^T``; ``features`` = the flattened input, ``classifier`` = the map ``W``."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.num_features = weight.shape[1]
+        self.classifier = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            self.classifier.weight.copy_(weight)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def t(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def softmax(z: torch.Tensor) -> torch.Tensor:
+    e = torch.exp(z - z.max(dim=-1, keepdim=True).values)
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def ce_rows(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy with integer labels, written out: logsumexp(z) - z_y."""
+    return torch.logsumexp(z, dim=-1) - z.gather(1, y[:, None]).squeeze(1)
+
+
+def soft_ce_rows(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return -(q * (z - torch.logsumexp(z, dim=-1, keepdim=True))).sum(-1)
+
+
+def ce(logit_row, label) -> float:
+    """Cross-entropy of one row of python floats: log sum exp - z_label."""
+    return math.log(sum(math.exp(v) for v in logit_row)) - logit_row[label]
+
+
+def assert_same_gradient(total: torch.Tensor, expected: torch.Tensor, weight: torch.Tensor) -> None:
+    (got,) = torch.autograd.grad(total, weight, retain_graph=True)
+    (want,) = torch.autograd.grad(expected, weight, retain_graph=True)
+    torch.testing.assert_close(got, want)
+
+
+def assert_terms_sum_to_total(losses) -> None:
+    torch.testing.assert_close(sum(losses.terms.values()), losses.total)
+
+
+# --- FixMatch -----------------------------------------------------------------------------------------------
+
+
+def test_fixmatch_mask_pseudo_labels_and_total_hand_worked():
+    model = LinearLogits(torch.eye(2))
+    x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
+    u_weak = t([[3, 0], [0.5, 0], [0, 4]])   # confidences sigmoid(3)=0.953, sigmoid(0.5)=0.622, sigmoid(4)=0.982
+    u_strong = t([[1, 0], [0, 2], [2, 1]])
+    alg = build_algorithm("fixmatch")
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
+
+    # Mask (1, 0, 1) at tau = 0.95; pseudo-labels (0, -, 1); the masked row counts zero in the mean over 3.
+    supervised = (ce([2, 0], 0) + ce([0, 1], 1)) / 2
+    unsupervised = (ce([1, 0], 0) + 0.0 + ce([2, 1], 1)) / 3
+    assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
+    assert losses.terms["supervised"].item() == pytest.approx(supervised, rel=1e-6)
+    assert losses.terms["unsupervised"].item() == pytest.approx(unsupervised, rel=1e-6)
+    assert losses.total.item() == pytest.approx(supervised + unsupervised, rel=1e-6)
+    assert_terms_sum_to_total(losses)
+
+    w = model.classifier.weight
+    expected = ce_rows(x @ w.T, y).mean() + (ce_rows(u_strong @ w.T, torch.tensor([0, 0, 1]))
+                                             * t([1, 0, 1])).mean()
+    assert_same_gradient(losses.total, expected, w)
+
+
+# --- Pi-Model -----------------------------------------------------------------------------------------------
+
+
+def test_pi_model_mse_between_two_passes_with_sigmoid_rampup():
+    model = LinearLogits(t([[1, 0], [0.5, 1]]))
+    w = model.classifier.weight
+    x, y = t([[1, 0], [0, 2]]), torch.tensor([0, 1])
+    u_1, u_2 = t([[2, 0], [0, 1]]), t([[1, 1], [0, 3]])
+    alg = build_algorithm("pi_model")
+    # progress 0.2 of a ramp ending at 0.4: t = 0.5, weight = 10 exp(-5 * 0.25).
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.2, num_classes=2))
+
+    weight = 10.0 * math.exp(-1.25)
+    target = softmax(u_1 @ w.T).detach()   # the first pass is the constant target
+    consistency = ((softmax(u_2 @ w.T) - target) ** 2).sum(-1).div(2).mean()
+    expected = ce_rows(x @ w.T, y).mean() + weight * consistency
+    assert losses.logs["unsup_weight"] == pytest.approx(weight)
+    assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert_terms_sum_to_total(losses)
+    assert_same_gradient(losses.total, expected, w)
+
+
+# --- Mean Teacher -------------------------------------------------------------------------------------------
+
+
+def test_mean_teacher_student_view_against_teacher_view_and_teacher_gets_no_gradient():
+    student = LinearLogits(torch.eye(2))
+    teacher = LinearLogits(t([[2, 0], [0, 0.5]])).requires_grad_(False)
+    x, y = t([[1, 0], [0, 1]]), torch.tensor([0, 1])
+    u_teacher, u_student = t([[1, 0], [0, 2]]), t([[0.5, 0], [1, 1]])
+    alg = build_algorithm("mean_teacher")
+    assert alg.targets_from == "teacher"
+    losses = alg.loss(student, teacher, Batch(x=x, y=y, u=(u_teacher, u_student), progress=1.0, num_classes=2))
+
+    w = student.classifier.weight
+    target = softmax(u_teacher @ teacher.classifier.weight.T)   # teacher logits (2, 0) and (0, 1)
+    consistency = ((softmax(u_student @ w.T) - target) ** 2).sum(-1).div(2).mean()
+    expected = ce_rows(x @ w.T, y).mean() + 50.0 * consistency   # ramp finished at progress 1
+    assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert_terms_sum_to_total(losses)
+    assert_same_gradient(losses.total, expected, w)
+    losses.total.backward()
+    assert teacher.classifier.weight.grad is None
+    assert student.classifier.weight.grad is not None
+
+
+# --- Pseudo-Label -------------------------------------------------------------------------------------------
+
+
+def test_pseudo_label_trains_confident_rows_on_their_own_argmax():
+    model = LinearLogits(torch.eye(2))
+    x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
+    u = t([[3, 0], [0.5, 0], [0, 4]])   # mask (1, 0, 1), pseudo-labels (0, 0, 1)
+    alg = build_algorithm("pseudo_label")
+    # Linear ramp over 40 % of training: weight 0.5 at progress 0.2.
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u,), progress=0.2, num_classes=2))
+
+    supervised = (ce([2, 0], 0) + ce([0, 1], 1)) / 2
+    pseudo = (ce([3, 0], 0) + 0.0 + ce([0, 4], 1)) / 3
+    assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
+    assert losses.total.item() == pytest.approx(supervised + 0.5 * pseudo, rel=1e-6)
+    assert_terms_sum_to_total(losses)
+
+    w = model.classifier.weight
+    expected = ce_rows(x @ w.T, y).mean() + 0.5 * (ce_rows(u @ w.T, torch.tensor([0, 0, 1])) * t([1, 0, 1])).mean()
+    assert_same_gradient(losses.total, expected, w)
+
+
+def test_pseudo_label_with_threshold_zero_is_lee_2013():
+    model = LinearLogits(torch.eye(2))
+    u = t([[3, 0], [0.5, 0], [0, 4]])
+    alg = build_algorithm("pseudo_label", {"threshold": "0"})
+    losses = alg.loss(model, None, Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=2))
+    assert losses.logs["mask_rate"].item() == 1.0
+    expected = (ce([3, 0], 0) + ce([0.5, 0], 0) + ce([0, 4], 1)) / 3
+    assert losses.terms["unsupervised"].item() == pytest.approx(expected, rel=1e-6)
+
+
+# --- UDA ----------------------------------------------------------------------------------------------------
+
+
+def kl_row(q, z) -> float:
+    log_p = [v - math.log(sum(math.exp(u) for u in z)) for v in z]
+    return sum(qi * (math.log(qi) - lp) for qi, lp in zip(q, log_p, strict=True) if qi > 0)
+
+
+def test_uda_sharpened_kl_on_confident_rows_hand_worked():
+    model = LinearLogits(torch.eye(2))
+    x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
+    u_weak = t([[2, 0], [0.5, 0], [0, 3]])   # confidences 0.881, 0.622, 0.953 -> mask (1, 0, 1) at 0.8
+    u_strong = t([[1, 0], [0, 2], [2, 1]])
+    alg = build_algorithm("uda")
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
+
+    # Targets softmax(z_weak / 0.4): row 0 (e^5, 1) / (e^5 + 1), row 2 (1, e^7.5) / (1 + e^7.5).
+    q0 = [math.exp(5) / (math.exp(5) + 1), 1 / (math.exp(5) + 1)]
+    q2 = [1 / (1 + math.exp(7.5)), math.exp(7.5) / (1 + math.exp(7.5))]
+    unsupervised = (kl_row(q0, [1, 0]) + 0.0 + kl_row(q2, [2, 1])) / 3
+    supervised = (ce([2, 0], 0) + ce([0, 1], 1)) / 2
+    assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
+    assert losses.terms["unsupervised"].item() == pytest.approx(unsupervised, rel=1e-5)
+    assert losses.total.item() == pytest.approx(supervised + unsupervised, rel=1e-5)
+    assert_terms_sum_to_total(losses)
+
+    w = model.classifier.weight
+    q = t([q0, [0.5, 0.5], q2])
+    expected = ce_rows(x @ w.T, y).mean() + (soft_ce_rows(u_strong @ w.T, q) * t([1, 0, 1])).mean()
+    assert_same_gradient(losses.total, expected, w)   # KL and soft CE differ by a constant
+
+
+def test_uda_linear_tsa_drops_labelled_rows_above_eta():
+    model = LinearLogits(torch.eye(2))
+    # eta = 0.5 * (1 - 1/2) + 1/2 = 0.75 at progress 0.5; p(correct) = 0.881 (dropped) and 0.622 (kept).
+    x, y = t([[2, 0], [0, 0.5]]), torch.tensor([0, 1])
+    u = t([[0, 0]])
+    alg = build_algorithm("uda", {"tsa": "linear"})
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u, u), progress=0.5, num_classes=2))
+    assert losses.terms["supervised"].item() == pytest.approx(ce([0, 0.5], 1), rel=1e-6)
+    assert losses.logs["tsa_rate"].item() == pytest.approx(0.5)
+
+
+# --- MixMatch -----------------------------------------------------------------------------------------------
+
+
+def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
+    model = LinearLogits(torch.eye(2))
+    x, y = t([[1, 0], [0, 1]]), torch.tensor([0, 1])
+    u_1, u_2 = t([[2, 0], [0, 1]]), t([[1, 0], [0, 3]])
+    lam = t([0.9, 0.8, 0.7, 0.6, 0.75, 0.55])
+    perm = torch.tensor([5, 4, 3, 2, 1, 0])
+
+    def fixed_mixup_sample(num, alpha, device=None):
+        assert num == 6 and alpha == 0.75
+        return lam, perm
+
+    monkeypatch.setattr(SF, "mixup_sample", fixed_mixup_sample)
+    alg = build_algorithm("mixmatch")
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.5, num_classes=2))
+
+    # Guess: mean of the K = 2 predictions, sharpened with T = 0.5 (square and renormalise).
+    p_bar = (softmax(u_1) + softmax(u_2)) / 2
+    guess = p_bar ** 2 / (p_bar ** 2).sum(-1, keepdim=True)
+    inputs = torch.cat([x, u_1, u_2])
+    targets = torch.cat([torch.eye(2), guess, guess])
+    mixed_in = lam[:, None] * inputs + (1 - lam[:, None]) * inputs[perm]
+    mixed_t = lam[:, None] * targets + (1 - lam[:, None]) * targets[perm]
+    assert mixed_in[0].tolist() == pytest.approx([0.9 * 1 + 0.1 * 0, 0.9 * 0 + 0.1 * 3])   # x_0 with u_2[1]
+
+    w = model.classifier.weight
+    logits = mixed_in @ w.T
+    l_x = soft_ce_rows(logits[:2], mixed_t[:2]).mean()
+    l_u = ((softmax(logits[2:]) - mixed_t[2:]) ** 2).mean()   # 1 / (L |U'|) sum of squares
+    expected = l_x + 75.0 * l_u                                # lambda_U ramp finished (1/64 < 0.5)
+    assert losses.terms["supervised"].item() == pytest.approx(l_x.item(), rel=1e-6)
+    assert losses.logs["l2u"].item() == pytest.approx(l_u.item(), rel=1e-6)
+    assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert_terms_sum_to_total(losses)
+    assert_same_gradient(losses.total, expected, w)
+
+
+def test_mixmatch_lambda_u_ramps_linearly_over_the_first_64th():
+    model = LinearLogits(torch.eye(2))
+    batch = Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(t([[1, 0]]), t([[0, 1]])), progress=1 / 128,
+                  num_classes=2)
+    losses = build_algorithm("mixmatch").loss(model, None, batch)
+    assert losses.logs["unsup_weight"] == pytest.approx(75.0 / 2)
+
+
+# --- ReMixMatch ---------------------------------------------------------------------------------------------
+
+
+def img(a, b, c, d) -> list:
+    return [[[a, b], [c, d]]]   # one channel, 2 x 2
+
+
+def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
+    # Logits are the top row of each 2 x 2 image.
+    model = LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    alg = build_algorithm("remixmatch")
+    state = alg.setup(model, 2)
+    with torch.no_grad():
+        state.rotation_head.weight.copy_(torch.eye(4))
+        state.rotation_head.bias.zero_()
+        state.p_model_history[:] = t([0.75, 0.25])   # the model has over-predicted class 0 lately
+    x, y = t([img(1, 0, 0, 0), img(0, 1, 0, 0)]), torch.tensor([0, 1])
+    u_weak = t([img(2, 0, 1, 1), img(0, 1, 0, 0)])
+    s_1 = t([img(1, 0, 0, 2), img(0, 2, 1, 0)])
+    s_2 = t([img(0, 0, 1, 1), img(1, 1, 0, 0)])
+    lam = t([0.9, 0.8, 0.7, 0.6, 0.75, 0.55, 0.95, 0.65])
+    perm = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0])
+    monkeypatch.setattr(SF, "mixup_sample", lambda num, alpha, device=None: (lam, perm))
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, s_1, s_2), progress=1.0, num_classes=2))
+
+    # Guess: p * p(y) / p~(y) = p * (0.5, 0.5) / (0.75, 0.25), i.e. proportional to (p_0, 3 p_1); then T = 0.5.
+    p = softmax(t([[2, 0], [0, 1]]))
+    aligned = p * t([1, 3])
+    aligned = aligned / aligned.sum(-1, keepdim=True)
+    guess = aligned ** 2 / (aligned ** 2).sum(-1, keepdim=True)
+
+    w = model.classifier.weight
+    inputs = torch.cat([x, u_weak, s_1, s_2])
+    targets = torch.cat([torch.eye(2), guess, guess, guess])
+    mixed_in = lam[:, None, None, None] * inputs + (1 - lam[:, None, None, None]) * inputs[perm]
+    mixed_t = lam[:, None] * targets + (1 - lam[:, None]) * targets[perm]
+    logits = mixed_in.flatten(1) @ w.T
+    l_x = soft_ce_rows(logits[:2], mixed_t[:2]).mean()
+    l_u = soft_ce_rows(logits[2:], mixed_t[2:]).mean()
+    pre_mixup = soft_ce_rows(s_1.flatten(1) @ w.T, guess).mean()
+    # Rotation: row 0 unrotated (label 0); row 1 [[0, 2], [1, 0]] turned 90 degrees -> [[2, 0], [0, 1]] (label 1).
+    rotation = (ce([1, 0, 0, 2], 0) + ce([2, 0, 0, 1], 1)) / 2
+    expected = l_x + 1.5 * l_u + 0.5 * pre_mixup + 0.5 * rotation
+
+    assert losses.terms["supervised"].item() == pytest.approx(l_x.item(), rel=1e-5)
+    assert losses.terms["unsupervised"].item() == pytest.approx(1.5 * l_u.item(), rel=1e-5)
+    assert losses.terms["pre_mixup"].item() == pytest.approx(0.5 * pre_mixup.item(), rel=1e-5)
+    assert losses.terms["rotation"].item() == pytest.approx(0.5 * rotation, rel=1e-6)
+    assert losses.total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert_terms_sum_to_total(losses)
+    assert_same_gradient(losses.total, expected, w)
+
+    # The windows slid by one batch: this batch's mean weak prediction and mean labelled one-hot at the end.
+    torch.testing.assert_close(state.p_model_history[-1], p.mean(0))
+    torch.testing.assert_close(state.p_model_history[-2], t([0.75, 0.25]))
+    torch.testing.assert_close(state.p_labelled_history[-1], t([0.5, 0.5]))
+
+
+def test_remixmatch_state_is_one_module_with_head_and_windows_and_loss_needs_setup():
+    alg = build_algorithm("remixmatch", {"da_window": "8"})
+    batch = Batch(x=t([img(1, 0, 0, 0)]), y=torch.tensor([0]), u=(t([img(1, 0, 0, 0)]),) * 3, progress=1.0,
+                  num_classes=2)
+    with pytest.raises(AlgorithmError, match="setup"):
+        alg.loss(LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]])), None, batch)
+    state = alg.setup(LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]])), 2)
+    assert set(state.state_dict()) == {"rotation_head.weight", "rotation_head.bias",
+                                       "p_model_history", "p_labelled_history"}
+    assert state.p_model_history.shape == (8, 2)
+
+
+def test_hyperparameters_are_validated_where_they_enter():
+    with pytest.raises(AlgorithmError, match="rampup"):
+        build_algorithm("mean_teacher", {"rampup": "cosine"})
+    with pytest.raises(AlgorithmError, match="threshold"):
+        build_algorithm("uda", {"threshold": "1.5"})
+    with pytest.raises(AlgorithmError, match="da_target"):
+        build_algorithm("remixmatch", {"da_target": "guess"})

@@ -1,0 +1,189 @@
+"""ssl_bench.functional: each formula against a closed form or a hand-worked example."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_bench import functional as SF
+
+# --- sharpening ---------------------------------------------------------------------------------------------
+
+
+def test_sharpen_with_t_half_squares_and_renormalises():
+    # (0.6^2, 0.4^2) / (0.36 + 0.16) = (0.36, 0.16) / 0.52
+    out = SF.sharpen(torch.tensor([[0.6, 0.4], [0.25, 0.75]]), 0.5)
+    expected = torch.tensor([[0.36 / 0.52, 0.16 / 0.52], [0.0625 / 0.625, 0.5625 / 0.625]])
+    torch.testing.assert_close(out, expected)
+
+
+def test_sharpen_with_t_one_is_identity_and_of_softmax_is_softmax_over_t():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 3.0]])
+    p = logits.softmax(-1)
+    torch.testing.assert_close(SF.sharpen(p, 1.0), p)
+    torch.testing.assert_close(SF.sharpen(p, 0.4), (logits / 0.4).softmax(-1))
+
+
+def test_sharpen_keeps_zero_probabilities_finite():
+    out = SF.sharpen(torch.tensor([[1.0, 0.0]]), 0.5)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.tensor([[1.0, 0.0]]))
+
+
+def test_sharpen_rejects_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        SF.sharpen(torch.tensor([[0.5, 0.5]]), 0.0)
+
+
+# --- confidence mask ----------------------------------------------------------------------------------------
+
+
+def test_confidence_mask_keeps_rows_at_or_above_the_threshold():
+    probs = torch.tensor([[0.96, 0.04], [0.6, 0.4], [0.05, 0.95], [0.5, 0.5]])
+    torch.testing.assert_close(SF.confidence_mask(probs, 0.95), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    torch.testing.assert_close(SF.confidence_mask(probs, 0.0), torch.ones(4))
+
+
+# --- MixUp --------------------------------------------------------------------------------------------------
+
+
+def test_mixup_with_fixed_lambda_and_swap_partner():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mixed_x, mixed_y = SF.mixup(x, y, 0.7, torch.tensor([1, 0]))
+    expected = torch.tensor([[0.7, 0.3], [0.3, 0.7]])
+    torch.testing.assert_close(mixed_x, expected)
+    torch.testing.assert_close(mixed_y, expected)
+
+
+def test_mixup_with_one_lambda_per_row_broadcasts_over_image_dimensions():
+    x = torch.arange(3 * 2 * 2 * 2, dtype=torch.float32).reshape(3, 2, 2, 2)
+    y = torch.eye(3)
+    lam = torch.tensor([1.0, 0.5, 0.75])
+    perm = torch.tensor([2, 0, 1])
+    mixed_x, mixed_y = SF.mixup(x, y, lam, perm)
+    torch.testing.assert_close(mixed_x[0], x[0])
+    torch.testing.assert_close(mixed_x[1], 0.5 * x[1] + 0.5 * x[0])
+    torch.testing.assert_close(mixed_x[2], 0.75 * x[2] + 0.25 * x[1])
+    torch.testing.assert_close(mixed_y, torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.25, 0.75]]))
+
+
+def test_mixup_sample_gives_lambda_prime_at_least_half_and_a_permutation():
+    torch.manual_seed(0)
+    lam, perm = SF.mixup_sample(1000, 0.75)
+    assert lam.shape == (1000,) and ((lam >= 0.5) & (lam <= 1.0)).all()
+    assert torch.equal(perm.sort().values, torch.arange(1000))
+    # E[max(L, 1 - L)] for L ~ Beta(a, a) lies strictly between 0.5 and 1; for a = 0.75 it is about 0.79.
+    assert 0.75 < lam.mean().item() < 0.83
+
+
+def test_mixup_sample_is_reproducible_under_the_global_seed():
+    torch.manual_seed(3)
+    a = SF.mixup_sample(16, 0.5)
+    torch.manual_seed(3)
+    b = SF.mixup_sample(16, 0.5)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+# --- distribution alignment ---------------------------------------------------------------------------------
+
+
+def test_distribution_alignment_hand_worked():
+    # p * p_target / p_model = (0.5, 0.3, 0.2) * (1/3) / (0.5, 0.25, 0.25) = (1/3, 2/5, 4/15), which sums to 1.
+    probs = torch.tensor([[0.5, 0.3, 0.2]])
+    out = SF.distribution_alignment(probs, torch.tensor([0.5, 0.25, 0.25]), torch.full((3,), 1 / 3))
+    torch.testing.assert_close(out, torch.tensor([[1 / 3, 2 / 5, 4 / 15]]), atol=1e-5, rtol=0)
+
+
+def test_distribution_alignment_is_identity_when_model_matches_target():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    p = torch.tensor([0.2, 0.3, 0.5])
+    torch.testing.assert_close(SF.distribution_alignment(probs, p, p), probs)
+
+
+def test_push_history_drops_the_oldest_row_and_appends_the_new_one():
+    history = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    out = SF.push_history(history, torch.tensor([0.25, 0.75]))
+    torch.testing.assert_close(out, torch.tensor([[0.5, 0.5], [0.0, 1.0], [0.25, 0.75]]))
+    torch.testing.assert_close(out.mean(0), torch.tensor([0.75 / 3, 2.25 / 3]))
+
+
+# --- losses -------------------------------------------------------------------------------------------------
+
+
+def test_soft_cross_entropy_equals_cross_entropy_for_one_hot_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4)
+    y = torch.tensor([0, 3, 1, 1, 2])
+    torch.testing.assert_close(SF.soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))
+    torch.testing.assert_close(SF.soft_cross_entropy(logits, F.one_hot(y, 4).float(), reduction="none"),
+                               F.cross_entropy(logits, y, reduction="none"))
+
+
+def test_soft_cross_entropy_with_soft_target_hand_worked():
+    # logits (0, 0): log softmax = log 0.5 for both classes, so H(q, p) = log 2 for any q.
+    out = SF.soft_cross_entropy(torch.zeros(1, 2), torch.tensor([[0.3, 0.7]]))
+    assert out.item() == pytest.approx(math.log(2))
+
+
+def test_mse_consistency_value():
+    # softmax(0, 0) = (0.5, 0.5); target (1, 0): ((0.5)^2 + (0.5)^2) / 2 classes = 0.25; second row is exact.
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    torch.testing.assert_close(SF.mse_consistency(logits, target, reduction="none"), torch.tensor([0.25, 0.0]))
+    assert SF.mse_consistency(logits, target).item() == pytest.approx(0.125)
+
+
+def test_kl_consistency_value_and_zero_at_the_target():
+    # KL((1, 0) || (0.5, 0.5)) = 1 * log(1 / 0.5) = log 2; the 0 log 0 term is 0 (not NaN).
+    assert SF.kl_consistency(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(math.log(2))
+    logits = torch.tensor([[1.0, -2.0, 0.3]])
+    assert SF.kl_consistency(logits, logits.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reduction_must_be_mean_or_none():
+    with pytest.raises(ValueError, match="reduction"):
+        SF.soft_cross_entropy(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), reduction="sum")
+
+
+# --- schedules ----------------------------------------------------------------------------------------------
+
+
+def test_sigmoid_rampup_at_start_midpoint_end_and_after():
+    assert SF.sigmoid_rampup(0.0, 0.4) == pytest.approx(math.exp(-5.0))
+    assert SF.sigmoid_rampup(0.2, 0.4) == pytest.approx(math.exp(-5.0 * 0.25))  # t = 0.5
+    assert SF.sigmoid_rampup(0.4, 0.4) == pytest.approx(1.0)
+    assert SF.sigmoid_rampup(0.9, 0.4) == pytest.approx(1.0)
+    assert SF.sigmoid_rampup(0.0, 0.0) == 1.0  # no ramp
+
+
+def test_linear_rampup_at_start_midpoint_end_and_after():
+    assert SF.linear_rampup(0.0, 1 / 64) == 0.0
+    assert SF.linear_rampup(1 / 128, 1 / 64) == pytest.approx(0.5)
+    assert SF.linear_rampup(1 / 64, 1 / 64) == pytest.approx(1.0)
+    assert SF.linear_rampup(1.0, 1 / 64) == 1.0
+    assert SF.linear_rampup(0.3, 0.0) == 1.0
+
+
+def test_rampup_dispatches_by_name_and_rejects_unknown_shapes():
+    assert SF.rampup("sigmoid", 0.2, 0.4) == SF.sigmoid_rampup(0.2, 0.4)
+    assert SF.rampup("linear", 0.2, 0.4) == SF.linear_rampup(0.2, 0.4)
+    with pytest.raises(ValueError, match="shape"):
+        SF.rampup("cosine", 0.2, 0.4)
+    with pytest.raises(ValueError, match=">= 0"):
+        SF.linear_rampup(0.2, -1.0)
+
+
+def test_tsa_threshold_schedules():
+    # eta = alpha (1 - 1/K) + 1/K with K = 10.
+    assert SF.tsa_threshold("none", 0.3, 10) == 1.0
+    assert SF.tsa_threshold("linear", 0.5, 10) == pytest.approx(0.5 * 0.9 + 0.1)
+    assert SF.tsa_threshold("log", 0.0, 10) == pytest.approx(0.1)
+    assert SF.tsa_threshold("log", 0.5, 10) == pytest.approx((1 - math.exp(-2.5)) * 0.9 + 0.1)
+    assert SF.tsa_threshold("exp", 1.0, 10) == pytest.approx(1.0)
+    assert SF.tsa_threshold("exp", 0.0, 10) == pytest.approx(math.exp(-5) * 0.9 + 0.1)
+    with pytest.raises(ValueError, match="TSA"):
+        SF.tsa_threshold("cosine", 0.5, 10)
