@@ -1,0 +1,171 @@
+"""Throughput of ssl_bench.augment against a plain per-image Pillow pipeline, measured in the same process.
+
+    python benchmarks/bench_augment.py                 # CPU, one thread, 448 real CIFAR-10 images (32x32)
+    python benchmarks/bench_augment.py --device cuda   # ours on the GPU (synchronised), Pillow on one CPU thread
+
+The reference is what a FixMatch data loader does per image (google-research/fixmatch, kekmodel's port): weak =
+random flip + reflect-pad-4 random crop (numpy); strong = the same, then 2 random RandAugment ops with random
+magnitudes through Pillow, then a 16x16 gray Cutout (numpy). Both sides run on one CPU thread
+(torch.set_num_threads(1)); the table gives images per second (median over repeats, the two pipelines timed
+alternately) and ours / Pillow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ssl_bench.augment import FILL, MAGNITUDE_RANGES, OPS, strong_augment, weak_augment  # noqa: E402
+
+DATA = Path(os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The per-image Pillow reference, written plainly
+
+
+def pillow_weak(img: np.ndarray, rng: random.Random, pad: int = 4) -> np.ndarray:
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    h, w = img.shape[:2]
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    top, left = rng.randint(0, 2 * pad), rng.randint(0, 2 * pad)
+    return padded[top : top + h, left : left + w]
+
+
+def pillow_op(im: Image.Image, name: str, rng: random.Random) -> Image.Image:
+    lo, hi = MAGNITUDE_RANGES.get(name, (0.0, 0.0))
+    v = rng.uniform(lo, hi)
+    gray = (FILL,) * 3
+    if name == "identity":
+        return im
+    if name == "autocontrast":
+        return ImageOps.autocontrast(im)
+    if name == "equalize":
+        return ImageOps.equalize(im)
+    if name == "brightness":
+        return ImageEnhance.Brightness(im).enhance(v)
+    if name == "color":
+        return ImageEnhance.Color(im).enhance(v)
+    if name == "contrast":
+        return ImageEnhance.Contrast(im).enhance(v)
+    if name == "sharpness":
+        return ImageEnhance.Sharpness(im).enhance(v)
+    if name == "posterize":
+        return ImageOps.posterize(im, rng.randint(int(lo), int(hi)))
+    if name == "solarize":
+        return ImageOps.solarize(im, v)
+    if name == "rotate":
+        return im.rotate(v, fillcolor=gray)
+    affine = {
+        "shear_x": (1, v, 0, 0, 1, 0),
+        "shear_y": (1, 0, 0, v, 1, 0),
+        "translate_x": (1, 0, v * im.size[0], 0, 1, 0),
+        "translate_y": (1, 0, 0, 0, 1, v * im.size[1]),
+    }[name]
+    return im.transform(im.size, Image.Transform.AFFINE, affine, fillcolor=gray)
+
+
+def pillow_strong(img: np.ndarray, rng: random.Random, num_ops: int = 2, size: int = 16) -> np.ndarray:
+    im = Image.fromarray(np.ascontiguousarray(pillow_weak(img, rng)))
+    for _ in range(num_ops):
+        im = pillow_op(im, rng.choice(OPS), rng)
+    out = np.array(im)
+    h, w = out.shape[:2]
+    cy, cx = rng.randrange(h), rng.randrange(w)
+    out[max(0, cy - size // 2) : cy + size // 2, max(0, cx - size // 2) : cx + size // 2] = FILL
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_batch(n: int) -> np.ndarray:
+    path = DATA / "cifar10_subset.npz"
+    if path.exists():
+        with np.load(path) as data:
+            x = data["x_train"][:n]
+        if len(x) == n:
+            return x
+    print(f"(real images not found in {DATA}; using random pixels)")
+    return np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def interleaved_rates(
+    ours: Callable[[], object],
+    ref: Callable[[], object],
+    n_images: int,
+    repeats: int,
+    sync: Callable[[], None],
+) -> tuple[float, float]:
+    """Images per second of ours and of the reference, median over `repeats` calls each. The calls alternate
+    (ours, ref, ours, ref, ...) so that both see the same load on a shared machine."""
+    for fn in (ours, ref, ours, ref):  # warm-up
+        fn()
+    sync()
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for k, fn in enumerate((ours, ref)):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    return n_images / statistics.median(times[0]), n_images / statistics.median(times[1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", help="device for ours: cpu or cuda (Pillow is always CPU)")
+    parser.add_argument("--batch", type=int, default=448, help="images per call (FixMatch: 7 x 64 unlabeled)")
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here")
+
+    torch.set_num_threads(1)
+    device = torch.device(args.device)
+    images = load_batch(args.batch)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    rng = random.Random(0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    n = len(images)
+
+    rows = []
+    for view, ours_fn, pil_fn in [
+        ("weak", lambda: weak_augment(x, gen), lambda: np.stack([pillow_weak(im, rng) for im in images])),
+        (
+            "strong",
+            lambda: strong_augment(x, gen),
+            lambda: np.stack([pillow_strong(im, rng) for im in images]),
+        ),
+    ]:
+        rows.append((view, *interleaved_rates(ours_fn, pil_fn, n, args.repeats, sync)))
+
+    print(
+        f"{n} images 32x32, torch {torch.__version__} threads={torch.get_num_threads()}, ours on {device}, "
+        f"Pillow {Image.__version__} per image on 1 CPU thread; median of {args.repeats} calls"
+    )
+    print()
+    print("| view   | ours, img/s | Pillow per-image, img/s | ours / Pillow |")
+    print("|--------|------------:|------------------------:|--------------:|")
+    for view, ours, ref in rows:
+        print(f"| {view:<6} | {ours:>11,.0f} | {ref:>23,.0f} | {ours / ref:>12.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
