@@ -31,7 +31,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                    help="override one of the algorithm's hyper-parameters (repeatable)")
     g.add_argument("--smooth", default=d.smooth, choices=STRATEGIES, help="teacher smoothing strategy")
     g.add_argument("--p", type=float, default=DEFAULT_P, help="SE/STS preserving probability (paper Sec. 4.1: 0.5)")
-    g.add_argument("--m", type=float, default=DEFAULT_M, help="TMA/STS momentum (FixMatch's EMA: 0.999)")
+    g.add_argument("--m", type=float, default=None,
+                   help=f"TMA/STS momentum (default: the profile's; FixMatch's EMA {DEFAULT_M} for full/short)")
     g.add_argument("--granularity", default=d.granularity, choices=GRANULARITIES, help="SE/STS unit")
     g.add_argument("--buffers", default=d.buffers, choices=BUFFER_POLICIES,
                    help="teacher BatchNorm statistics: copied from the student or averaged")

@@ -898,7 +898,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
     cp = subparsers.add_parser(
         "compare",
-        help="paired STS/SE/NONE minus TMA differences over seeds, with 95 % t-intervals",
+        help="paired STS/SE/NONE minus TMA differences over seeds, with 95 %% t-intervals",
         description="For one algorithm, dataset and label budget: every other smoothing strategy minus TMA, "
         "paired by seed, per section (profile, dataset, model, steps).",
     )
