@@ -80,6 +80,7 @@ class Run:
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
+    train_model: nn.Module | None = None   # the student as the loss sees it (compiled with --compile)
     step: int = 0
 
     def prepare(self, images: Tensor) -> Tensor:
@@ -157,7 +158,9 @@ def build_run(config: RunConfig) -> Run:
                unlabeled=IndexStream(split.unlabeled, rank_seed(c.seed, "unlabeled")),
                augment_generator=augment_generator, device=device,
                x_train=_to_nchw(dataset.x_train, device), y_train=torch.from_numpy(dataset.y_train).to(device),
-               x_test=_to_nchw(dataset.x_test, device), y_test=torch.from_numpy(dataset.y_test).to(device))
+               x_test=_to_nchw(dataset.x_test, device), y_test=torch.from_numpy(dataset.y_test).to(device),
+               # torch.compile wraps the same parameters, so the smoother and the checkpoints see the plain module.
+               train_model=torch.compile(student) if c.compile else student)
 
 
 def next_batch(run: Run) -> Batch:
@@ -177,7 +180,7 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
     """One optimizer step and one smoother update; returns the step's logs as device tensors (no sync)."""
     autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.config.amp)
     with autocast:
-        losses = run.algorithm.loss(run.student, run.teacher, batch)
+        losses = run.algorithm.loss(run.train_model, run.teacher, batch)
     if run.step == 0:
         check_losses(losses, run.algorithm)
     run.optimizer.zero_grad(set_to_none=True)
