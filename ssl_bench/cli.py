@@ -46,21 +46,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None, help="wrn28_2, wrn28_8, wrn<depth>_<width>, tiny or timm:<name> "
                                                  "(default: the profile's, else the dataset's)")
     o = parser.add_argument_group("budget overrides (default: the profile's)")
-    o.add_argument("--steps", type=int, default=None)
-    o.add_argument("--eval-every", type=int, default=None)
+    o.add_argument("--steps", type=int, default=None, help="training steps")
+    o.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
     o.add_argument("--batch-size", type=int, default=None, help="labelled images per step")
     o.add_argument("--mu", type=int, default=None, help="unlabelled images per labelled image")
-    o.add_argument("--lr", type=float, default=d.lr)
+    o.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (cosine decay, FixMatch)")
     o.add_argument("--weight-decay", type=float, default=None, help="default: 5e-4 (CIFAR-10), 1e-3 (CIFAR-100)")
     s = parser.add_argument_group("system")
     s.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="bf16 autocast")
-    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last)
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="channels_last memory format")
     s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile, help="torch.compile the model")
     s.add_argument("--data-root", default=None, help="data folder (default: $SSL_BENCH_DATA, else ./datasets)")
     s.add_argument("--download", action="store_true", help="download a missing CIFAR (needs internet)")
     s.add_argument("--results-dir", default=d.results_dir, help="where run directories are created")
-    s.add_argument("--log-every", type=int, default=d.log_every)
+    s.add_argument("--log-every", type=int, default=d.log_every, help="steps between progress-bar updates")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
