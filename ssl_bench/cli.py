@@ -85,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         print("profile 'full' is the paper's protocol: 2^20 steps of 64 + 448 images through WRN-28-2/8 - "
               "GPU-hours to GPU-days (see benchmarks/bench_step.py). Pass --profile short|cpu|smoke for a scaled run.",
               file=sys.stderr)
-    record, run_dir = train(config, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress)
+    record, run_dir = train(config, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
+                            sync_bn=args.sync_bn)
     res = record.get("results") or {}
     print(f"{record['status']}: {run_dir}")
     if res.get("teacher_median_last20") is not None:
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the latest unfinished run with the same settings instead of starting a new one")
     run.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
+    run.add_argument("--sync-bn", action="store_true",
+                     help="with torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     run.set_defaults(func=_run)
 
     from ssl_bench import leaderboard, plots, sweep

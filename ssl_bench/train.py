@@ -10,6 +10,9 @@ One step, top to bottom:
     smoother.update(teacher, student)                      (none / tma / se / sts)
     every eval_every steps: accuracy of teacher and student, Figure-3 smoothness, metrics.csv,
     checkpoint, record.json
+
+Under ``torchrun --nproc_per_node N`` every rank runs this loop on batch_size / N images; the four places
+where ranks meet are ``run.ddp.*`` calls (see ssl_bench/distributed.py). Only rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from ssl_bench.checkpoint import (
 )
 from ssl_bench.config import RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
+from ssl_bench.distributed import SINGLE_PROCESS, DataParallel, from_env
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
 from ssl_bench.models import build_model, default_model
 from ssl_bench.sampling import IndexStream, rank_seed
@@ -81,6 +85,7 @@ class Run:
     x_test: Tensor
     y_test: Tensor
     train_model: nn.Module | None = None   # the student as the loss sees it (compiled with --compile)
+    ddp: DataParallel = SINGLE_PROCESS     # this process's data-parallel rank (set by DataParallel.setup)
     step: int = 0
 
     def prepare(self, images: Tensor) -> Tensor:
@@ -166,8 +171,9 @@ def build_run(config: RunConfig) -> Run:
 def next_batch(run: Run) -> Batch:
     """Draw and augment one step's batch on the device."""
     c = run.config
-    labeled = run.labeled.next(c.batch_size).to(run.device)
-    unlabeled = run.unlabeled.next(c.batch_size * c.mu).to(run.device)
+    batch_size = c.batch_size // run.ddp.world_size   # this rank's share of the global batch
+    labeled = run.labeled.next(batch_size).to(run.device)
+    unlabeled = run.unlabeled.next(batch_size * c.mu).to(run.device)
     g = run.augment_generator
     x = run.prepare(weak_augment(run.x_train[labeled], g))
     u_images = run.x_train[unlabeled]
@@ -185,6 +191,7 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
         check_losses(losses, run.algorithm)
     run.optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
+    run.ddp.average_gradients_and_buffers(run)   # data parallel: one all-reduce (no-op in a single process)
     run.optimizer.step()
     run.scheduler.step()
     run.smoother.update(run.teacher, run.student)
@@ -270,43 +277,62 @@ def _matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path |
     return None
 
 
+def _open_run_dir(run: Run, base: str, resume: bool) -> tuple[Path, dict[str, Any] | None, bool]:
+    """The run directory (rank 0 only): the run to resume, its record and whether it has a checkpoint, or a new one."""
+    c = run.config
+    run_dir = _matching_run_dir(Path(c.results_dir), base, c) if resume else None
+    if run_dir is not None:
+        return run_dir, rec.read_json(run_dir / "record.json"), (run_dir / CHECKPOINT_NAME).exists()
+    run_dir = rec.create_run_dir(Path(c.results_dir), base)
+    rec.atomic_write_json(run_dir / "config.json", {"config": c.to_dict(), "command": rec.command_line()})
+    run.split.save(run_dir / "split.json")
+    return run_dir, None, False
+
+
 def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,
-          progress: bool = True) -> tuple[dict[str, Any], Path]:
+          progress: bool = True, sync_bn: bool = False) -> tuple[dict[str, Any], Path]:
     """Run (or resume) one experiment; returns its record and its directory.
 
     ``resume``: continue the latest unfinished run with the same configuration (or return the record
     of a finished one) instead of starting a new directory. ``stop_at``: checkpoint and stop after
-    this step (a preemptible job's time limit, or a test of exact resumption).
+    this step (a preemptible job's time limit, or a test of exact resumption). Under torchrun every
+    rank calls this and gets the same record; ``sync_bn``: SyncBatchNorm across the ranks (GPUs only).
     """
+    config.validate()
+    with from_env(resolve_device(config.device), sync_bn=sync_bn) as ddp:
+        if ddp.enabled:
+            config = config_with(config, device=str(ddp.device))   # each rank on its own GPU under torchrun
+        return _train(config, ddp, resume=resume, stop_at=stop_at, progress=progress)
+
+
+def _train(config: RunConfig, ddp: DataParallel, *, resume: bool, stop_at: int | None,
+           progress: bool) -> tuple[dict[str, Any], Path]:
     run = build_run(config)
+    ddp.setup(run)   # per-rank batch, SyncBN, this rank's data streams, rank 0's weights on every rank
     c = run.config
-    results_dir = Path(c.results_dir)
     base = rec.run_base_name(c)
-    run_dir = _matching_run_dir(results_dir, base, c) if resume else None
+    # Rank 0 finds or creates the run directory (only rank 0 writes); every rank learns its name.
+    run_dir, previous, has_checkpoint = ddp.from_main(lambda: _open_run_dir(run, base, resume))
     history: list[dict[str, Any]] = []
     snapshots: dict[str, Tensor | None] = {"params": None, "outputs": None}
     window: dict[str, Any] = {"sums": {}, "count": 0}
-    if run_dir is not None:
-        record = rec.read_json(run_dir / "record.json")
-        if record["status"] == "finished":
-            return record, run_dir
-        ckpt = run_dir / CHECKPOINT_NAME
-        if ckpt.exists():
-            history, snapshots, window = restore(run, load_checkpoint(ckpt), ckpt)
-        started = record["started"]
-    else:
-        run_dir = rec.create_run_dir(results_dir, base)
-        started = rec.now_iso()
-        rec.atomic_write_json(run_dir / "config.json", {"config": c.to_dict(), "command": rec.command_line()})
-        run.split.save(run_dir / "split.json")
+    if previous is not None and previous["status"] == "finished":
+        return previous, run_dir
+    if has_checkpoint:
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        history, snapshots, window = restore(run, state, run_dir / CHECKPOINT_NAME)
+        ddp.restore_rank_state(run, state)
+    started = previous["started"] if previous is not None else rec.now_iso()
 
     record = base_record(run, run_dir, started)
+    record["data_parallel"] = ddp.record_segments(previous, run.step)
     record["results"] = rec.summarize_evaluations(history) if history else None
-    rec.atomic_write_json(run_dir / "record.json", record)
+    if ddp.is_main:
+        rec.atomic_write_json(run_dir / "record.json", record)
     t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
     figure3_inputs = run.prepare(run.x_test[:FIGURE3_BATCH])
 
-    def evaluate_and_save(logs: dict[str, float]) -> None:
+    def evaluate_and_save(logs: dict[str, float], rank_states: dict[str, Any]) -> None:
         params = parameter_vector(run.teacher)
         outputs = output_probabilities(run.teacher, figure3_inputs)
         row = {"step": run.step, "lr": run.scheduler.get_last_lr()[0], **logs,
@@ -318,11 +344,12 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
         snapshots.update(params=params, outputs=outputs)
         history.append(row)
         rec.atomic_write_csv(run_dir / "metrics.csv", history, METRIC_COLUMNS)
-        save_checkpoint(run_dir / CHECKPOINT_NAME, checkpoint_state(run, history, snapshots, window))
+        save_checkpoint(run_dir / CHECKPOINT_NAME, {**checkpoint_state(run, history, snapshots, window), **rank_states})
         record.update(steps_done=run.step, results=rec.summarize_evaluations(history))
         rec.atomic_write_json(run_dir / "record.json", record)
 
-    bar = tqdm(total=c.steps, initial=run.step, disable=not progress, desc=base, dynamic_ncols=True)
+    bar = tqdm(total=c.steps, initial=run.step, disable=not (progress and ddp.is_main), desc=base,
+               dynamic_ncols=True)
     try:
         run.student.train()
         run.teacher.train()
@@ -334,7 +361,8 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
             window["count"] += 1
             at_eval = run.step % c.eval_every == 0 or run.step == c.steps
             if at_eval or run.step % c.log_every == 0 or run.step == stop_at:
-                means = {k: v.item() / window["count"] for k, v in sums.items()}  # the only host sync, at log intervals
+                window["sums"] = ddp.mean_over_ranks(window["sums"])  # every rank: the same numbers, the same verdict
+                means = {k: v.item() / window["count"] for k, v in window["sums"].items()}  # the only host sync
                 if not all(math.isfinite(v) for v in means.values()):
                     raise DivergedError(f"loss is not finite at step {run.step} ({means}); the run diverged. "
                                         "Lower --lr, or check the algorithm's loss; the last good checkpoint is kept.")
@@ -342,25 +370,33 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
                                 acc=f"{history[-1]['teacher_acc']:.1f}" if history else "-")
                 if at_eval:
                     window = {"sums": {}, "count": 0}  # reset before the checkpoint is written
-                    evaluate_and_save({k: round(v, 6) for k, v in means.items()})
+                    ddp.check_in_sync(run)
+                    rank_states = ddp.gather_rank_states(run)
+                    if ddp.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
+                        evaluate_and_save({k: round(v, 6) for k, v in means.items()}, rank_states)
                 bar.update(run.step - bar.n)
             if stop_at is not None and run.step >= stop_at and run.step < c.steps:
                 if not at_eval:
-                    save_checkpoint(run_dir / CHECKPOINT_NAME, checkpoint_state(run, history, snapshots, window))
-                    record.update(steps_done=run.step)
-                    rec.atomic_write_json(run_dir / "record.json", record)
-                return record, run_dir
+                    rank_states = ddp.gather_rank_states(run)
+                    if ddp.is_main:
+                        save_checkpoint(run_dir / CHECKPOINT_NAME,
+                                        {**checkpoint_state(run, history, snapshots, window), **rank_states})
+                        record.update(steps_done=run.step)
+                        rec.atomic_write_json(run_dir / "record.json", record)
+                return ddp.from_main(lambda: record), run_dir
     except BaseException as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_done=run.step,
-                      finished=rec.now_iso())
-        rec.atomic_write_json(run_dir / "record.json", record)
+        if ddp.is_main:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_done=run.step,
+                          finished=rec.now_iso())
+            rec.atomic_write_json(run_dir / "record.json", record)
         raise
     finally:
         bar.close()
     record.update(status="finished", finished=rec.now_iso(), steps_done=run.step,
                   wall_seconds=round(time.perf_counter() - t0, 1), results=rec.summarize_evaluations(history))
-    rec.atomic_write_json(run_dir / "record.json", record)
-    return record, run_dir
+    if ddp.is_main:
+        rec.atomic_write_json(run_dir / "record.json", record)
+    return ddp.from_main(lambda: record), run_dir   # every rank returns rank 0's record
 
 
 def config_with(config: RunConfig, **changes: Any) -> RunConfig:
