@@ -379,7 +379,10 @@ def slurm_parameters(*, timeout_min: int, partition: str | None = None, gpus_per
                      cpus_per_task: int = 8, mem_gb: float | None = None, array_parallelism: int = 64,
                      job_name: str = "ssl-bench", account: str | None = None, qos: str | None = None,
                      constraint: str | None = None, setup: Sequence[str] = ()) -> dict[str, Any]:
-    """``AutoExecutor.update_parameters`` for one run per job: 1 node, 1 task, ``gpus_per_node`` GPUs."""
+    """``AutoExecutor.update_parameters`` for one run per job: 1 node, 1 task, 1 GPU (or none)."""
+    if gpus_per_node not in (0, 1):
+        raise ValueError(f"--gpus-per-node {gpus_per_node}: a sweep job trains one run in one process on one GPU "
+                         "(0 or 1); data-parallel runs go through torchrun (README), not through the sweep yet")
     params: dict[str, Any] = dict(timeout_min=timeout_min, gpus_per_node=gpus_per_node, cpus_per_task=cpus_per_task,
                                   nodes=1, tasks_per_node=1, name=job_name, slurm_array_parallelism=array_parallelism)
     optional = {"slurm_partition": partition, "mem_gb": mem_gb, "slurm_account": account, "slurm_qos": qos,
@@ -538,7 +541,7 @@ def add_subcommands(subparsers: Any, add_run_arguments: Callable[[argparse.Argum
                    help="requeues after time-outs before a job gives up (preemptions do not count)")
     s = parser.add_argument_group("slurm (--executor slurm)")
     s.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
-    s.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per run")
+    s.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per run: 1, or 0 for CPU jobs")
     s.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per run (data augmentation runs on the GPU)")
     s.add_argument("--mem-gb", type=float, default=None, help="memory per job (default: the cluster's)")
     s.add_argument("--slurm-array-parallelism", type=int, default=64, help="jobs of the array running at once")
