@@ -11,8 +11,8 @@ One step, top to bottom:
     every eval_every steps: accuracy of teacher and student, Figure-3 smoothness, metrics.csv,
     checkpoint, record.json
 
-Under ``torchrun --nproc_per_node N`` every rank runs this loop on batch_size / N images; the four places
-where ranks meet are ``run.ddp.*`` calls (see ssl_bench/distributed.py). Only rank 0 evaluates and writes.
+Under ``torchrun --nproc_per_node N`` every rank runs this loop on batch_size / N images; the ranks meet
+only in the ``ddp.*`` calls (see ssl_bench/distributed.py). Only rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
