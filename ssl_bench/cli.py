@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     record, run_dir = train(config, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
                             sync_bn=args.sync_bn)
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 speaks for the run
+        return 0
     res = record.get("results") or {}
     print(f"{record['status']}: {run_dir}")
     if res.get("teacher_median_last20") is not None:

@@ -41,10 +41,8 @@ import submitit
 from ssl_bench import results as rec
 from ssl_bench.config import RunConfig
 
-try:  # the training loop's own "same run" test, so the plan and train(resume=True) always agree
-    from ssl_bench.train import matching_run_dir
-except ImportError:  # pragma: no cover - until train.py makes it public
-    from ssl_bench.train import _matching_run_dir as matching_run_dir
+# The training loop's own "same run" test, so the plan and train(resume=True) always agree.
+from ssl_bench.train import matching_run_dir
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 # Gridded RunConfig fields, outermost loop first: all settings of seed 0 come before seed 1, so a sweep

@@ -263,7 +263,7 @@ def base_record(run: Run, run_dir: Path, started: str) -> dict[str, Any]:
     }
 
 
-def _matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
+def matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
     """The latest existing directory of a run with exactly this configuration, if any."""
     ignore = {"device", "results_dir", "data_root", "download"}
     wanted = {k: v for k, v in config.to_dict().items() if k not in ignore}
@@ -280,9 +280,12 @@ def _matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path |
 def _open_run_dir(run: Run, base: str, resume: bool) -> tuple[Path, dict[str, Any] | None, bool]:
     """The run directory (rank 0 only): the run to resume, its record and whether it has a checkpoint, or a new one."""
     c = run.config
-    run_dir = _matching_run_dir(Path(c.results_dir), base, c) if resume else None
+    run_dir = matching_run_dir(Path(c.results_dir), base, c) if resume else None
     if run_dir is not None:
-        return run_dir, rec.read_json(run_dir / "record.json"), (run_dir / CHECKPOINT_NAME).exists()
+        # A run killed between writing config.json and its first record has no record yet: start it over there.
+        record_path = run_dir / "record.json"
+        previous = rec.read_json(record_path) if record_path.exists() else None
+        return run_dir, previous, (run_dir / CHECKPOINT_NAME).exists()
     run_dir = rec.create_run_dir(Path(c.results_dir), base)
     rec.atomic_write_json(run_dir / "config.json", {"config": c.to_dict(), "command": rec.command_line()})
     run.split.save(run_dir / "split.json")
