@@ -116,3 +116,11 @@ def test_bad_settings_are_refused_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="fixmatch"):
         train(smoke(tmp_path, algorithm="fixmach"), progress=False)
     assert not (tmp_path / "results").exists()
+
+
+def test_resume_of_a_run_killed_before_its_first_record(tmp_path):
+    config = smoke(tmp_path)
+    _, run_dir = train(config, stop_at=3, progress=False)
+    (run_dir / "record.json").unlink()   # as if killed between config.json and the first record
+    record, resumed = train(config, resume=True, progress=False)
+    assert resumed == run_dir and record["status"] == "finished" and record["steps_done"] == 8
