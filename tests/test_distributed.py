@@ -16,7 +16,6 @@ gross breakage).
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import socket
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import metric_rows
 
 from ssl_bench.config import RunConfig
 from ssl_bench.distributed import DataParallel
@@ -41,14 +41,6 @@ def smoke(results_dir: Path, **changes) -> RunConfig:
                 profile="smoke", results_dir=str(results_dir), device="cpu")
     base.update(changes)
     return RunConfig(**base)
-
-
-def metric_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row.pop("elapsed_s")
-    return rows
 
 
 # -- the two ranks ------------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import multiprocessing
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import metric_rows
 from submitit.helpers import DelayedSubmission
 from torch import nn
 
@@ -36,14 +36,6 @@ def smoke(tmp_path: Path, **changes) -> RunConfig:
 def sweep_args(results: Path, *extra: str) -> list[str]:
     return ["sweep", "--profile", "smoke", "--dataset", "digits", "--device", "cpu", "--no-progress",
             "--results-dir", str(results), *extra]
-
-
-def metric_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row.pop("elapsed_s")
-    return rows
 
 
 def record(run_dir: Path) -> dict:

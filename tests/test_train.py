@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import metric_rows
 
 from ssl_bench.checkpoint import CheckpointMismatch, load_checkpoint
 from ssl_bench.config import RunConfig
@@ -19,14 +19,6 @@ def smoke(tmp_path: Path, **changes) -> RunConfig:
                 results_dir=str(tmp_path / "results"), device="cpu")
     base.update(changes)
     return RunConfig(**base)
-
-
-def metric_rows(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    for row in rows:
-        row.pop("elapsed_s")
-    return rows
 
 
 def teacher_student_differ(run_dir: Path) -> bool:
