@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The real-data runs quoted in the README and committed under results/: the `cpu` profile on the
 # CIFAR-10 subset (../shared/data). Each line is an ordinary run; --resume skips finished ones, so the
-# script can be re-run after an interruption. Usage: scripts/cpu_runs.sh {fixmatch-tma-none|fixmatch-se-sts|others}
+# script can be re-run after an interruption (never two copies on the same group at once).
+# Usage: scripts/cpu_runs.sh {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SSL_BENCH_DATA="${SSL_BENCH_DATA:-$(pwd)/../shared/data}" OMP_NUM_THREADS=1
@@ -13,8 +14,12 @@ case "${1:-}" in
   fixmatch-se-sts)
     for labels in 40 250; do for smooth in sts se; do for seed in 0 1 2; do
       run --alg fixmatch --smooth "$smooth" --labels "$labels" --seed "$seed"; done; done; done ;;
+  fixmatch-se-sts-40|fixmatch-se-sts-250)
+    labels="${1##*-}"
+    for smooth in sts se; do for seed in 0 1 2; do
+      run --alg fixmatch --smooth "$smooth" --labels "$labels" --seed "$seed"; done; done ;;
   others)
     for alg in mean_teacher pi_model pseudo_label uda mixmatch remixmatch; do
       run --alg "$alg" --smooth tma --labels 250 --seed 0; done ;;
-  *) echo "usage: $0 {fixmatch-tma-none|fixmatch-se-sts|others}" >&2; exit 2 ;;
+  *) echo "usage: $0 {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others}" >&2; exit 2 ;;
 esac
