@@ -2,7 +2,7 @@
 # The real-data runs quoted in the README and committed under results/: the `cpu` profile on the
 # CIFAR-10 subset (../shared/data). Each line is an ordinary run; --resume skips finished ones, so the
 # script can be re-run after an interruption (never two copies on the same group at once).
-# Usage: scripts/cpu_runs.sh {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others}
+# Usage: scripts/cpu_runs.sh {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others|grid ALG SMOOTH LABELS SEED...}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export SSL_BENCH_DATA="${SSL_BENCH_DATA:-$(pwd)/../shared/data}" OMP_NUM_THREADS=1
@@ -21,5 +21,8 @@ case "${1:-}" in
   others)
     for alg in mean_teacher pi_model pseudo_label uda mixmatch remixmatch; do
       run --alg "$alg" --smooth tma --labels 250 --seed 0; done ;;
-  *) echo "usage: $0 {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others}" >&2; exit 2 ;;
+  grid)   # grid ALG SMOOTH LABELS SEED...: one cell, several seeds
+    alg="$2" smooth="$3" labels="$4"; shift 4
+    for seed in "$@"; do run --alg "$alg" --smooth "$smooth" --labels "$labels" --seed "$seed"; done ;;
+  *) echo "usage: $0 {fixmatch-tma-none|fixmatch-se-sts[-40|-250]|others|grid ALG SMOOTH LABELS SEED...}" >&2; exit 2 ;;
 esac
