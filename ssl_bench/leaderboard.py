@@ -129,6 +129,7 @@ class RowKey(NamedTuple):
     granularity: str | None
     p: float | None
     m: float | None
+    overrides: tuple[tuple[str, str], ...] = ()   # --alg-arg hyper-parameters changed from the paper defaults
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,7 +165,9 @@ class Run:
 
     @property
     def row(self) -> RowKey:
-        return row_key(self.algorithm, self.smooth, self.granularity, self.p, self.m)
+        key = row_key(self.algorithm, self.smooth, self.granularity, self.p, self.m)
+        overrides = self.record.get("alg_overrides") or {}
+        return key._replace(overrides=tuple(sorted((k, repr(v)) for k, v in overrides.items())))
 
     @property
     def setup(self) -> str:
@@ -207,6 +210,7 @@ def row_label(key: RowKey) -> str:
         extras.append(f"p={key.p:g}")
     if key.m is not None and not math.isclose(key.m, PAPER_M):
         extras.append(f"m={key.m:g}")
+    extras += [f"{k}={v}" for k, v in key.overrides]
     label = f"{key.algorithm} · {key.smooth}"
     return f"{label} ({', '.join(extras)})" if extras else label
 
@@ -214,7 +218,8 @@ def row_label(key: RowKey) -> str:
 def is_paper_configuration(key: RowKey) -> bool:
     """True when the row runs the paper's setting (layer-wise units, p = 0.5, m = 0.999 where used)."""
     return (
-        key.granularity in (None, DEFAULT_GRANULARITY)
+        not key.overrides
+        and key.granularity in (None, DEFAULT_GRANULARITY)
         and (key.p is None or math.isclose(key.p, PAPER_P))
         and (key.m is None or math.isclose(key.m, PAPER_M))
     )
@@ -238,7 +243,7 @@ def row_sort_key(key: RowKey) -> tuple:
         _index(ALGORITHM_ORDER, key.algorithm), key.algorithm,
         _index(SMOOTH_ORDER, key.smooth), key.smooth,
         _index(GRANULARITY_ORDER, key.granularity), key.granularity or "",
-        -1.0 if key.p is None else key.p, -1.0 if key.m is None else key.m,
+        -1.0 if key.p is None else key.p, -1.0 if key.m is None else key.m, key.overrides,
     )
 
 
@@ -588,7 +593,7 @@ def render_markdown(board: Leaderboard) -> str:
 
 
 CSV_COLUMNS = ("profile", "dataset", "dataset_kind", "dataset_family", "model", "steps", "method", "algorithm",
-               "smooth", "granularity", "p", "m", "labels", "stat", "mean", "std", "n", "paper", "seeds",
+               "smooth", "granularity", "p", "m", "overrides", "labels", "stat", "mean", "std", "n", "paper", "seeds",
                "run_ids")
 
 
@@ -600,7 +605,8 @@ def _cell_dicts(board: Leaderboard) -> Iterable[dict[str, Any]]:
                 if cell is None:
                     continue
                 yield {
-                    **section.key._asdict(), "method": row.label, **row.key._asdict(), "labels": labels,
+                    **section.key._asdict(), "method": row.label, **row.key._asdict(),
+                    "overrides": json.dumps(dict(row.key.overrides)) if row.key.overrides else "", "labels": labels,
                     "stat": board.stat, "mean": cell.mean, "std": cell.std, "n": cell.n, "paper": cell.paper,
                     "seeds": cell.seeds, "run_ids": cell.run_ids,
                 }

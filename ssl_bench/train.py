@@ -251,6 +251,8 @@ def base_record(run: Run, run_dir: Path, started: str) -> dict[str, Any]:
     return {
         "schema": rec.SCHEMA_VERSION, "run_id": run_dir.name, "status": "running", "error": None,
         "algorithm": run.algorithm.name, "alg_args": hyperparameters(run.algorithm),
+        # the hyper-parameters changed with --alg-arg: the leaderboard gives them a row of their own
+        "alg_overrides": {k: hyperparameters(run.algorithm)[k] for k in c.alg_args},
         "targets_from": run.algorithm.targets_from,
         "smooth": c.smooth, "granularity": c.granularity, "p": c.p, "m": c.m, "buffers": c.buffers,
         "dataset": d.name, "dataset_kind": d.kind, "dataset_family": d.family, "dataset_fingerprint": d.fingerprint,

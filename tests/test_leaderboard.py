@@ -22,7 +22,8 @@ METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc
 def write_run(results: Path, *, algorithm="fixmatch", smooth="tma", granularity="layer", p=0.5, m=0.999,
               dataset="cifar10_subset", dataset_kind="subset", dataset_family="cifar10", labels=40, seed=0,
               profile="cpu", steps=2000, model="wrn28_2", status="finished", median=50.0, best=None,
-              error=None, finished="2026-11-25T12:00:00+00:00", run_id=None, metrics=None, alg_args=None) -> Path:
+              error=None, finished="2026-11-25T12:00:00+00:00", run_id=None, metrics=None, alg_args=None,
+              alg_overrides=None) -> Path:
     """One run directory as the training loop writes it: record.json (+ metrics.csv when given)."""
     run_id = run_id or f"{profile}-{algorithm}-{smooth}-{granularity}-{p}-{m}-{dataset}-{model}-{steps}-{labels}-s{seed}"
     run_dir = results / run_id
@@ -46,6 +47,8 @@ def write_run(results: Path, *, algorithm="fixmatch", smooth="tma", granularity=
         "started": "2026-11-25T11:00:00+00:00", "finished": finished if status == "finished" else None,
         "wall_seconds": 10.0,
     }
+    if alg_overrides is not None:
+        record["alg_overrides"] = alg_overrides
     (run_dir / "record.json").write_text(json.dumps(record), encoding="utf-8")
     if metrics is not None:
         with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
@@ -366,3 +369,14 @@ def test_cli_compare(tmp_path, capsys):
     assert "fixmatch · sts − fixmatch · tma | 2 | +1.50 | 0.71" in capsys.readouterr().out
     args = _parser().parse_args([*argv[:-2], "--results-dir", str(tmp_path), "--profile", "full"])
     assert args.func(args) == 2 and "profiles present: cpu" in capsys.readouterr().err
+
+
+def test_overridden_hyper_parameters_get_a_row_of_their_own_and_no_paper_number(tmp_path):
+    write_run(tmp_path, seed=0, median=40.0, m=0.999)
+    write_run(tmp_path, seed=0, median=10.0, m=0.999, run_id="override", alg_overrides={"threshold": 0.5},
+              alg_args={"threshold": 0.5, "lambda_u": 1.0})
+    text = lb.render(lb.build_leaderboard(tmp_path), "markdown")
+    default_row = next(line for line in text.splitlines() if line.startswith("| fixmatch · tma |"))
+    override_row = next(line for line in text.splitlines() if "threshold=0.5" in line)
+    assert "40.0" in default_row and "92.06" in default_row
+    assert "10.0" in override_row and "92.06" not in override_row
