@@ -38,9 +38,10 @@ PROFILES: dict[str, Profile] = {
     # 448 unlabelled images. FixMatch evaluates every 2^16 training images = 1024 steps of 64.
     "full": Profile("full", 2**20, 64, 7, 1024, None,
                     "the paper's protocol: 2^20 steps, batch 64+448, WRN-28-2/8; GPU-days in common implementations"),
-    # 2^15 steps at the paper's batch and model: about an hour on one modern GPU (see benchmarks/bench_step.py).
+    # 2^15 steps at the paper's batch and model: meant as about an hour on one modern GPU at the ~10 steps/s the
+    # common PyTorch ports reach (not measured here: no GPU; see benchmarks/bench_step.py --device cuda).
     "short": Profile("short", 2**15, 64, 7, 512, None,
-                     "scaled: 2^15 steps (1/32 of the protocol) at the paper's batch and model; about a GPU hour"),
+                     "scaled: 2^15 steps (1/32 of the protocol) at the paper's batch and model; meant for about a GPU hour"),
     # A few CPU minutes: a 95 k-weight CNN, batch 16 + 112, 1024 steps, 64 evaluations (so the median of the
     # last 20 covers the last third of training). Real images, but not comparable with the paper.
     # m = 0.99: with 0.999 the teacher would average over about as many steps as the whole run has and still
