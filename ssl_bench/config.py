@@ -38,8 +38,8 @@ PROFILES: dict[str, Profile] = {
     # 448 unlabelled images. FixMatch evaluates every 2^16 training images = 1024 steps of 64.
     "full": Profile("full", 2**20, 64, 7, 1024, None,
                     "the paper's protocol: 2^20 steps, batch 64+448, WRN-28-2/8; GPU-days in common implementations"),
-    # 2^15 steps at the paper's batch and model: meant as about an hour on one modern GPU at the ~10 steps/s the
-    # common PyTorch ports reach (not measured here: no GPU; see benchmarks/bench_step.py --device cuda).
+    # 2^15 steps at the paper's batch and model: under an hour on one GPU even at USB's reported ~20 h per 2^20-step
+    # run (USB issue #177: 2^15 / (2^20 / 20 h) = 37 min). Not measured here (no GPU); see bench_step.py --device cuda.
     "short": Profile("short", 2**15, 64, 7, 512, None,
                      "scaled: 2^15 steps (1/32 of the protocol) at the paper's batch and model; meant for about a GPU hour"),
     # A few CPU minutes: a 95 k-weight CNN, batch 16 + 112, 1024 steps, 64 evaluations (so the median of the
