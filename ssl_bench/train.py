@@ -198,7 +198,8 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
     run.step += 1
     logs = {"loss": losses.total.detach()}
     for key, value in losses.logs.items():
-        logs[key] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value))
+        # Python numbers (a ramp-up weight) go to the device too: the log window is all-reduced there under nccl.
+        logs[key] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value), device=run.device)
     return logs
 
 
