@@ -546,6 +546,24 @@ def _short(text: str | None, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _paper_reference_section() -> list[str]:
+    """The paper's whole Table 6, so every section can be read against it (scaled runs get no per-cell number)."""
+    table = load_paper_table()
+    columns = [(family, n) for family in ("cifar10", "cifar100") for n in paper_columns(family)]
+    header = ["paper row", "ssl-bench row"] + [f"{'C10' if f == 'cifar10' else 'C100'}/{n}" for f, n in columns]
+    body = []
+    for row in table["rows"]:
+        values = [row.get(f, {}).get(str(n)) for f, n in columns]
+        body.append([row["method"], f"{row['algorithm']} · {row['smooth']}"]
+                    + ["" if v is None else f"{float(v):.2f}" for v in values])
+    source = table["source"]
+    return ["", "## The paper's Table 6, for reference", "",
+            f"{source['paper']}, {source['venue']}, Table 6: top-1 on the full CIFAR-10 (C10) / CIFAR-100 (C100) with "
+            "the paper's protocol (2^20 steps, WRN-28-2 / WRN-28-8, m = 0.999). Not comparable with scaled "
+            "profiles or subsets; shown so every section can be read against it.", "",
+            *_md_table(header, body)]
+
+
 def render_markdown(board: Leaderboard) -> str:
     source = load_paper_table()["source"]
     out = [
@@ -577,6 +595,7 @@ def render_markdown(board: Leaderboard) -> str:
             notes.append(f"seed {s.seed}: `{s.run_id}` superseded by the later `{s.kept}`")
         if notes:
             out += [""] + [f"- {_short(n, 400)}" for n in notes]
+    out += _paper_reference_section()
     if board.not_counted:
         out += ["", "## Runs not counted (failed, unfinished or without the statistic)", ""]
         body = []

@@ -380,3 +380,12 @@ def test_overridden_hyper_parameters_get_a_row_of_their_own_and_no_paper_number(
     override_row = next(line for line in text.splitlines() if "threshold=0.5" in line)
     assert "40.0" in default_row and "92.06" in default_row
     assert "10.0" in override_row and "92.06" not in override_row
+
+
+def test_markdown_always_carries_the_papers_whole_table_for_reference(tmp_path):
+    write_run(tmp_path, m=0.99, median=30.0)   # a scaled run: no per-cell paper number
+    text = lb.render(lb.build_leaderboard(tmp_path), "markdown")
+    reference = text.split("## The paper's Table 6, for reference", 1)[1]
+    sts_row = next(line for line in reference.splitlines() if line.startswith("| FixMatch (STS) |"))
+    assert sts_row.split(" | ")[2:4] == ["93.31", "93.89"]
+    assert "| UDA | uda · tma |  | 70.95 | 81.18 |" in reference
