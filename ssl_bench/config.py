@@ -47,7 +47,7 @@ PROFILES: dict[str, Profile] = {
     # m = 0.99: with 0.999 the teacher would average over about as many steps as the whole run has and still
     # carry its random initialisation at the end (measured: teacher 16 % vs student 37 % at 250 labels).
     "cpu": Profile("cpu", 1024, 16, 7, 16, "small",
-                   "scaled: 1024 steps, batch 16+112, a 95k-weight CNN, m=0.99; about 2 CPU minutes on the CIFAR-10 subset",
+                   "scaled: 1024 steps, batch 16+112, a 95k-weight CNN, m=0.99; minutes on a CPU with the CIFAR-10 subset",
                    m=0.99),
     # Seconds, for tests: checks that everything runs, measures nothing.
     "smoke": Profile("smoke", 8, 8, 2, 4, "tiny", "seconds: 8 steps of a tiny CNN, for tests; measures nothing"),
