@@ -93,7 +93,17 @@ def mixup_sample(num: int, alpha: float, device: torch.device | str | None = Non
     lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((num,))
     lam = torch.maximum(lam, 1.0 - lam)
     perm = torch.randperm(num)
-    return lam.to(device), perm.to(device)
+    return to_device(lam, device), to_device(perm, device)
+
+
+def to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
+    """Copy a small CPU tensor to ``device`` without a host-device sync (pinned + non_blocking on CUDA)."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def mixup(x: Tensor, targets: Tensor, lam: Tensor | float, perm: Tensor) -> tuple[Tensor, Tensor]:

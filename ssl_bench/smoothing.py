@@ -327,8 +327,11 @@ class _Plan:
 
     def valid_for(self, teacher: nn.Module, student: nn.Module) -> bool:
         """True if built for these very modules and nothing was registered since (see _registrations)."""
+        # `.to(device)` keeps the Parameter objects but moves their data: the cached scratch buffers must follow.
         return (self.teacher() is teacher and self.student() is student
                 and self.registrations == _registrations[0]
+                and (not self.t_params or (self.t_params[0].device == self.device
+                                           and self.s_params[0].device == self.device))
                 and not torch.__future__.get_overwrite_module_params_on_conversion())
 
     def replace_mask(self, gate: _Gate, generator: torch.Generator) -> Tensor:

@@ -47,6 +47,7 @@ from ssl_bench.config import RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
 from ssl_bench.distributed import SINGLE_PROCESS, DataParallel, from_env
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
+from ssl_bench.functional import to_device
 from ssl_bench.models import build_model, default_model
 from ssl_bench.sampling import IndexStream, rank_seed
 from ssl_bench.smoothing import build_smoother
@@ -172,8 +173,9 @@ def next_batch(run: Run) -> Batch:
     """Draw and augment one step's batch on the device."""
     c = run.config
     batch_size = c.batch_size // run.ddp.world_size   # this rank's share of the global batch
-    labeled = run.labeled.next(batch_size).to(run.device)
-    unlabeled = run.unlabeled.next(batch_size * c.mu).to(run.device)
+    # Indices are drawn on the CPU (cheap, the same on every device); pinned non-blocking copies keep the step sync-free.
+    labeled = to_device(run.labeled.next(batch_size), run.device)
+    unlabeled = to_device(run.unlabeled.next(batch_size * c.mu), run.device)
     g = run.augment_generator
     x = run.prepare(weak_augment(run.x_train[labeled], g))
     u_images = run.x_train[unlabeled]
@@ -198,8 +200,9 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
     run.step += 1
     logs = {"loss": losses.total.detach()}
     for key, value in losses.logs.items():
-        # Python numbers (a ramp-up weight) go to the device too: the log window is all-reduced there under nccl.
-        logs[key] = value.detach() if isinstance(value, Tensor) else torch.tensor(float(value), device=run.device)
+        # Python numbers (a ramp-up weight) go to the device too (the log window is all-reduced there under nccl),
+        # through a pinned non-blocking copy so the step stays free of host-device syncs.
+        logs[key] = value.detach() if isinstance(value, Tensor) else to_device(torch.tensor(float(value)), run.device)
     return logs
 
 
@@ -227,7 +230,7 @@ def checkpoint_state(run: Run, history: list[dict[str, Any]], snapshots: dict[st
 
 def restore(run: Run, state: dict[str, Any], path: Path
             ) -> tuple[list[dict[str, Any]], dict[str, Tensor | None], dict[str, Any]]:
-    """Load a checkpoint into ``run`` after checking it belongs to this run (all or nothing)."""
+    """Load a checkpoint into ``run``; a checkpoint of another run is refused before anything is loaded."""
     check_identity(state["identity"], run.identity(), path)
     run.student.load_state_dict(state["student"])
     run.teacher.load_state_dict(state["teacher"])
