@@ -10,6 +10,7 @@ whose targets are constants: if an algorithm let gradient flow through its targe
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -342,3 +343,15 @@ def test_hyperparameters_are_validated_where_they_enter():
         build_algorithm("uda", {"threshold": "1.5"})
     with pytest.raises(AlgorithmError, match="da_target"):
         build_algorithm("remixmatch", {"da_target": "guess"})
+
+
+def test_remixmatch_rotation_turns_row_i_by_i_mod_4_quarters():
+    from ssl_bench.algorithm import load_algorithm_class
+
+    module = sys.modules[load_algorithm_class("remixmatch").__module__]
+    images = torch.arange(6 * 1 * 2 * 3, dtype=torch.float32).reshape(6, 1, 2, 3)[:, :, :, :2]  # 2x2 images
+    rotated, labels = module.rotate_quarters(images)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1]
+    for i in range(6):  # reference: one row at a time
+        assert torch.equal(rotated[i], torch.rot90(images[i], i % 4, dims=(-2, -1))), i
+    assert not torch.equal(rotated[1], images[1])
