@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssl_bench.augment import FILL, MAGNITUDE_RANGES, OPS, strong_augment, weak_augment  # noqa: E402
+from ssl_bench.augment import FILL, MAGNITUDE_RANGES, OPS, apply_op, strong_augment, weak_augment  # noqa: E402
 
 DATA = Path(os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="device for ours: cpu or cuda (Pillow is always CPU)")
     parser.add_argument("--batch", type=int, default=448, help="images per call (FixMatch: 7 x 64 unlabeled)")
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--no-kornia", action="store_true", help="skip the per-op comparison with kornia")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
@@ -165,6 +166,41 @@ def main(argv: list[str] | None = None) -> None:
     print("|--------|------------:|------------------------:|--------------:|")
     for view, ours, ref in rows:
         print(f"| {view:<6} | {ours:>11,.0f} | {ref:>23,.0f} | {ours / ref:>12.1f}x |")
+    if not args.no_kornia:
+        kornia_table(x, args.repeats, sync)
+
+
+def kornia_table(x: torch.Tensor, repeats: int, sync: Callable[[], None]) -> None:
+    """Single ops with per-sample factors: ours (uint8, Pillow semantics) vs kornia's functional ops (float in
+    [0, 1], kornia's own semantics, so a speed comparison only). kornia is optional: skipped if not installed."""
+    try:
+        import kornia
+    except ImportError:
+        print("\n(kornia not installed: `pip install kornia` adds a per-op comparison)")
+        return
+    n = len(x)
+    g = torch.Generator(device=x.device).manual_seed(1)
+    factors = torch.rand(n, generator=g, device=x.device) * 0.9 + 0.05
+    angles = torch.rand(n, generator=g, device=x.device) * 60 - 30
+    bits = torch.randint(4, 9, (n,), generator=g, device=x.device)
+    xf = x.float() / 255.0
+    cases = [
+        ("contrast", lambda: apply_op("contrast", x, factors), lambda: kornia.enhance.adjust_contrast(xf, factors)),
+        ("color", lambda: apply_op("color", x, factors), lambda: kornia.enhance.adjust_saturation(xf, factors)),
+        ("sharpness", lambda: apply_op("sharpness", x, factors), lambda: kornia.enhance.sharpness(xf, factors)),
+        ("equalize", lambda: apply_op("equalize", x), lambda: kornia.enhance.equalize(xf)),
+        ("posterize", lambda: apply_op("posterize", x, bits.float()), lambda: kornia.enhance.posterize(xf, bits)),
+        ("solarize", lambda: apply_op("solarize", x, factors), lambda: kornia.enhance.solarize(xf, factors)),
+        ("rotate", lambda: apply_op("rotate", x, angles),
+         lambda: kornia.geometry.transform.rotate(xf, angles, mode="nearest")),
+    ]
+    print(f"\nOne op on all {n} images, per-sample factors; kornia {kornia.__version__} functional ops on float input")
+    print()
+    print("| op        | ours, img/s | kornia, img/s | ours / kornia |")
+    print("|-----------|------------:|--------------:|--------------:|")
+    for name, ours_fn, kornia_fn in cases:
+        ours, ref = interleaved_rates(ours_fn, kornia_fn, n, repeats, sync)
+        print(f"| {name:<9} | {ours:>11,.0f} | {ref:>13,.0f} | {ours / ref:>12.1f}x |")
 
 
 if __name__ == "__main__":
