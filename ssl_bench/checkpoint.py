@@ -1,14 +1,24 @@
-"""Checkpoints: atomic saves, exact resumes, and refusal of a checkpoint that belongs to another run.
+"""Checkpoints: safe loads, atomic saves, exact resumes, and refusal of a checkpoint that belongs to another run.
 
 A checkpoint holds everything that determines the rest of a run: student, teacher, optimizer,
 scheduler, the smoother (with its generator), the algorithm's own module, every random generator
 (torch, numpy, python, the data sampler's, the augmenter's), the evaluation history and the step.
+
+Loading never runs code: ``torch.load(weights_only=True)`` accepts tensors and plain types only, so a
+crafted ``checkpoint.pt`` in a shared results folder is refused instead of executed (PyTorch's own default
+since 2.6). Saving therefore checks that the state holds nothing else, and the random states that are not
+tensors (numpy's, python's) go through the converters below before they are stored.
 """
 
 from __future__ import annotations
 
+import collections
+import errno as errno_codes
 import io
+import os
 import random
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +28,227 @@ import torch
 from ssl_bench.results import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# What every checkpoint written by the training loop has; a loadable file without them is something else.
+REQUIRED_KEYS = ("step", "identity")
+
+# Exactly the types torch's weights_only unpickler rebuilds (torch/_weights_only_unpickler.py,
+# _get_allowed_globals and the pickle opcodes it accepts). Exact types, not isinstance: np.float64 is a
+# float subclass, yet pickles through numpy and is refused on load.
+_PLAIN_SCALARS = (bool, int, float, complex, str, bytes, bytearray, type(None), torch.device, torch.dtype)
+_PLAIN_CONTAINERS = (dict, collections.OrderedDict, collections.Counter, list, tuple, set, torch.Size)
+_TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
+_FIX = "delete it to restart the run from step 0 (--resume keeps its directory), or restore a good copy"
 
 
 class CheckpointMismatch(ValueError):
     """The checkpoint was written by a run with other settings or other shapes; nothing was loaded."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: corrupt, empty, truncated, not a checkpoint, or unsafe to load."""
+
+
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (disk full, read-only folder); the previous checkpoint is unchanged."""
+
+
+# -- random states as tensors and plain types ---------------------------------------------------------------
+
+
+def numpy_state_to_plain(state: tuple[Any, ...] | Mapping[str, Any]) -> dict[str, Any]:
+    """A numpy random state as tensors and plain types (what a weights_only load accepts).
+
+    Takes either the legacy tuple of ``np.random.get_state()`` / ``RandomState.get_state()`` or the dict of
+    ``Generator.bit_generator.state`` (any bit generator: MT19937, PCG64, Philox, SFC64). Arrays become
+    tensors of the same dtype, numpy scalars Python numbers. ``numpy_state_from_plain`` inverts it exactly.
+    """
+    if isinstance(state, tuple):
+        name, key, pos, has_gauss, cached_gaussian = state
+        return {"legacy": True, "bit_generator": str(name), "key": _array_to_tensor(key), "pos": int(pos),
+                "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+    if isinstance(state, Mapping):
+        return {"legacy": False, "state": _numpy_to_plain(dict(state))}
+    raise TypeError(f"numpy random state must be the tuple of RandomState.get_state() or the dict of "
+                    f"Generator.bit_generator.state, got {type(state).__name__}")
+
+
+def numpy_state_from_plain(plain: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+    """Inverse of ``numpy_state_to_plain``: the tuple for ``np.random.set_state`` or the bit-generator dict."""
+    if plain["legacy"]:
+        return (plain["bit_generator"], plain["key"].numpy().copy(), int(plain["pos"]), int(plain["has_gauss"]),
+                float(plain["cached_gaussian"]))
+    return _plain_to_numpy(plain["state"])
+
+
+def numpy_generator_state(generator: np.random.Generator | np.random.BitGenerator) -> dict[str, Any]:
+    """A numpy ``Generator``'s (or bare bit generator's) state, ready for a checkpoint."""
+    bit_generator = generator.bit_generator if isinstance(generator, np.random.Generator) else generator
+    return numpy_state_to_plain(bit_generator.state)
+
+
+def set_numpy_generator_state(generator: np.random.Generator | np.random.BitGenerator,
+                              plain: Mapping[str, Any]) -> None:
+    """Restore what ``numpy_generator_state`` returned into ``generator`` (same bit-generator kind)."""
+    bit_generator = generator.bit_generator if isinstance(generator, np.random.Generator) else generator
+    bit_generator.state = numpy_state_from_plain(plain)
+
+
+def python_state_to_plain(state: tuple[Any, ...]) -> dict[str, Any]:
+    """``random.getstate()`` (or ``random.Random().getstate()``) as a tensor and plain types."""
+    version, internal, gauss_next = state
+    # The Mersenne Twister words are < 2**32 and the position <= 624: int64 holds them exactly.
+    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": None if gauss_next is None else float(gauss_next)}
+
+
+def python_state_from_plain(plain: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Inverse of ``python_state_to_plain``: the tuple for ``random.setstate``."""
+    return (int(plain["version"]), tuple(int(x) for x in plain["internal"].tolist()), plain["gauss_next"])
+
+
+def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
+    # A copy: torch.from_numpy shares memory, and the generator may keep using its array.
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _numpy_to_plain(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return _array_to_tensor(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _numpy_to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _plain_to_numpy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy().copy()
+    if isinstance(obj, dict):
+        return {k: _plain_to_numpy(v) for k, v in obj.items()}
+    return obj
+
+
 def global_rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The process-wide torch, numpy, python (and current CUDA device's) random states, as plain types."""
+    # torch's states are CPU uint8 tensors already; numpy's and python's need converting.
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state_to_plain(np.random.get_state()),
+             "python": python_state_to_plain(random.getstate())}
     if torch.cuda.is_available():   # the current device's only: a resume may see another number of GPUs
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def set_global_rng_state(state: dict[str, Any]) -> None:
+def set_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what ``global_rng_state`` returned (also the raw tuples that older versions stored)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state(numpy_state_from_plain(numpy_state) if isinstance(numpy_state, Mapping) else numpy_state)
+    python_state = state["python"]
+    random.setstate(python_state_from_plain(python_state) if isinstance(python_state, Mapping) else python_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
 
+# -- saving and loading --------------------------------------------------------------------------------------
+
+
+def check_plain(state: Any, name: str = "state") -> None:
+    """Raise TypeError naming the first entry of ``state`` that a weights_only load would refuse.
+
+    Allowed: tensors, bool/int/float/complex/str/bytes/None, torch.device/dtype/Size and dicts, lists,
+    tuples and sets of these. A numpy array or scalar, or any other object, is refused with its key path.
+    """
+    kind = type(state)
+    if kind in _TENSOR_TYPES or kind in _PLAIN_SCALARS:
+        return
+    if kind in _PLAIN_CONTAINERS:
+        if isinstance(state, dict):
+            for key, value in state.items():
+                check_plain(key, f"{name} key {key!r}")
+                check_plain(value, f"{name}[{key!r}]")
+        else:
+            for i, value in enumerate(state):
+                check_plain(value, f"{name}[{i}]")
+        return
+    hint = (" (numpy random states: convert with ssl_bench.checkpoint.numpy_state_to_plain)"
+            if kind.__module__.split(".")[0] == "numpy" else "")
+    raise TypeError(f"checkpoint {name} is a {kind.__module__}.{kind.__qualname__}; a checkpoint holds only "
+                    f"tensors and plain types (int, float, str, bool, None, dict, list, tuple){hint}")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Serialise to memory, then write atomically: a run killed mid-write keeps its last good checkpoint."""
+    """Serialise to memory, then write atomically: a run killed mid-write keeps its last good checkpoint.
+
+    Raises TypeError (nothing written) if ``state`` holds anything a weights_only load would refuse, and
+    CheckpointSaveError (an OSError) naming the path if the disk is full or the folder is read-only.
+    """
+    path = Path(path)
+    check_plain(state)
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:
+        reason = e.strerror or str(e)
+        code = f" ({errno_codes.errorcode[e.errno]})" if e.errno in errno_codes.errorcode else ""
+        error = CheckpointSaveError(
+            f"cannot write checkpoint {path}: {reason}{code}; the previous checkpoint there, if any, is kept "
+            f"unchanged. Free disk space or make {path.parent} writable, then continue the run with --resume")
+        error.errno = e.errno
+        raise error from e
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    # weights_only=False: the checkpoint holds numpy / python RNG states. Only load checkpoints you wrote.
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: nothing in it can run code.
+
+    A file that cannot be used (empty, truncated, corrupt, not a checkpoint, or holding objects whose
+    loading would run code) raises CheckpointError: one line naming the path, what is wrong and the fix.
+    Nothing is executed and nothing in the folder is changed. OSErrors (missing file, no permission) pass.
+    """
+    path = Path(path)
+    # Opened here, read-only, so that an OSError from torch.load below can only mean bytes it cannot decode
+    # (its zip reader reports some truncations as EINVAL); a missing or unreadable file fails here as itself.
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise CheckpointError(f"checkpoint {path} is empty (0 bytes), probably from a full disk or a copy "
+                                  f"that failed; {_FIX}")
+        try:
+            state = torch.load(f, map_location=map_location, weights_only=True)
+        except Exception as e:   # every way torch/pickle report bytes they cannot decode: the file is unusable
+            raise CheckpointError(_load_failure(path, e)) from e
+    if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
+        what = (f"a dict without {[k for k in REQUIRED_KEYS if k not in state]}" if isinstance(state, dict)
+                else f"a {type(state).__name__}")
+        raise CheckpointError(f"{path} is not an ssl-bench checkpoint (it holds {what}, not a training state); "
+                              f"{_FIX}")
+    return state
+
+
+def _load_failure(path: Path, error: Exception) -> str:
+    """The one-line reason a checkpoint failed to load, from the error torch raised."""
+    text = str(error)
+    unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if unsafe:
+        return (f"refused to load checkpoint {path}: loading it would call {unsafe.group(1)}, which can run "
+                f"code (nothing was run). ssl-bench checkpoints hold only tensors and plain types; a file "
+                f"written by an older ssl-bench or by someone else is not one; {_FIX}")
+    if isinstance(error, (EOFError, OSError)) or "central directory" in text:
+        detail = "is truncated (a copy or write that did not finish)"
+    else:
+        first_line = text.strip().splitlines()[0][:120] if text.strip() else type(error).__name__
+        if "Weights only load failed" in text:
+            inner = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            first_line = inner.group(1).strip()[:120] if inner else first_line
+        detail = f"is corrupt or not a checkpoint ({type(error).__name__}: {first_line})"
+    return f"checkpoint {path} {detail}; {_FIX}"
+
+
+# -- identity ----------------------------------------------------------------------------------------------
 
 
 def shapes(module_state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """Parameter and buffer shapes of a state dict, as plain lists (part of a checkpoint's identity)."""
     return {k: list(v.shape) for k, v in module_state.items()}
 
 
@@ -72,13 +269,19 @@ def check_identity(saved: dict[str, Any], expected: dict[str, Any], path: Path) 
     missing = sorted(set(e_shapes) - set(s_shapes))
     extra = sorted(set(s_shapes) - set(e_shapes))
     if missing:
-        differences.append(f"parameters missing from the checkpoint: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        differences.append(f"parameters missing from the checkpoint: {_first(missing)}")
     if extra:
-        differences.append(f"parameters the model does not have: {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+        differences.append(f"parameters the model does not have: {_first(extra)}")
     wrong = [f"{k} {s_shapes[k]} vs {e_shapes[k]}" for k in sorted(set(s_shapes) & set(e_shapes))
              if s_shapes[k] != e_shapes[k]]
     if wrong:
         differences.append(f"shape mismatches (checkpoint vs model): {wrong[:5]}")
     if differences:
-        raise CheckpointMismatch(f"{path} does not match this run, nothing was loaded:\n  - " + "\n  - ".join(differences)
-                                 + "\nStart a new run (drop --resume) or resume with the settings in its config.json.")
+        raise CheckpointMismatch(f"{path} does not match this run, nothing was loaded:\n  - "
+                                 + "\n  - ".join(differences)
+                                 + "\nStart a new run (drop --resume) or resume with the settings in its "
+                                   "config.json.")
+
+
+def _first(names: list[str], n: int = 5) -> str:
+    return f"{names[:n]}{' ...' if len(names) > n else ''}"

@@ -1,0 +1,316 @@
+"""Checkpoints load without running code, fail in one clear line, save atomically, and keep every RNG exact."""
+
+from __future__ import annotations
+
+import collections
+import errno
+import io
+import os
+import pickle
+import random
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_bench import checkpoint as ckpt
+from ssl_bench.checkpoint import (
+    CheckpointError,
+    CheckpointSaveError,
+    check_plain,
+    global_rng_state,
+    load_checkpoint,
+    numpy_generator_state,
+    numpy_state_from_plain,
+    numpy_state_to_plain,
+    python_state_from_plain,
+    python_state_to_plain,
+    save_checkpoint,
+    set_global_rng_state,
+    set_numpy_generator_state,
+)
+
+
+def weights_only_round_trip(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def minimal_state(**extra):
+    return {"step": 3, "identity": {"algorithm": "fixmatch"}, "student": {"w": torch.arange(4.0)}, **extra}
+
+
+def folder_snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file's bytes and modification time: 'nothing in the folder changed' made checkable."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+# -- random states -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM,
+                                           np.random.Philox, np.random.SFC64])
+def test_numpy_generator_state_survives_weights_only_and_continues_the_stream(bit_generator):
+    gen = np.random.Generator(bit_generator(1234))
+    gen.standard_normal(7)   # a used generator: buffered values and counters matter
+    gen.integers(0, 10, 3, dtype=np.uint32)   # leaves a half-used 64-bit word (has_uint32) in PCG64/Philox
+    plain = weights_only_round_trip(numpy_generator_state(gen))
+    expected = gen.random(5)
+    other = np.random.Generator(bit_generator(99))
+    set_numpy_generator_state(other, plain)
+    np.testing.assert_array_equal(other.random(5), expected)
+
+
+def test_legacy_numpy_state_round_trips_with_a_cached_gaussian():
+    rs = np.random.RandomState(7)
+    rs.standard_normal()   # one Box-Muller draw caches the second value: has_gauss = 1
+    state = rs.get_state()
+    assert state[3] == 1
+    plain = weights_only_round_trip(numpy_state_to_plain(state))
+    restored = numpy_state_from_plain(plain)
+    assert restored[0] == state[0] and restored[2:] == state[2:]
+    np.testing.assert_array_equal(restored[1], state[1])
+    assert restored[1].dtype == np.uint32
+    expected = rs.standard_normal(4)
+    other = np.random.RandomState(0)
+    other.set_state(restored)
+    np.testing.assert_array_equal(other.standard_normal(4), expected)
+
+
+def test_numpy_state_of_another_kind_is_refused():
+    with pytest.raises(TypeError, match="bit_generator.state"):
+        numpy_state_to_plain([1, 2, 3])
+
+
+def test_python_state_round_trips_with_gauss_next():
+    r = random.Random(5)
+    r.gauss(0, 1)   # caches gauss_next
+    state = r.getstate()
+    assert state[2] is not None
+    plain = weights_only_round_trip(python_state_to_plain(state))
+    assert python_state_from_plain(plain) == state
+    expected = [r.random() for _ in range(3)] + [r.gauss(0, 1)]
+    other = random.Random()
+    other.setstate(python_state_from_plain(plain))
+    assert [other.random() for _ in range(3)] + [other.gauss(0, 1)] == expected
+
+
+def test_global_rng_state_survives_weights_only_and_restores_every_stream():
+    saved_now = global_rng_state()   # leave the process as it was found
+    try:
+        torch.manual_seed(1)
+        np.random.seed(2)
+        random.seed(3)
+        np.random.standard_normal()
+        state = weights_only_round_trip(global_rng_state())
+        expected = (torch.rand(3), np.random.rand(3), random.random())
+        torch.manual_seed(9)
+        np.random.seed(9)
+        random.seed(9)
+        set_global_rng_state(state)
+        got = (torch.rand(3), np.random.rand(3), random.random())
+        assert torch.equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        assert got[2] == expected[2]
+    finally:
+        set_global_rng_state(saved_now)
+
+
+def test_set_global_rng_state_still_takes_the_raw_tuples_older_code_stored():
+    saved_now = global_rng_state()
+    try:
+        raw = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+        expected = (np.random.rand(), random.random())
+        set_global_rng_state(raw)
+        assert (np.random.rand(), random.random()) == expected
+    finally:
+        set_global_rng_state(saved_now)
+
+
+# -- what a checkpoint may hold ------------------------------------------------------------------------------
+
+
+ACCEPTED = [torch.ones(2), torch.nn.Parameter(torch.ones(2)), 1, 2**100, 1.5, True, None, "s", b"b", 1j,
+            bytearray(b"x"), (1, 2), [1, [2]], {"a": {1: 2}}, collections.OrderedDict(a=1), {1, 2},
+            collections.Counter("aab"), torch.Size([2, 3]), torch.float16, torch.device("cpu")]
+REFUSED = [np.float64(1.0), np.int64(3), np.zeros(2), np.random.get_state(), {"k": [np.float32(1)]},
+           frozenset({1}), Path("x"), collections.defaultdict(int)]
+
+
+@pytest.mark.parametrize("value", ACCEPTED, ids=lambda v: type(v).__name__)
+def test_check_plain_accepts_what_weights_only_loads(value):
+    check_plain({"x": value})
+    weights_only_round_trip({"x": value})   # and torch agrees
+
+
+@pytest.mark.parametrize("value", REFUSED, ids=lambda v: type(v).__name__)
+def test_check_plain_refuses_what_weights_only_refuses(value):
+    with pytest.raises(TypeError, match=r"checkpoint state\['x'\]"):
+        check_plain({"x": value})
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        weights_only_round_trip({"x": value})   # torch agrees: this would be an unloadable checkpoint
+
+
+def test_save_refuses_a_numpy_state_naming_its_key_and_writes_nothing(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(TypeError, match=r"state\['global_rng'\]\['numpy'\]\[1\] is a numpy.ndarray.*"
+                                        r"numpy_state_to_plain"):
+        save_checkpoint(path, minimal_state(global_rng={"numpy": np.random.get_state()}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_then_load_round_trips(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    state = minimal_state(global_rng=global_rng_state(), history=[{"step": 1, "acc": 0.5}])
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 3 and loaded["history"] == state["history"]
+    assert torch.equal(loaded["student"]["w"], state["student"]["w"])
+    assert torch.equal(loaded["global_rng"]["numpy"]["key"], state["global_rng"]["numpy"]["key"])
+
+
+def test_checkpoint_of_a_training_run_loads_with_weights_only(tmp_path):
+    """The state the loop really writes (models, optimizer, scheduler, smoother, streams, history)."""
+    from ssl_bench.config import RunConfig
+    from ssl_bench.train import train
+
+    config = RunConfig(algorithm="fixmatch", smooth="sts", dataset="digits", labels=20, profile="smoke",
+                       results_dir=str(tmp_path / "results"), device="cpu")
+    _, run_dir = train(config, stop_at=3, progress=False)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert state["step"] == 3
+    check_plain(state)
+
+
+# -- refusing bad files --------------------------------------------------------------------------------------
+
+
+class WritesAMarker:
+    """Unpickling this calls open(marker, 'w'): stands in for any code an attacker would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("container", ["torch zip", "raw pickle"])
+def test_crafted_checkpoint_is_refused_nothing_runs_and_the_folder_is_untouched(tmp_path, container):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "MARKER"
+    path = run_dir / "checkpoint.pt"
+    if container == "torch zip":
+        torch.save(minimal_state(evil=WritesAMarker(marker)), path)
+    else:   # no tensors: plain pickle stores those through torch.storage._load_from_bytes, refused first
+        path.write_bytes(pickle.dumps({"step": 3, "identity": {}, "evil": WritesAMarker(marker)}, protocol=2))
+    (run_dir / "record.json").write_text('{"status": "running"}\n')
+    before = folder_snapshot(run_dir)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message and "run code" in message and "open" in message and "delete it" in message
+    assert not marker.exists()
+    assert folder_snapshot(run_dir) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def good_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save(minimal_state(big=torch.zeros(4096)), buf)
+    return buf.getvalue()
+
+
+BAD_FILES = {
+    "empty": (b"", "is empty"),
+    "truncated": (good_bytes()[: len(good_bytes()) // 2], "is truncated"),
+    "truncated to its first bytes": (good_bytes()[:40], "is truncated"),
+    "garbage": (bytes(range(256)) * 8, "corrupt or not a checkpoint"),
+    "text": (b"this is a text file\n", "corrupt or not a checkpoint"),
+    "json": (b'{"step": 3}\n', "corrupt or not a checkpoint"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_unusable_file_gives_one_line_naming_path_problem_and_fix(tmp_path, case):
+    data, problem = BAD_FILES[case]
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(data)
+    before = folder_snapshot(tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message, message
+    assert str(path) in message and problem in message and "restore a good copy" in message, message
+    assert isinstance(err.value, ValueError)
+    assert folder_snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("content, what", [(torch.ones(3), "a Tensor"),
+                                           ({"student": {"w": torch.ones(1)}}, "without ['step', 'identity']")])
+def test_a_loadable_file_that_is_not_a_checkpoint_is_refused(tmp_path, content, what):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(content, path)
+    with pytest.raises(CheckpointError, match="not an ssl-bench checkpoint") as err:
+        load_checkpoint(path)
+    assert what in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_missing_checkpoint_is_an_oserror_naming_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+
+
+# -- saving ------------------------------------------------------------------------------------------------
+
+
+def test_failed_save_names_the_path_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, minimal_state())
+    before = folder_snapshot(tmp_path)
+
+    def disk_full(target, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "atomic_write_bytes", disk_full)
+    with pytest.raises(CheckpointSaveError) as err:
+        save_checkpoint(path, minimal_state(step=4))
+    message = str(err.value)
+    assert isinstance(err.value, OSError) and err.value.errno == errno.ENOSPC
+    assert "\n" not in message and str(path) in message and "No space left" in message
+    assert "previous checkpoint" in message and "--resume" in message
+    assert folder_snapshot(tmp_path) == before
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_save_into_a_read_only_folder_is_one_clear_oserror(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    save_checkpoint(folder / "checkpoint.pt", minimal_state())
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CheckpointSaveError, match=r"cannot write checkpoint .*checkpoint\.pt: Permission "
+                                                      r"denied.*previous checkpoint.*writable") as err:
+            save_checkpoint(folder / "checkpoint.pt", minimal_state(step=4))
+        assert err.value.errno == errno.EACCES
+    finally:
+        folder.chmod(0o755)
+    assert load_checkpoint(folder / "checkpoint.pt")["step"] == 3
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        save_checkpoint(tmp_path / "checkpoint.pt", minimal_state())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "checkpoint.pt").stat().st_mode) == 0o666 & ~umask
