@@ -32,18 +32,25 @@ TMA unit with the strategy's momentum (m for ``tma``/``sts``; 0, i.e. a copy, fo
 ``ModelEmaV3`` does.  Integer buffers (``num_batches_tracked``) are always copied: an average of a counter is
 meaningless, and integer lerp is not defined.
 
-Randomness: every draw comes from one dedicated :class:`torch.Generator` on the parameters' device, seeded from
-the run's seed (the official code uses NumPy's global generator), so every data-parallel rank draws the same masks
-and ``state_dict()`` / ``load_state_dict()`` resume the exact mask sequence.  P_i ~ Ber(p) is drawn as integer
-bits compared with a threshold (``_Gate``): exact for dyadic p such as the default 0.5, and cheaper than
-``torch.rand``.  The teacher should start as an exact copy of the student
+Which settings each strategy reads is :data:`STRATEGY_PARAMETERS`, their defaults :data:`PARAMETER_DEFAULTS`
+(with their sources); :func:`relevant_settings` keeps only the ones a strategy reads, to name runs and rows.
+
+Randomness: every draw comes from one dedicated :class:`torch.Generator` on the parameters' device, passed in and
+seeded from the run's seed (the official code uses NumPy's global generator), so every data-parallel rank draws
+the same masks and ``state_dict()`` / ``load_state_dict()`` resume the exact mask sequence.  P_i ~ Ber(p) is
+drawn as integer bits compared with a threshold (``_Gate``): exact for dyadic p such as the default 0.5, and
+cheaper than ``torch.rand``.  The teacher should start as an exact copy of the student
 (:func:`copy_student_to_teacher`, or ``copy.deepcopy(student)``): the official code lets the very first update go
 through the random gate, which leaves most teacher tensors at their random initialisation.
+
+A smoother keeps no state outside itself (no process-wide hooks or caches), so several smoothers may update
+their own teachers from one student in the same step (multi-teacher training).
 
 Example::
 
     teacher = copy.deepcopy(student)
-    smoother = build_smoother("sts", p=0.5, m=0.999, granularity="layer", seed=run_seed)
+    smoother = build_smoother("sts", p=0.5, m=0.999, granularity="layer",
+                              generator=torch.Generator(device).manual_seed(run_seed))
     for batch in loader:
         ...; optimizer.step()
         smoother.update(teacher, student)
@@ -53,31 +60,49 @@ from __future__ import annotations
 
 import math
 import numbers
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import compress
+from itertools import chain, compress
+from operator import is_
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "BUFFER_POLICIES", "DEFAULT_M", "DEFAULT_P", "GRANULARITIES", "STRATEGIES", "Smoother", "build_smoother",
-    "copy_student_to_teacher", "draw_replace_mask", "unit_shape",
+    "BUFFER_POLICIES", "DEFAULT_M", "DEFAULT_P", "GRANULARITIES", "PARAMETER_DEFAULTS", "STRATEGIES",
+    "STRATEGY_PARAMETERS", "Smoother", "build_smoother", "copy_student_to_teacher", "draw_replace_mask",
+    "relevant_settings", "unit_shape",
 ]
 
-STRATEGIES: tuple[str, ...] = ("none", "tma", "se", "sts")
+# The settings each strategy reads (Eq. 1-4; see the module docstring).  ``buffers`` is read by the strategies with
+# a temporal momentum only: "average" lerps buffers with weight 1 - m, and without m (none, se: m = 0 in Eq. 3)
+# that is a copy, the same as "copy".  A setting a strategy does not read changes nothing in its update.
+STRATEGY_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "tma": ("m", "buffers"),
+    "se": ("p", "granularity"),
+    "sts": ("p", "m", "granularity", "buffers"),
+}
+PARAMETER_DEFAULTS: dict[str, Any] = {
+    # Paper Sec. 4.1: "The masking probability p is set to 0.7/0.5/0.5 for BYOL/MoCo/FixMatch".
+    "p": 0.5,
+    # google-research/fixmatch, fixmatch.py, FixMatch.model(..., ema=0.999) (the `ema` flag of its scripts).
+    "m": 0.999,
+    # Paper Sec. 4.3: "we use LW [layer-wise] as default".
+    "granularity": "layer",
+    # google-research/fixmatch, libml/utils.py: the EMA covers model_vars() = TRAINABLE_VARIABLES only, and
+    # getter_ema falls back to the live variable, so the EMA model normalises with the student's BN statistics.
+    "buffers": "copy",
+}
+STRATEGIES: tuple[str, ...] = tuple(STRATEGY_PARAMETERS)
 GRANULARITIES: tuple[str, ...] = ("layer", "channel", "neuron")
 BUFFER_POLICIES: tuple[str, ...] = ("copy", "average")
-
-# Paper Sec. 4.1: "The masking probability p is set to 0.7/0.5/0.5 for BYOL/MoCo/FixMatch".
-DEFAULT_P = 0.5
-# Paper Fig. 3 (TMA with momentum 0.999) and FixMatch's EMA decay of 0.999.
-DEFAULT_M = 0.999
-# Paper Sec. 4.3: "we use LW [layer-wise] as default".
-DEFAULT_GRANULARITY = "layer"
-DEFAULT_BUFFERS = "copy"
+# Single names for the defaults, kept for importers.
+DEFAULT_P: float = PARAMETER_DEFAULTS["p"]
+DEFAULT_M: float = PARAMETER_DEFAULTS["m"]
+DEFAULT_GRANULARITY: str = PARAMETER_DEFAULTS["granularity"]
+DEFAULT_BUFFERS: str = PARAMETER_DEFAULTS["buffers"]
 
 _STATE_VERSION = 1
 # Random bits per unit, fewest first: p = 0.5 needs 8 (a quarter of torch.rand's cost), p = 0.7 needs 32.
@@ -85,6 +110,17 @@ _BIT_WIDTHS = {8: torch.int8, 16: torch.int16, 32: torch.int32}
 # Device types on which layer-wise updates read the per-tensor flags on the host and touch only the picked tensors.
 # Elsewhere (CUDA, ...) that read would be a host sync, so the per-unit weight path is used: same masks, same values.
 _HOST_PICK_DEVICES: tuple[str, ...] = ("cpu",)
+
+
+def relevant_settings(strategy: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings ``strategy`` reads (:data:`STRATEGY_PARAMETERS`, in that order), taken from ``settings``.
+
+    Other keys are dropped; a setting the strategy reads but ``settings`` lacks is its
+    :data:`PARAMETER_DEFAULTS` value (what the strategy then uses).  For naming runs and leaderboard rows:
+    ``relevant_settings("tma", {"p": 0.7, "m": 0.99})`` is ``{"m": 0.99, "buffers": "copy"}``.
+    """
+    _check_choice("strategy", strategy, STRATEGIES)
+    return {name: settings.get(name, PARAMETER_DEFAULTS[name]) for name in STRATEGY_PARAMETERS[strategy]}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -222,29 +258,35 @@ def _match(kind: str, teacher: dict[str, Tensor], student: dict[str, Tensor]) ->
                                  f"copy.deepcopy(student))")
 
 
-# The cached tensor lists stay valid until a parameter, buffer or submodule is registered anywhere (assignment
-# ``module.weight = nn.Parameter(...)``, ``module.fc = nn.Linear(...)``, register_buffer, load_state_dict(assign=True),
-# building any module): torch's global registration hooks bump this counter, an O(1) check per update instead of
-# walking both module trees (which costs ~0.2 ms per WRN-28-2 pair with cold caches).  Not seen: writes straight into
-# the private ``_parameters`` / ``_buffers`` dicts; ``del module.weight`` (harmless: the removed tensor is just no
-# longer visible); and ``.to()`` under torch.__future__.set_overwrite_module_params_on_conversion(True), for which
-# the cache is bypassed.
-_registrations = [0]
-_hooks_installed = False
+@dataclass
+class _Snapshot:
+    """What two module trees hold, by identity: the cheap test that a cached plan still describes them.
 
+    Every way ``nn.Module`` registers, replaces or removes a parameter, buffer or submodule (attribute assignment,
+    ``register_*``, ``del``, ``load_state_dict(assign=True)``, ``.to()`` replacing buffers) writes into one of
+    its three registration dicts, ``_parameters``, ``_buffers`` and ``_modules``.  Comparing their sizes and
+    values by identity costs ~0.07 ms per WRN-28-2 pair, where the public walk (``named_parameters`` and
+    ``named_buffers`` of both trees) costs ~0.4 ms, half an update (1-thread CPU).  The values are held, so an
+    identity can not be reused by a new object.  Not seen: a registration dict replaced as a whole (nothing in
+    torch does that) and tensors whose data is swapped in place (``param.data = ...``, ``.to()`` of parameters),
+    for which the plan checks device and dtype (``_Plan.valid_for``).
+    """
 
-def _count_registration(*_: object) -> None:
-    _registrations[0] += 1                  # returns None: the registered object is left as it is
+    dicts: list[dict[str, Any]]
+    sizes: list[int]
+    members: list[Any]
 
+    @staticmethod
+    def of(*roots: nn.Module) -> _Snapshot:
+        # Private torch attributes, read only: the public API has no cheaper view of a module's registrations.
+        dicts = [d for root in roots for module in root.modules()
+                 for d in (module._parameters, module._buffers, module._modules)]
+        return _Snapshot(dicts, list(map(len, dicts)), list(chain.from_iterable(map(dict.values, dicts))))
 
-def _install_registration_hooks() -> None:
-    global _hooks_installed
-    if not _hooks_installed:
-        from torch.nn.modules import module as torch_module
-        torch_module.register_module_parameter_registration_hook(_count_registration)
-        torch_module.register_module_buffer_registration_hook(_count_registration)
-        torch_module.register_module_module_registration_hook(_count_registration)
-        _hooks_installed = True
+    def unchanged(self) -> bool:
+        # Equal sizes first: then both sequences have the same length and `map` compares every value.
+        return (list(map(len, self.dicts)) == self.sizes
+                and all(map(is_, chain.from_iterable(map(dict.values, self.dicts)), self.members)))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -257,6 +299,7 @@ class _Group:
 
     t: list[Tensor]
     s: list[Tensor]
+    dtype: torch.dtype
     unit_shapes: list[tuple[int, ...]]      # per tensor, see unit_shape()
     start: int
     stop: int
@@ -266,7 +309,7 @@ class _Group:
     def lerp_weights(self) -> tuple[Tensor, list[Tensor]]:
         """The flat weight buffer and its per-tensor views (shaped to broadcast over each tensor)."""
         if self.weights is None:
-            self.weights = torch.empty(self.stop - self.start, dtype=self.t[0].dtype, device=self.t[0].device)
+            self.weights = torch.empty(self.stop - self.start, dtype=self.dtype, device=self.t[0].device)
             offset = 0
             for shape in self.unit_shapes:
                 n = math.prod(shape)
@@ -277,9 +320,11 @@ class _Group:
 
 @dataclass
 class _Plan:
-    teacher: weakref.ref[nn.Module]
-    student: weakref.ref[nn.Module]
-    registrations: int                      # _registrations[0] when the plan was built
+    """One smoother's cache for one (teacher, student) pair: tensor lists, unit layout and scratch buffers."""
+
+    teacher: nn.Module
+    student: nn.Module
+    snapshot: _Snapshot                     # the two trees' registrations when the plan was built
     t_params: list[Tensor]
     s_params: list[Tensor]
     t_buffers: list[Tensor]                 # all buffers, floating first
@@ -294,7 +339,6 @@ class _Plan:
 
     @staticmethod
     def build(teacher: nn.Module, student: nn.Module, granularity: str) -> _Plan:
-        _install_registration_hooks()
         if teacher is student:
             raise ValueError("teacher and student are the same module object; the teacher must be a separate "
                              "copy (teacher = copy.deepcopy(student))")
@@ -314,25 +358,25 @@ class _Plan:
         for names in by_dtype.values():
             shapes = [unit_shape(tp[n].shape, granularity) for n in names]
             stop = start + sum(math.prod(s) for s in shapes)
-            groups.append(_Group([tp[n] for n in names], [sp[n] for n in names], shapes, start, stop))
+            groups.append(_Group([tp[n] for n in names], [sp[n] for n in names], tp[names[0]].dtype, shapes,
+                                 start, stop))
             start = stop
         floating = [n for n, b in tb.items() if b.is_floating_point() or b.is_complex()]
         others = [n for n in tb if n not in set(floating)]
         return _Plan(
-            teacher=weakref.ref(teacher), student=weakref.ref(student), registrations=_registrations[0],
+            teacher=teacher, student=student, snapshot=_Snapshot.of(teacher, student),
             t_params=[t for g in groups for t in g.t], s_params=[s for g in groups for s in g.s],
             t_buffers=[tb[n] for n in floating + others], s_buffers=[sb[n] for n in floating + others],
             num_float_buffers=len(floating), granularity=granularity,
             device=next(iter(devices)) if devices else None, groups=groups, num_units=start)
 
     def valid_for(self, teacher: nn.Module, student: nn.Module) -> bool:
-        """True if built for these very modules and nothing was registered since (see _registrations)."""
-        # `.to(device)` keeps the Parameter objects but moves their data: the cached scratch buffers must follow.
-        return (self.teacher() is teacher and self.student() is student
-                and self.registrations == _registrations[0]
-                and (not self.t_params or (self.t_params[0].device == self.device
-                                           and self.s_params[0].device == self.device))
-                and not torch.__future__.get_overwrite_module_params_on_conversion())
+        """True if built for these very modules and nothing was registered, replaced or removed since."""
+        # `.to(device)` / `.half()` keep the Parameter objects but replace their data: the groups' dtypes and the
+        # scratch buffers' device must follow (every tensor of a group moves with its first one).
+        return (self.teacher is teacher and self.student is student and self.snapshot.unchanged()
+                and all(g.t[0].device == g.s[0].device == self.device and g.t[0].dtype == g.s[0].dtype == g.dtype
+                        for g in self.groups))
 
     def replace_mask(self, gate: _Gate, generator: torch.Generator) -> Tensor:
         """One draw for all units into the scratch buffers: True where unit i is replaced."""
@@ -350,18 +394,15 @@ class Smoother:
     """Updates a teacher from its student, in place, with one of :data:`STRATEGIES` (see the module docstring).
 
     Build it with :func:`build_smoother`.  ``p`` and ``m`` are the paper's preserving probability and TMA
-    momentum; a strategy ignores the one it does not use (``tma`` ignores p, ``se`` ignores m, ``none`` both),
-    so a caller may pass its configured values for every strategy.  ``granularity`` only matters for ``se`` and
-    ``sts``.
-
-    Random draws come from ``generator`` (a :class:`torch.Generator` on the parameters' device) or, with
-    ``seed``, from a generator created on the device of the first update (or on ``device`` right away).
+    momentum, ``granularity`` the unit of the draw and ``buffers`` the buffer policy; a strategy ignores the
+    settings it does not read (:data:`STRATEGY_PARAMETERS`), so a caller may pass its configured values for every
+    strategy.  Random draws come from ``generator`` (a :class:`torch.Generator` on the parameters' device), or
+    with ``seed`` from a new CPU generator seeded with it.
     """
 
     def __init__(self, strategy: str, *, p: float = DEFAULT_P, m: float = DEFAULT_M,
                  granularity: str = DEFAULT_GRANULARITY, buffers: str = DEFAULT_BUFFERS,
-                 generator: torch.Generator | None = None, seed: int | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
         self.strategy = _check_choice("strategy", strategy, STRATEGIES)
         self.p = _check_unit_interval("p", p)
         self.m = _check_unit_interval("m", m)
@@ -372,22 +413,21 @@ class Smoother:
                              f"be re-seeded silently otherwise")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator={generator!r} is not a torch.Generator; pass "
-                             f"torch.Generator(device).manual_seed(run_seed) or use seed=run_seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise ValueError(f"seed={seed!r} is not an int; pass the run's integer seed")
-        # Effective (p, m) of Eq. 3: every strategy is STS with some of them fixed.
-        self._p_eff = {"none": 0.0, "tma": 0.0, "se": self.p, "sts": self.p}[self.strategy]
-        self._m_eff = {"none": 0.0, "tma": self.m, "se": 0.0, "sts": self.m}[self.strategy]
+                             f"torch.Generator(device).manual_seed(run_seed)")
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+                raise ValueError(f"seed={seed!r} is not an int; pass the run's integer seed")
+            generator = torch.Generator().manual_seed(int(seed))
+        # Every strategy is Eq. 3 with the settings it does not read fixed: p = 0 (every unit replaced), m = 0.
+        reads = STRATEGY_PARAMETERS[self.strategy]
+        self._p_eff = self.p if "p" in reads else 0.0
+        self._m_eff = self.m if "m" in reads else 0.0
         self._gate = _Gate.for_p(self._p_eff)
-        if self.is_random and generator is None and seed is None:
-            raise ValueError(f"strategy {self.strategy!r} with p={self.p} draws random masks; pass seed=<run seed> "
-                             f"or generator=torch.Generator(device).manual_seed(<run seed>) so that runs are "
-                             f"reproducible and every data-parallel rank draws the same masks")
-        self._seed = None if seed is None else int(seed)
+        if self.is_random and generator is None:
+            raise ValueError(f"strategy {self.strategy!r} with p={self.p} draws random masks; pass "
+                             f"generator=torch.Generator(device).manual_seed(<run seed>) (or seed=<run seed> on "
+                             f"CPU) so that runs are reproducible and every data-parallel rank draws the same masks")
         self._generator = generator
-        self._pending_state: Tensor | None = None
-        if generator is None and seed is not None and device is not None:
-            self._make_generator(torch.device(device))
         self.num_updates = 0
         self._plan: _Plan | None = None
 
@@ -423,9 +463,10 @@ class Smoother:
 
         Parameters follow Eq. 3 with the strategy's (p, m): each unit is preserved with probability p, else
         ``theta^T <- m theta^T + (1 - m) theta^S`` (a ``lerp`` with weight 1 - m; weight 1, an exact copy, for
-        SE).  Buffers follow the buffer policy (module docstring).  The tensor lists are cached for the last
-        (teacher, student) pair, held by identity; registering any parameter, buffer or submodule (e.g. replacing
-        ``teacher.fc``) rebuilds them, so module surgery between updates is picked up (see ``_registrations``).
+        SE).  Buffers follow the buffer policy (module docstring).  This smoother caches the tensor lists of its
+        last (teacher, student) pair, held by identity, and checks before every update that neither module
+        registered, replaced or removed a parameter, buffer or submodule since (``_Snapshot``): module surgery
+        between updates is picked up.
         """
         plan = self._plan_for(teacher, student)
         w = 1.0 - self._m_eff                   # lerp weight of a replaced unit
@@ -439,7 +480,7 @@ class Smoother:
         self.num_updates += 1
 
     def _gated_update(self, plan: _Plan, w: float) -> None:
-        replaced = plan.replace_mask(self._gate, self._generator_for(plan.device))     # P_i = 0
+        replaced = plan.replace_mask(self._gate, self._generator)     # P_i = 0
         if plan.granularity == "layer" and plan.device.type in _HOST_PICK_DEVICES:
             # One flag per tensor; update only the picked tensors with one fused call.
             flags = replaced.tolist()
@@ -469,98 +510,67 @@ class Smoother:
     def _plan_for(self, teacher: nn.Module, student: nn.Module) -> _Plan:
         plan = self._plan
         if plan is None or not plan.valid_for(teacher, student):
-            plan = _Plan.build(teacher, student, self.granularity)
+            # Strategies that read no granularity never draw: layer units are the cheapest plan for them.
+            granularity = self.granularity if "granularity" in STRATEGY_PARAMETERS[self.strategy] else "layer"
+            plan = _Plan.build(teacher, student, granularity)
             if self.is_random and plan.num_units:
-                self._generator_for(plan.device)        # fail early on a generator / device mismatch
+                self._check_generator_device(plan.device)       # fail before the first draw, naming both
             self._plan = plan
         return plan
 
-    # -- the generator -------------------------------------------------------------------------------------------
-
-    def _make_generator(self, device: torch.device) -> None:
-        self._generator = torch.Generator(device=device)
-        if self._seed is not None:
-            self._generator.manual_seed(self._seed)
-        if self._pending_state is not None:
-            self._set_generator_state(self._pending_state)
-            self._pending_state = None
-
-    def _generator_for(self, device: torch.device) -> torch.Generator:
-        if self._generator is None:
-            self._make_generator(device)
+    def _check_generator_device(self, device: torch.device) -> None:
         g = self._generator
         if g.device.type != device.type or (device.index is not None and g.device.index not in (None, device.index)):
             raise ValueError(f"the smoother's generator is on {g.device} but the parameters are on {device}; "
-                             f"create it there (torch.Generator({str(device)!r}).manual_seed(run_seed)) or use "
-                             f"seed= so it is created on the parameters' device")
-        return g
-
-    def _set_generator_state(self, state: Tensor) -> None:
-        try:
-            self._generator.set_state(state)
-        except RuntimeError as e:
-            raise ValueError(f"cannot restore the smoother's generator state on {self._generator.device}: {e}. "
-                             f"Resume on the same kind of device the checkpoint was written on") from e
+                             f"create it there: torch.Generator({str(device)!r}).manual_seed(run_seed)")
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Hyper-parameters, update count and generator state (``torch.Generator.get_state()``)."""
-        if self._generator is not None:
-            state, device = self._generator.get_state(), str(self._generator.device)
-        else:
-            state, device = self._pending_state, None
-        return {"version": _STATE_VERSION, **self.config(), "seed": self._seed, "num_updates": self.num_updates,
-                "generator_state": state, "generator_device": device}
+        """Hyper-parameters, update count and generator state (``torch.Generator.get_state()``, or None)."""
+        g = self._generator
+        return {"version": _STATE_VERSION, **self.config(), "num_updates": self.num_updates,
+                "generator_state": None if g is None else g.get_state(),
+                "generator_device": None if g is None else str(g.device)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the update count and the generator state, after checking the hyper-parameters match.
 
-        Raises ValueError naming every hyper-parameter that differs (only those that change the update are
-        compared: p for se/sts, m for tma/sts, granularity for se/sts, plus strategy and buffer policy).
+        Raises ValueError naming every hyper-parameter that differs (only the strategy and the settings it reads,
+        :data:`STRATEGY_PARAMETERS`, are compared).
         """
         required = ("strategy", "p", "m", "granularity", "buffers", "num_updates", "generator_state")
         missing = [k for k in required if k not in state_dict]
         if missing:
             raise ValueError(f"not a Smoother state_dict: missing keys {missing}; pass what Smoother.state_dict() "
                              f"returned")
-        fields = ["strategy", "buffers"]
-        if self.strategy in ("se", "sts"):
-            fields += ["p", "granularity"]
-        if self.strategy in ("tma", "sts"):
-            fields.append("m")
+        fields = ("strategy",) + STRATEGY_PARAMETERS[self.strategy]
         diffs = [f"{k}: saved {state_dict[k]!r}, this smoother {getattr(self, k)!r}"
                  for k in fields if state_dict[k] != getattr(self, k)]
         if diffs:
             raise ValueError("smoother state_dict does not match this smoother (" + "; ".join(diffs) + "); build "
                              "the smoother with the saved settings, e.g. Smoother.from_state_dict(state_dict)")
-        self.num_updates = int(state_dict["num_updates"])
         state = state_dict["generator_state"]
-        if state is None:
-            seed = state_dict.get("seed")
-            if seed is not None and self._generator is None:
-                self._seed = int(seed)
-            elif seed is not None:
-                self._generator.manual_seed(int(seed))
-            return
-        state = state.detach().to("cpu", torch.uint8)
-        if self._generator is None:
-            self._pending_state = state.clone()     # applied when the generator is created on the first update
-        else:
-            self._set_generator_state(state)
+        # Nothing to restore without a saved state or a generator: such a smoother never draws (see is_random).
+        if state is not None and self._generator is not None:
+            try:
+                self._generator.set_state(state.detach().to("cpu", torch.uint8))
+            except RuntimeError as e:
+                raise ValueError(f"cannot restore the smoother's generator state on {self._generator.device}: "
+                                 f"{e}. Resume on the same kind of device the checkpoint was written on") from e
+        self.num_updates = int(state_dict["num_updates"])
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Any], *, generator: torch.Generator | None = None,
-                        device: torch.device | str | None = None) -> Smoother:
-        """A smoother with the saved hyper-parameters and generator state (the generator is created lazily)."""
-        seed = state_dict.get("seed")
-        if generator is None and seed is None and state_dict.get("generator_state") is None:
-            seed = 0                            # nothing random was saved (none / tma, or p in {0, 1})
+    def from_state_dict(cls, state_dict: Mapping[str, Any], *,
+                        generator: torch.Generator | None = None) -> Smoother:
+        """A smoother with the saved hyper-parameters and generator state.
+
+        Without ``generator``, the saved state goes into a new generator on the device it was saved from.
+        """
+        if generator is None and state_dict.get("generator_state") is not None:
+            generator = torch.Generator(state_dict.get("generator_device") or "cpu")
         smoother = cls(state_dict["strategy"], p=state_dict["p"], m=state_dict["m"],
-                       granularity=state_dict["granularity"], buffers=state_dict["buffers"], generator=generator,
-                       seed=None if generator is not None else (0 if seed is None else seed), device=device)
-        if generator is None:
-            smoother._seed = seed               # None: the generator is restored from the saved state only
+                       granularity=state_dict["granularity"], buffers=state_dict["buffers"], generator=generator)
         smoother.load_state_dict(state_dict)
         return smoother
 
@@ -577,8 +587,7 @@ def _lerp_or_copy(teacher: list[Tensor], student: list[Tensor], weight: float) -
 
 def build_smoother(strategy: str, *, p: float = DEFAULT_P, m: float = DEFAULT_M,
                    granularity: str = DEFAULT_GRANULARITY, buffers: str = DEFAULT_BUFFERS,
-                   generator: torch.Generator | None = None, seed: int | None = None,
-                   device: torch.device | str | None = None) -> Smoother:
+                   generator: torch.Generator | None = None, seed: int | None = None) -> Smoother:
     """Build a :class:`Smoother` by name.
 
     Args:
@@ -588,11 +597,9 @@ def build_smoother(strategy: str, *, p: float = DEFAULT_P, m: float = DEFAULT_M,
         granularity: unit of the Bernoulli draw, one of :data:`GRANULARITIES`.
         buffers: buffer policy, one of :data:`BUFFER_POLICIES` (integer buffers are always copied).
         generator: a :class:`torch.Generator` on the parameters' device, seeded from the run's seed.
-        seed: instead of ``generator``: the seed of a generator created on the first update's device.
-        device: with ``seed``, create the generator on this device now.
+        seed: instead of ``generator``, for parameters on the CPU: the seed of a new CPU generator.
 
     Raises ValueError on any invalid value, naming it and the valid choices.  ``se`` and ``sts`` (with
     0 < p < 1) need ``generator`` or ``seed``.
     """
-    return Smoother(strategy, p=p, m=m, granularity=granularity, buffers=buffers, generator=generator, seed=seed,
-                    device=device)
+    return Smoother(strategy, p=p, m=m, granularity=granularity, buffers=buffers, generator=generator, seed=seed)

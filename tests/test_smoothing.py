@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
@@ -14,11 +15,14 @@ from ssl_bench import smoothing
 from ssl_bench.smoothing import (
     BUFFER_POLICIES,
     GRANULARITIES,
+    PARAMETER_DEFAULTS,
     STRATEGIES,
+    STRATEGY_PARAMETERS,
     Smoother,
     build_smoother,
     copy_student_to_teacher,
     draw_replace_mask,
+    relevant_settings,
     unit_shape,
 )
 
@@ -122,6 +126,61 @@ def test_unit_shape_per_granularity() -> None:
     assert unit_shape((16,), "channel") == (16,)              # a 1-D tensor: its entries are the channels
     assert unit_shape((), "channel") == ()                    # a 0-d tensor is one unit
     assert unit_shape((16, 3), "neuron") == (16, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The settings each strategy reads
+# --------------------------------------------------------------------------------------------------------------
+
+BASE_SETTINGS = {"p": 0.5, "m": 0.9, "granularity": "layer", "buffers": "copy"}
+OTHER_VALUES = {"p": 0.2, "m": 0.5, "granularity": "neuron", "buffers": "average"}
+
+
+def teacher_after(strategy: str, settings: dict) -> list[torch.Tensor]:
+    """Teacher state (parameters and buffers) after four updates from a student that moves in between."""
+    teacher, student = make_pair()
+    smoother = build_smoother(strategy, **settings, seed=1)
+    for step in range(4):
+        nudge(student, step)
+        smoother.update(teacher, student)
+    return list(teacher.state_dict().values())
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_parameters_are_what_the_update_reads(strategy: str) -> None:
+    """A setting outside STRATEGY_PARAMETERS[strategy] changes nothing, bit for bit; one inside changes the
+    teacher; and relevant_settings tells the two runs apart exactly when their teachers differ."""
+    reference = teacher_after(strategy, BASE_SETTINGS)
+    for name, other in OTHER_VALUES.items():
+        changed_settings = BASE_SETTINGS | {name: other}
+        after = teacher_after(strategy, changed_settings)
+        changed = not all(torch.equal(a, b) for a, b in zip(after, reference, strict=True))
+        assert changed == (name in STRATEGY_PARAMETERS[strategy]), (strategy, name)
+        named_apart = relevant_settings(strategy, changed_settings) != relevant_settings(strategy, BASE_SETTINGS)
+        assert named_apart == changed, (strategy, name)
+
+
+def test_parameter_defaults_are_the_smoothers_defaults() -> None:
+    assert set(PARAMETER_DEFAULTS) == {name for reads in STRATEGY_PARAMETERS.values() for name in reads}
+    assert tuple(STRATEGY_PARAMETERS) == STRATEGIES
+    for function in (build_smoother, Smoother):
+        defaults = {name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+                    if name in PARAMETER_DEFAULTS}
+        assert defaults == PARAMETER_DEFAULTS, function
+    assert PARAMETER_DEFAULTS["granularity"] in GRANULARITIES and PARAMETER_DEFAULTS["buffers"] in BUFFER_POLICIES
+
+
+def test_relevant_settings_keeps_what_the_strategy_reads() -> None:
+    settings = {"p": 0.7, "m": 0.99, "granularity": "channel", "buffers": "average", "lr": 0.03, "seed": 4}
+    assert relevant_settings("none", settings) == {}
+    assert relevant_settings("tma", settings) == {"m": 0.99, "buffers": "average"}
+    assert relevant_settings("se", settings) == {"p": 0.7, "granularity": "channel"}
+    assert list(relevant_settings("sts", settings).items()) == [
+        ("p", 0.7), ("m", 0.99), ("granularity", "channel"), ("buffers", "average")]
+    # a setting the strategy reads but the mapping lacks is the value the smoother then uses: its default
+    assert relevant_settings("tma", {"m": 0.9}) == {"m": 0.9, "buffers": PARAMETER_DEFAULTS["buffers"]}
+    with pytest.raises(ValueError, match="unknown strategy 'ema'; choose one of 'none'"):
+        relevant_settings("ema", settings)
 
 
 def test_none_copies_student() -> None:
@@ -375,15 +434,15 @@ def test_same_seed_same_teacher_bit_for_bit(strategy: str, granularity: str, buf
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
-@pytest.mark.parametrize("lazy", [False, True])
-def test_resume_from_state_dict_continues_identically(granularity: str, lazy: bool) -> None:
+@pytest.mark.parametrize("via_seed", [False, True])
+def test_resume_from_state_dict_continues_identically(granularity: str, via_seed: bool) -> None:
     def run(smoother: Smoother, teacher: nn.Module, student: nn.Module, steps: range) -> None:
         for step in steps:
             nudge(student, step)
             smoother.update(teacher, student)
 
     teacher, student = make_pair()
-    make = (lambda s: build_smoother("sts", p=0.5, m=0.9, granularity=granularity, seed=s)) if lazy else (
+    make = (lambda s: build_smoother("sts", p=0.5, m=0.9, granularity=granularity, seed=s)) if via_seed else (
         lambda s: build_smoother("sts", p=0.5, m=0.9, granularity=granularity,
                                  generator=torch.Generator().manual_seed(s)))
     smoother = make(77)
@@ -415,7 +474,7 @@ def test_from_state_dict_rebuilds_the_same_smoother() -> None:
 
 
 def test_state_dict_before_first_update_round_trips() -> None:
-    """seed= creates the generator lazily; a state_dict taken before that still resumes the same masks."""
+    """A state_dict taken before any update carries the seeded generator: the copy draws the same masks."""
     teacher_a, student = make_pair()
     teacher_b = copy.deepcopy(teacher_a)
     a = build_smoother("se", p=0.5, granularity="neuron", seed=31)
@@ -501,6 +560,98 @@ def test_new_pair_gets_its_own_plan() -> None:
     smoother.update(teacher_a, student_a)
     smoother.update(teacher_b, student_b)
     assert torch.equal(teacher_b.fc1.weight, student_b.fc1.weight)
+
+
+def test_replaced_buffer_and_direct_dict_writes_are_picked_up() -> None:
+    teacher, student = make_pair()
+    smoother = build_smoother("tma", m=0.9)                                 # a new zero tensor becomes 0.1 s
+    smoother.update(teacher, student)
+    teacher.bn._buffers["running_mean"] = torch.zeros(4)                   # writes that bypass __setattr__
+    teacher.fc1._parameters["bias"] = nn.Parameter(torch.zeros(4))
+    smoother.update(teacher, student)
+    assert torch.equal(teacher.bn.running_mean, student.bn.running_mean)    # buffers="copy" reaches the new one
+    assert torch.allclose(teacher.fc1.bias, 0.1 * student.fc1.bias)
+    teacher.bn.running_var = torch.zeros(4)                                 # an existing buffer name, new tensor
+    del teacher.fc2.bias
+    teacher.fc2.bias = nn.Parameter(torch.zeros(2))                         # removed, then registered again
+    smoother.update(teacher, student)
+    assert torch.equal(teacher.bn.running_var, student.bn.running_var)
+    assert torch.allclose(teacher.fc2.bias, 0.1 * student.fc2.bias)
+
+
+def test_dtype_change_in_place_is_picked_up() -> None:
+    """``.double()`` keeps the Parameter objects but replaces their data: the cached weights must follow."""
+    teacher, student = make_pair()
+    smoother = build_smoother("sts", p=0.5, m=0.5, granularity="channel", seed=0)
+    smoother.update(teacher, student)
+    teacher.double()
+    student.double()
+    reference = Smoother.from_state_dict(smoother.state_dict())            # same masks to come, no cached plan
+    expected = copy.deepcopy(teacher)
+    reference.update(expected, student)
+    smoother.update(teacher, student)
+    assert teacher.fc1.weight.dtype == torch.float64
+    assert_same(params(teacher), params(expected))
+
+
+def test_plan_is_built_once_per_pair_until_the_modules_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    builds = []
+    build = smoothing._Plan.build
+    monkeypatch.setattr(smoothing._Plan, "build", staticmethod(lambda *a: builds.append(a) or build(*a)))
+    teacher, student = make_pair()
+    smoother = build_smoother("se", p=0.5, seed=0)
+    for _ in range(3):
+        smoother.update(teacher, student)
+    assert len(builds) == 1
+    teacher.fc2 = nn.Linear(4, 2)
+    smoother.update(teacher, student)
+    smoother.update(teacher, student)
+    assert len(builds) == 2
+
+
+def test_no_process_wide_hooks() -> None:
+    """Nothing of this module sits in torch's global module hooks (the smoother's cache is its own)."""
+    from torch.nn.modules import module as torch_module
+
+    teacher, student = make_pair()
+    build_smoother("sts", p=0.5, seed=0).update(teacher, student)
+    copy_student_to_teacher(teacher, student)
+    hook_dicts = [value for name, value in vars(torch_module).items()
+                  if name.startswith("_global_") and name.endswith("_hooks")]
+    assert hook_dicts
+    hooks = [hook for hooks in hook_dicts for hook in hooks.values()]
+    assert not [hook for hook in hooks if getattr(hook, "__module__", "") == smoothing.__name__]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Several teachers from one student
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first,second", [
+    (dict(strategy="sts", granularity="channel", seed=1), dict(strategy="se", granularity="neuron", seed=2)),
+    (dict(strategy="sts", seed=1), dict(strategy="sts", seed=1)),           # same settings, own generators
+    (dict(strategy="tma", buffers="average"), dict(strategy="se", seed=3)),
+])
+def test_two_smoothers_from_one_student_equal_each_alone(first: dict, second: dict) -> None:
+    """Multi-teacher training: two smoothers updating their own teachers from one student in the same step give
+    exactly what each gives alone (no state shared between Smoother instances)."""
+
+    def train(configs: list[dict]) -> list[list[torch.Tensor]]:
+        _, student = make_pair()
+        teachers = [make_pair(seed=10)[0] for _ in configs]
+        smoothers = [build_smoother(**(dict(p=0.5, m=0.9) | c)) for c in configs]
+        for step in range(4):
+            nudge(student, step)
+            for smoother, teacher in zip(smoothers, teachers, strict=True):
+                smoother.update(teacher, student)
+        return [list(t.state_dict().values()) for t in teachers]
+
+    together = train([first, second])
+    alone = train([first]) + train([second])
+    for a, b in zip(together, alone, strict=True):
+        assert_same(a, b)
+    assert not all(torch.equal(x, y) for x, y in zip(together[0], together[1], strict=True)) or first == second
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -596,7 +747,8 @@ def test_cuda_update_matches_masks_drawn_on_the_device(granularity: str) -> None
     teacher, student = (module.cuda() for module in make_pair())
     fill(teacher, 0.0)
     fill(student, 1.0)
-    build_smoother("se", p=0.5, granularity=granularity, seed=8).update(teacher, student)   # lazy generator
+    build_smoother("se", p=0.5, granularity=granularity,
+                   generator=torch.Generator("cuda").manual_seed(8)).update(teacher, student)
     n = sum(units(teacher, granularity))
     mask = draw_replace_mask(n, 0.5, torch.Generator("cuda").manual_seed(8))
     values = torch.cat([t.detach().reshape(n_units, -1)[:, 0]            # one value per unit, units lead
