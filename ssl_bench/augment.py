@@ -1,30 +1,78 @@
 """Batched FixMatch augmentation on the batch's device: weak (flip + translate) and strong (weak + RandAugment + Cutout).
 
-FixMatch (Sohn et al., NeurIPS 2020) trains on two views of every unlabeled image:
+FixMatch (Sohn et al., NeurIPS 2020) trains on two views of every unlabeled image.
 
-* weak   = random horizontal flip (p = 0.5), then a random translation by up to 12.5 % of the side
-           (4 px on 32x32): reflect-pad and random crop, as ``augment_shift`` in google-research/fixmatch
-           ``libml/augment.py`` (``Primitives.ms(4)``, used for cifar10/cifar100).
-* strong = the same flip + translate, then RandAugment (2 ops, each sample its own ops and its own magnitudes
-           drawn uniformly from the ranges of the paper's Table 12), then Cutout (a 0.5 x side square of gray).
+Weak view: a random horizontal flip (p = 0.5), then a random translation by up to 12.5 % of the side (4 px on
+32x32) by reflect padding and a random crop: ``Primitives.ms(4)`` = ``augment_shift(augment_mirror(x), 4)`` in
+google-research/fixmatch libml/augment.py (lines 65-71, 96-97), ``DEFAULT_AUGMENT`` for cifar10 / cifar100
+(lines 342-346). For SVHN the reference uses ``Primitives.s(4)``, shift only (lines 100-101, 351-354): digits are
+not mirror-symmetric. ``flip=False`` gives that variant (the dataset's ``hflip`` says which applies).
+
+Strong view, policy ``"ramc"`` (the default): the reference RandAugment pool that produced FixMatch (RA)'s
+numbers, ``AugmentPoolRAMC`` in libml/augment.py (lines 209-223, inheriting ``AugmentPoolRAM.queue_images``,
+lines 195-206), selected by ``--augment=d.d.rac`` (ablation/ab_fixmatch_ra.py line 157; wiring in
+``get_augmentation``, lines 388-391). Per image, after the dataset's own weak flip / shift (drawn independently of
+the weak view's, ``pair_augment_function`` lines 406-411):
+
+1. pick 2 ops uniformly with replacement from the 14 ``RANDOM_POLICY_OPS`` (lines 37-42), each with its own
+   integer level drawn uniformly from 1..9 (``np.random.randint(1, 10)``: magnitude=10 is exclusive, line 198);
+2. apply each op with probability 0.5 (``(op, 0.5, level)``, line 198; ``random.random() < 0.5`` in
+   third_party/auto_augment/augmentations.py ``TransformT.pil_transformer``, lines 211-218). The signed ops
+   (rotate, shear, translate) negate their magnitude with probability 0.5 (lines 257, 289, 312, 335, 358);
+3. Cutout: a 16 x 16 square (``cutout_numpy`` default size=16, augmentations.py lines 66-121, called at
+   libml/augment.py line 222) centred on a uniformly drawn pixel, clipped to the image, set to grey.
+
+Level -> Pillow magnitude, augmentations.py (PARAMETER_MAX = 10, ``float_parameter`` l * max / 10 and
+``int_parameter`` int(l * max / 10), lines 35, 124-149); l in 1..9:
+
+    identity, autocontrast, equalize   no magnitude                               (lines 226, 234-241)
+    rotate        +-int(3 l) degrees: 3, 6, ..., 27                                (lines 254-259)
+    shear_x/y     +-0.03 l: AFFINE (1, s, 0, 0, 1, 0) / (1, 0, 0, s, 1, 0)         (lines 274-314)
+    translate_x/y +-l pixels (absolute, whatever the image size)                   (lines 320-360)
+    solarize      threshold 256 - int(25.6 l): 231, 205, 180, 154, 128, 103, 77, 52, 26   (lines 376-391)
+    posterize     bits 4 - int(0.4 l): 4, 4, 3, 3, 2, 2, 2, 1, 1                   (lines 265-268)
+    color, contrast, brightness, sharpness   factor 0.18 l + 0.1: 0.28 .. 1.72   (lines 416-430)
+
+The reference runs these on an RGBA Pillow image (``pil_wrap`` / ``pil_unwrap``, lines 152-165), and that shows in
+its output; all of it is reproduced here:
+* geometric ops bring in transparent black (0, 0, 0, 0); ``pil_unwrap`` turns every transparent pixel into 0.0 on
+  its [-1, 1] scale, i.e. grey (``FILL``), but autocontrast, equalize, posterize and solarize go through
+  ``convert('RGB')``, which makes those pixels opaque black for good. Enhance ops keep the alpha channel; contrast's
+  mean, sharpness's smoothing and autocontrast / equalize's histograms see the transparent pixels' RGB values.
+* ``pil_wrap`` converts the [-1, 1] float image (libml/data.py line 91: ``x * (2 / 255) - 1`` in float32) back to
+  uint8 as ``uint8((x * 0.5 + 0.5) * 255)`` in float32, which truncates grey levels 1..47 to one level lower;
+  ``_WRAP_LUT`` applies that quantisation (strong view only, as in the reference).
+
+Policy ``"table12"``: the FixMatch paper's description (Sec. 2.3 and Table 12), as ssl-bench did before: the same
+flip / shift, then 2 ops from ``OPS`` always applied, each with a continuous magnitude drawn uniformly from
+``MAGNITUDE_RANGES`` (e.g. rotate in [-30, 30] degrees, translate +-30 % of the side, enhance factors in
+[0.05, 0.95], solarize threshold in [0, 256]), on RGB with grey fill, then a grey Cutout of half the side
+(kekmodel/FixMatch-pytorch's ``fixmatch_augment_pool`` follows the same table). Versus ``"ramc"``: no skipped ops
+(ramc leaves an image untouched by RandAugment 25 % of the time), 9 levels instead of continuous magnitudes,
+enhance factors below 1 only (ramc: 0.28..1.72, i.e. also sharpening / saturating), posterize to 4..8 bits
+(ramc: 1..4), solarize thresholds down to 0 (ramc: 26..231), rotation up to 30 degrees (ramc: 3..27 in steps of
+3), translation by up to 30 % of the side (ramc: 1..9 px), Cutout of half the side (ramc: 16 px), and no alpha
+semantics (grey fill throughout).
 
 Every op is written here on uint8 tensors, batched, with per-sample parameters and no Python loop over samples:
-samples are grouped by op (one ``argsort`` per RandAugment round) and each colour op runs once on its group;
-the five geometric ops of a round share one nearest-neighbour resampling pass. Reasons for writing the ops by
-hand instead of using a library: torchvision cannot be imported in this project (and its v2 RandAugment, like
-kornia's, draws ONE op set per call for the whole batch, which is not FixMatch's per-image RandAugment); kornia
-is not a dependency; and a hand-written op costs a few tensor kernels per call, with no per-image or per-call
-Python objects. Every op reproduces Pillow (the library FixMatch's reference code augments with) to within one
-grey level or exactly; ``tests/test_augment.py`` checks each one against Pillow on real CIFAR-10 images.
+samples are grouped by op (one ``argsort`` per RandAugment round) and each colour op runs once on its group; the
+geometric ops of a round share one nearest-neighbour resampling pass. Reasons for writing the ops by hand instead
+of using a library: torchvision cannot be imported in this project (and its v2 RandAugment, like kornia's, draws
+ONE op set per call for the whole batch, which is not the reference's per-image RandAugment); kornia is not a
+dependency; and a hand-written op costs a few tensor kernels per call. Every op reproduces Pillow (the library
+the reference augments with) bit for bit or to within one grey level; ``tests/test_augment.py`` checks each op
+against Pillow and the whole ``"ramc"`` pool against a per-image Pillow re-implementation on real CIFAR-10 images.
 
 Randomness: every draw comes from the ``torch.Generator`` passed in, which must live on the batch's device, and
 the draws are made in a fixed order and fixed shapes, so the same seed gives the same images on the same device.
+``draw_ramc`` / ``apply_ramc`` split the reference pool into its draws and their deterministic application.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -33,15 +81,48 @@ __all__ = [
     "FILL",
     "MAGNITUDE_RANGES",
     "OPS",
+    "RAMC_CUTOUT_SIZE",
+    "RAMC_LEVELS",
+    "RAMC_NUM_OPS",
+    "RAMC_OPS",
+    "RAMC_OP_PROB",
+    "STRONG_POLICIES",
+    "RamcDraws",
     "apply_op",
+    "apply_ramc",
     "cutout",
+    "draw_ramc",
     "normalize",
+    "ramc_magnitude",
     "strong_augment",
     "weak_augment",
 ]
 
-# The 14 RandAugment ops FixMatch uses: `RANDOM_POLICY_OPS` in google-research/fixmatch libml/augment.py and the
-# RandAugment rows of the FixMatch paper's Table 12 (no Invert, no Cutout among the ops; Cutout comes after).
+# Strong augmentation policies, by name; the first is the default (the reference's, see the module docstring).
+STRONG_POLICIES: tuple[str, ...] = ("ramc", "table12")
+
+# --------------------------------------------------------------------------------------------------------------
+# "ramc": google-research/fixmatch AugmentPoolRAMC (libml/augment.py) with third_party/auto_augment/augmentations.py
+
+# `RANDOM_POLICY_OPS`, libml/augment.py lines 37-42, in the reference's order (draw indices map onto it).
+RAMC_OPS: tuple[str, ...] = (
+    "identity", "autocontrast", "equalize", "rotate", "solarize", "color", "contrast", "brightness",
+    "sharpness", "shear_x", "translate_x", "translate_y", "posterize", "shear_y",
+)  # fmt: skip
+RAMC_NUM_OPS = 2  # AugmentPoolRAMC(nops=2), libml/augment.py lines 369, 391
+RAMC_OP_PROB = 0.5  # (op, 0.5, level), libml/augment.py line 198
+# np.random.randint(1, magnitude) with magnitude=10 for 'rac' (lines 198, 389): levels 1..9 inclusive.
+RAMC_LEVELS = (1, 9)
+RAMC_CUTOUT_SIZE = 16  # cutout_numpy(img, size=16) default, augmentations.py line 102; pixels, any image size
+# Ops that go through convert('RGB'): their output is fully opaque (augmentations.py lines 234-241, 268, 391).
+_RAMC_OPAQUE = frozenset({"autocontrast", "equalize", "posterize", "solarize"})
+_RAMC_ENHANCE = ("color", "contrast", "brightness", "sharpness")
+_RAMC_SIGNED = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+
+# --------------------------------------------------------------------------------------------------------------
+# "table12": the FixMatch paper's Table 12 description
+
+# The 14 RandAugment ops of the paper's Table 12 (the same set as RANDOM_POLICY_OPS; this order fixes the draws).
 OPS: tuple[str, ...] = (
     "identity", "autocontrast", "brightness", "color", "contrast", "equalize", "posterize",
     "rotate", "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y",
@@ -66,20 +147,21 @@ MAGNITUDE_RANGES: dict[str, tuple[float, float]] = {
 }
 # identity, autocontrast and equalize take no magnitude.
 
-# Gray used for the pixels that geometric ops bring in from outside the image and for the Cutout square.
-# FixMatch's RandAugment ("RA", libml/augment.py + third_party/auto_augment/augmentations.py) works on images
-# scaled to [-1, 1]: Pillow's transform leaves alpha = 0 outside the image, `pil_unwrap` sets those pixels to 0,
-# and `cutout_numpy` multiplies the square by 0, i.e. both are 127.5 on the 0-255 scale; the reference code's own
-# float -> uint8 conversion (`np.round(127.5 * (1 + x))` in libml/ctaugment.py) turns 0 into 128.
+# Cutout side as a fraction of the image side for "table12" (16 / 32 on CIFAR, as the reference's 16 px).
+CUTOUT_FRACTION = 0.5
+
+# --------------------------------------------------------------------------------------------------------------
+# Shared
+
+# Grey for the pixels geometric ops bring in from outside the image and for the Cutout square. The reference
+# works on images scaled to [-1, 1]: `pil_unwrap` sets transparent pixels to 0 and `cutout_numpy` multiplies the
+# square by 0, i.e. 127.5 on the 0-255 scale, which uint8 cannot hold; the reference code's own float -> uint8
+# conversion (`np.round(127.5 * (1 + x))` in libml/ctaugment.py) turns 0 into 128.
 # (The popular PyTorch port fills geometric ops with black and Cutout with 127.)
 FILL = 128
 
-# Cutout side as a fraction of the image side: `cutout_numpy(img, size=16)` on 32x32 CIFAR in
-# libml/augment.py (AugmentPoolRAMC, the `rac` augmentation of ablation/ab_fixmatch_ra.py): 16 / 32 = 0.5.
-CUTOUT_FRACTION = 0.5
-
-# Weak translation: reflect-pad by 4 px and random-crop 32x32 (libml/augment.py `augment_shift(x, 4)` for CIFAR,
-# 12 px for 96x96 STL-10): 12.5 % of the side.
+# Weak translation: reflect-pad by 4 px and random-crop 32x32 (libml/augment.py `augment_shift(x, 4)` for CIFAR
+# and SVHN, 12 px for 96x96 STL-10): 12.5 % of the side.
 TRANSLATE_FRACTION = 0.125
 
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -87,7 +169,39 @@ _OP_INDEX = {name: i for i, name in enumerate(OPS)}
 # Order in which a RandAugment round processes its groups: colour ops, then the geometric ops side by side.
 _GROUP_ORDER = tuple(op for op in OPS if op not in _GEOMETRIC) + _GEOMETRIC
 _GROUP_RANK = torch.tensor([_GROUP_ORDER.index(op) for op in OPS])
+_RAMC_GROUP_ORDER = tuple(op for op in RAMC_OPS if op not in _GEOMETRIC) + _GEOMETRIC
+_RAMC_GROUP_RANK = torch.tensor([_RAMC_GROUP_ORDER.index(op) for op in RAMC_OPS])
+_RAMC_IDENTITY = RAMC_OPS.index("identity")
 
+
+def _wrap_lut() -> torch.Tensor:
+    """The reference's uint8 -> float -> uint8 round trip as a 256-entry table (see the module docstring).
+
+    libml/data.py line 91 maps v to float32(v) * float32(2 / 255) - 1; augmentations.py `pil_wrap` (line 155) maps
+    that back with uint8((x * 0.5 + 0.5) * 255.0), all in float32 (NumPy keeps a float32 array float32 under a
+    Python float), and the uint8 cast truncates. Evaluated here with the same float32 operations in the same order.
+    """
+    v = torch.arange(256, dtype=torch.float32)
+    x = v * torch.tensor(2.0 / 255, dtype=torch.float32) - 1.0
+    return torch.trunc((x * 0.5 + 0.5) * 255.0).to(torch.uint8)
+
+
+_WRAP_LUT = _wrap_lut()
+
+
+def _pillow_rotation_table() -> torch.Tensor:
+    """(360, 3) float64: Pillow's Image.rotate coefficients (a = cos, b = sin, d = -sin of -radians(angle), each
+    rounded to 15 decimals, angle taken mod 360) for every integer angle, computed with Python's math and round
+    exactly as Image.rotate does, so that the fixed-point NEAREST resampling picks the same pixels bit for bit.
+    (Only integer angles occur in "ramc"; Python's decimal rounding has no exact torch equivalent.)"""
+    rows = []
+    for degrees in range(360):
+        angle = -math.radians(degrees)
+        rows.append((round(math.cos(angle), 15), round(math.sin(angle), 15), round(-math.sin(angle), 15)))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+_PILLOW_ROTATION = _pillow_rotation_table()
 
 # --------------------------------------------------------------------------------------------------------------
 # Input checks (the boundary: everything inside trusts its inputs)
@@ -364,16 +478,17 @@ def apply_op(
 # Public API
 
 
-def _weak(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip (p = 0.5), then reflect-pad by `pad` and random-crop back to (H, W), per sample.
+def _weak(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
+    """Random horizontal flip (p = 0.5, only if `flip`), then reflect-pad by `pad` and random-crop back to (H, W).
 
-    Draws, in this order: u_flip ~ U[0, 1) (N,), top ~ U{0..2 pad_h} (N,), left ~ U{0..2 pad_w} (N,); the image is
-    flipped where u_flip < 0.5, and out[i, j] = flipped_padded[i + top, j + left].
+    Draws, in this order: u_flip ~ U[0, 1) (N,), top ~ U{0..2 pad_h} (N,), left ~ U{0..2 pad_w} (N,); u_flip is
+    drawn even when flip=False, so both settings consume the stream alike. The image is flipped where
+    flip and u_flip < 0.5, and out[i, j] = flipped_padded[i + top, j + left].
     """
     n, _, h, w = x.shape
     pad_h, pad_w = round(TRANSLATE_FRACTION * h), round(TRANSLATE_FRACTION * w)
     dev = x.device
-    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    mirrored = torch.rand(n, generator=generator, device=dev) < 0.5
     top = torch.randint(0, 2 * pad_h + 1, (n,), generator=generator, device=dev)
     left = torch.randint(0, 2 * pad_w + 1, (n,), generator=generator, device=dev)
 
@@ -383,23 +498,49 @@ def _weak(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
     rows = reflect(torch.arange(h, device=dev).view(1, h) + top.view(n, 1) - pad_h, h)  # (N, H)
     cols = reflect(torch.arange(w, device=dev).view(1, w) + left.view(n, 1) - pad_w, w)  # (N, W)
-    cols = torch.where(flip.view(n, 1), w - 1 - cols, cols)  # flip first, then shift (libml `ms`)
+    if flip:
+        cols = torch.where(mirrored.view(n, 1), w - 1 - cols, cols)  # flip first, then shift (libml `ms`)
     # Built in int32 (faster than int64 here); the reflection never leaves the image, so no fill is needed.
     index = rows.to(torch.int32).view(n, h, 1) * w + cols.to(torch.int32).view(n, 1, w)
     return _gather_pixels(x, index.to(torch.int64))
 
 
-def weak_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """FixMatch's weak augmentation: random horizontal flip (p = 0.5) and a random translation by up to 12.5 %
-    of the side (4 px on 32x32) via reflect padding and a random crop, drawn per sample.
+def _check_flag(value: object, name: str, caller: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{caller}: {name} must be True or False; got {value!r}")
+    return value
 
-    x: uint8 (N, C, H, W) on any device; generator: a torch.Generator on the same device.
+
+def weak_augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool = True) -> torch.Tensor:
+    """FixMatch's weak augmentation, drawn per sample: a random horizontal flip (p = 0.5; none if flip=False)
+    and a random translation by up to 12.5 % of the side (4 px on 32x32) via reflect padding and a random crop.
+
+    flip=True is the reference's CIFAR / STL-10 augmentation (`Primitives.ms`), flip=False its SVHN one
+    (`Primitives.s`, shift only: digits are not mirror-symmetric); google-research/fixmatch libml/augment.py,
+    `DEFAULT_AUGMENT`. x: uint8 (N, C, H, W) on any device; generator: a torch.Generator on the same device.
     Returns a new uint8 tensor of the same shape on the same device; x is not modified.
-    Source: google-research/fixmatch libml/augment.py, `Primitives.ms(4)` = `augment_shift(augment_mirror(x), 4)`.
     """
     x = _check_images(x, "weak_augment")
     _check_generator(generator, x, "weak_augment")
-    return _weak(x, generator)
+    return _weak(x, generator, _check_flag(flip, "flip", "weak_augment"))
+
+
+def _cutout_square(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int, fill: int) -> torch.Tensor:
+    """Rows [cy - size//2, cy + size//2) x cols [cx - size//2, cx + size//2), clipped to the image, set to fill.
+
+    The reference's `create_cutout_mask` (third_party/auto_augment/augmentations.py). cy, cx: (N,) int64."""
+    n, _, h, w = x.shape
+    if size // 2 == 0:
+        return x.clone()
+    cy, cx = cy.view(n, 1, 1), cx.view(n, 1, 1)
+    ii = torch.arange(h, device=x.device).view(1, h, 1)
+    jj = torch.arange(w, device=x.device).view(1, 1, w)
+    in_rows = ((ii >= cy - size // 2) & (ii < cy + size // 2)).to(torch.uint8)  # (N, H, 1)
+    in_cols = ((jj >= cx - size // 2) & (jj < cx + size // 2)).to(torch.uint8)  # (N, 1, W)
+    box = (in_rows * in_cols).unsqueeze(1)  # (N, 1, H, W) of 0 / 1
+    # (x AND keep) OR fill_bits with keep = 0 inside the box, 255 outside: many times faster on the CPU than
+    # masked_fill / where with a broadcast mask.
+    return (x & (255 - box * 255)) | (box * fill)
 
 
 def cutout(
@@ -415,70 +556,243 @@ def cutout(
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"cutout: fraction must be in [0, 1]; got {fraction!r}")
     n, _, h, w = x.shape
-    size = int(fraction * min(h, w))
-    cy = torch.randint(0, h, (n, 1, 1), generator=generator, device=x.device)
-    cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=x.device)
-    if size // 2 == 0:
-        return x.clone()
-    ii = torch.arange(h, device=x.device).view(1, h, 1)
-    jj = torch.arange(w, device=x.device).view(1, 1, w)
-    in_rows = ((ii >= cy - size // 2) & (ii < cy + size // 2)).to(torch.uint8)  # (N, H, 1)
-    in_cols = ((jj >= cx - size // 2) & (jj < cx + size // 2)).to(torch.uint8)  # (N, 1, W)
-    box = (in_rows * in_cols).unsqueeze(1)  # (N, 1, H, W) of 0 / 1
-    # (x AND keep) OR fill_bits with keep = 0 inside the box, 255 outside: many times faster on the CPU than
-    # masked_fill / where with a broadcast mask.
-    return (x & (255 - box * 255)) | (box * fill)
+    cy = torch.randint(0, h, (n,), generator=generator, device=x.device)
+    cx = torch.randint(0, w, (n,), generator=generator, device=x.device)
+    return _cutout_square(x, cy, cx, int(fraction * min(h, w)), fill)
 
 
 def strong_augment(
-    x: torch.Tensor,
-    generator: torch.Generator,
-    num_ops: int = 2,
-    *,
-    op_prob: float = 1.0,
-    cutout_fraction: float = CUTOUT_FRACTION,
+    x: torch.Tensor, generator: torch.Generator, *, flip: bool = True, policy: str = "ramc"
 ) -> torch.Tensor:
-    """FixMatch's strong augmentation, per sample: weak flip + translate, then RandAugment, then Cutout.
+    """FixMatch's strong augmentation, per sample: weak flip (unless flip=False) + shift, RandAugment, Cutout.
 
-    Composition, as FixMatch's reference code builds the strong view (ablation/ab_fixmatch_ra.py sets
-    `--augment=d.d.rac`; in libml/augment.py `rac` = the default CIFAR tf-side augmentation `Primitives.ms(4)`,
-    i.e. flip + reflect-pad-4 crop, followed by `AugmentPoolRAMC`: 2 RandAugment ops and `cutout_numpy`):
-
-    1. random horizontal flip + random translation by up to 12.5 %, as in weak_augment but drawn independently
-       (call strong_augment on the raw batch, not on the weak view);
-    2. `num_ops` rounds; in each, every sample draws one of the 14 OPS uniformly (with replacement across
-       rounds, like `np.random.choice`) and its own magnitude uniformly from MAGNITUDE_RANGES (FixMatch paper,
-       Sec. 2.3 / Table 12). Every drawn op is applied (op_prob = 1.0: the paper describes no skipping, and the
-       reference ImageNet RandAugment class, imagenet/augment/rand_augment.py, defaults to prob_to_apply=None,
-       "always apply"). The reference CIFAR `rac` pool (AugmentPoolRAMC) instead applies each op with
-       probability 0.5 and uses integer levels 1..9 mapped through AutoAugment's ranges; op_prob=0.5
-       reproduces its skipping (not its level mapping);
-    3. Cutout of a gray (FILL) square of side cutout_fraction x side (16 px on 32x32), see `cutout`.
+    policy "ramc" (default): the reference pool google-research/fixmatch `AugmentPoolRAMC` (`--augment=d.d.rac`):
+    2 ops from RAMC_OPS, each applied with probability 0.5 at an integer level 1..9, then a 16 px grey Cutout;
+    see the module docstring, `draw_ramc` and `apply_ramc`. policy "table12": the FixMatch paper's Table 12
+    description (2 ops always applied, continuous magnitudes from MAGNITUDE_RANGES, Cutout of half the side).
+    The flip / shift step is drawn independently of the weak view's: call this on the raw batch, not on the weak
+    view. flip=False (digits) never mirrors; no RandAugment op mirrors either.
 
     x: uint8 (N, C, H, W) on any device; generator on the same device. Returns a new uint8 tensor.
-    Random draws, in order: the weak draws, ops (num_ops, N), magnitudes u (num_ops, N), apply u (num_ops, N),
-    cutout centres. The same seed gives the same output on the same device.
+    Random draws, in order: the weak draws (see weak_augment), then for "ramc" those of `draw_ramc`; for
+    "table12" ops (2, N), magnitudes u (2, N), a (2, N) draw kept for stream compatibility, cutout centres.
+    The same seed gives the same output on the same device.
     """
     x = _check_images(x, "strong_augment")
     _check_generator(generator, x, "strong_augment")
-    if not isinstance(num_ops, int) or num_ops < 0:
-        raise ValueError(f"strong_augment: num_ops must be an int >= 0; got {num_ops!r}")
-    if not 0.0 <= op_prob <= 1.0:
-        raise ValueError(f"strong_augment: op_prob must be in [0, 1]; got {op_prob!r}")
-    if not 0.0 <= cutout_fraction <= 1.0:
-        raise ValueError(f"strong_augment: cutout_fraction must be in [0, 1]; got {cutout_fraction!r}")
-
+    flip = _check_flag(flip, "flip", "strong_augment")
+    if policy not in STRONG_POLICIES:
+        raise ValueError(
+            f"strong_augment: unknown policy {policy!r}; expected one of {', '.join(STRONG_POLICIES)} "
+            "(ramc = the reference AugmentPoolRAMC, table12 = the FixMatch paper's Table 12 ranges)"
+        )
+    shifted = _weak(x, generator, flip)
     n, _, h, w = x.shape
+    if policy == "ramc":
+        return _apply_ramc(shifted, draw_ramc(n, h, w, generator))
+    return _table12(shifted, generator)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# "ramc": the reference pool
+
+
+@dataclass(frozen=True)
+class RamcDraws:
+    """Every random choice the reference pool makes for a batch, one entry per sample (tensors on one device).
+
+    ops[r, i]: index into RAMC_OPS of sample i's op in round r (np.random.choice(RANDOM_POLICY_OPS, 2));
+    levels[r, i]: its level, 1..9 (np.random.randint(1, 10)); applied[r, i]: whether it runs (random.random() <
+    0.5); negated[r, i]: whether a signed op (rotate, shear, translate) flips its sign (random.random() > 0.5;
+    ignored by the other ops); cutout_y[i], cutout_x[i]: the Cutout centre (np.random.randint(0, H), (0, W)).
+    ops / levels / applied / negated are (RAMC_NUM_OPS, N); cutout_y / cutout_x are (N,).
+    """
+
+    ops: torch.Tensor
+    levels: torch.Tensor
+    applied: torch.Tensor
+    negated: torch.Tensor
+    cutout_y: torch.Tensor
+    cutout_x: torch.Tensor
+
+
+def draw_ramc(n: int, height: int, width: int, generator: torch.Generator) -> RamcDraws:
+    """Draw the reference pool's random choices for n images of height x width on the generator's device.
+
+    Draws, in this order and these shapes (R = RAMC_NUM_OPS): ops ~ U{0..13} (R, n), levels ~ U{1..9} (R, n),
+    u_apply ~ U[0, 1) (R, n) with applied = u_apply < 0.5, u_sign ~ U[0, 1) (R, n) with negated = u_sign > 0.5,
+    cutout_y ~ U{0..height-1} (n,), cutout_x ~ U{0..width-1} (n,).
+    """
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"draw_ramc expects a torch.Generator; got {type(generator).__name__}")
+    for name, value in (("n", n), ("height", height), ("width", width)):
+        if not isinstance(value, int) or value < (0 if name == "n" else 1):
+            raise ValueError(f"draw_ramc: {name} must be an int >= {0 if name == 'n' else 1}; got {value!r}")
+    dev, g, shape = generator.device, generator, (RAMC_NUM_OPS, n)
+    lo, hi = RAMC_LEVELS
+    ops = torch.randint(0, len(RAMC_OPS), shape, generator=g, device=dev)
+    levels = torch.randint(lo, hi + 1, shape, generator=g, device=dev)
+    applied = torch.rand(shape, generator=g, device=dev) < RAMC_OP_PROB
+    negated = torch.rand(shape, generator=g, device=dev) > 0.5
+    cutout_y = torch.randint(0, height, (n,), generator=g, device=dev)
+    cutout_x = torch.randint(0, width, (n,), generator=g, device=dev)
+    return RamcDraws(ops, levels, applied, negated, cutout_y, cutout_x)
+
+
+def ramc_magnitude(name: str, levels: torch.Tensor, negated: torch.Tensor | None = None) -> torch.Tensor:
+    """The reference's level -> Pillow magnitude for op `name` (augmentations.py; table in the module docstring).
+
+    levels: int tensor (any shape) of levels 1..9; negated: bool tensor of the same shape (signed ops only; None
+    = all positive). Returns float64: degrees (rotate), shear coefficient, pixels (translate), solarize threshold,
+    posterize bits, or enhance factor. identity / autocontrast / equalize have no magnitude (KeyError).
+    """
+    lv = levels.to(torch.int64)
+    if name == "rotate":
+        mag = ((lv * 30) // 10).to(torch.float64)  # int_parameter(level, 30)
+    elif name in ("shear_x", "shear_y"):
+        mag = lv.to(torch.float64) * 0.3 / 10  # float_parameter(level, 0.3), Python's order of operations
+    elif name in ("translate_x", "translate_y"):
+        mag = ((lv * 10) // 10).to(torch.float64)  # int_parameter(level, 10): pixels
+    elif name == "solarize":
+        return (256 - (lv * 256) // 10).to(torch.float64)  # 256 - int_parameter(level, 256)
+    elif name == "posterize":
+        return (4 - (lv * 4) // 10).to(torch.float64)  # 4 - int_parameter(level, 4)
+    elif name in _RAMC_ENHANCE:
+        return lv.to(torch.float64) * 1.8 / 10 + 0.1  # float_parameter(level, 1.8) + .1
+    else:
+        raise KeyError(
+            f"op {name!r} has no magnitude in the reference pool; ops with one: "
+            f"{', '.join(op for op in RAMC_OPS if op not in ('identity', 'autocontrast', 'equalize'))}"
+        )
+    if negated is not None:
+        mag = torch.where(negated, -mag, mag)
+    return mag
+
+
+def _ramc_matrix(name: str, mag: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(M, 6) Pillow inverse affine of a signed reference op with magnitude `mag` (ramc_magnitude's units)."""
+    one, zero = torch.ones_like(mag), torch.zeros_like(mag)
+    if name == "rotate":  # Image.rotate(degrees): Pillow's rounded coefficients, about the centre (w/2, h/2)
+        a, b, d = _PILLOW_ROTATION.to(mag.device)[mag.to(torch.int64).remainder(360)].unbind(1)
+        e = a
+        cx, cy = w / 2, h / 2
+        return torch.stack([a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy], dim=1)
+    if name == "shear_x":  # (1, s, 0, 0, 1, 0)
+        return torch.stack([one, mag, zero, zero, one, zero], dim=1)
+    if name == "shear_y":  # (1, 0, 0, s, 1, 0)
+        return torch.stack([one, zero, zero, mag, one, zero], dim=1)
+    if name == "translate_x":  # (1, 0, t, 0, 1, 0), t in pixels
+        return torch.stack([one, zero, mag, zero, one, zero], dim=1)
+    if name == "translate_y":  # (1, 0, 0, 0, 1, t)
+        return torch.stack([one, zero, zero, zero, one, mag], dim=1)
+    raise KeyError(name)
+
+
+def _check_draws(draws: object, x: torch.Tensor) -> RamcDraws:
+    if not isinstance(draws, RamcDraws):
+        raise TypeError(f"apply_ramc expects draws from draw_ramc (a RamcDraws); got {type(draws).__name__}")
+    n, _, h, w = x.shape
+    expected = {
+        "ops": (RAMC_NUM_OPS, n),
+        "levels": (RAMC_NUM_OPS, n),
+        "applied": (RAMC_NUM_OPS, n),
+        "negated": (RAMC_NUM_OPS, n),
+        "cutout_y": (n,),
+        "cutout_x": (n,),
+    }
+    for field, shape in expected.items():
+        value = getattr(draws, field)
+        if tuple(value.shape) != shape or value.device != x.device:
+            raise ValueError(
+                f"apply_ramc: draws.{field} has shape {tuple(value.shape)} on {value.device}; expected {shape} on "
+                f"{x.device} for {n} images: call draw_ramc(n, height, width, generator) for this batch"
+            )
+    if bool(((draws.levels < RAMC_LEVELS[0]) | (draws.levels > RAMC_LEVELS[1])).any()):
+        raise ValueError(f"apply_ramc: levels must lie in {RAMC_LEVELS[0]}..{RAMC_LEVELS[1]}")
+    if bool(((draws.ops < 0) | (draws.ops >= len(RAMC_OPS))).any()):
+        raise ValueError(f"apply_ramc: ops must index RAMC_OPS (0..{len(RAMC_OPS) - 1})")
+    if bool(
+        ((draws.cutout_y < 0) | (draws.cutout_y >= h) | (draws.cutout_x < 0) | (draws.cutout_x >= w)).any()
+    ):
+        raise ValueError(f"apply_ramc: cutout centres must lie inside the {h}x{w} image")
+    return draws
+
+
+def apply_ramc(x: torch.Tensor, draws: RamcDraws) -> torch.Tensor:
+    """The reference pool with the given draws (no randomness): RandAugment rounds, then the 16 px Cutout.
+
+    x: uint8 (N, C, H, W), already flipped / shifted; draws: from draw_ramc(N, H, W, generator) on x's device.
+    Steps: the reference's wrap quantisation (_WRAP_LUT), RAMC_NUM_OPS rounds of op RAMC_OPS[ops[r, i]] at
+    levels[r, i] where applied[r, i], with RGBA semantics (see the module docstring), transparent pixels -> FILL,
+    then Cutout of RAMC_CUTOUT_SIZE px centred on (cutout_y, cutout_x) filled with FILL. Returns a new tensor.
+    """
+    x = _check_images(x, "apply_ramc")
+    return _apply_ramc(x, _check_draws(draws, x))
+
+
+def _apply_ramc(x: torch.Tensor, draws: RamcDraws) -> torch.Tensor:
+    n, c, h, w = x.shape
+    rgb = _WRAP_LUT.to(x.device)[x.to(torch.int64)]
+    # RGBA state: channel c is alpha, 255 (opaque) or 0 (transparent: brought in by a geometric op).
+    state = torch.cat([rgb, torch.full((n, 1, h, w), 255, dtype=torch.uint8, device=x.device)], dim=1)
+    for r in range(RAMC_NUM_OPS):
+        state = _ramc_round(state, draws, r, h, w)
+    alpha = state[:, c:]  # 0 / 255 per pixel; pil_unwrap: transparent -> 0.0 on [-1, 1] -> grey
+    out = (state[:, :c] & alpha) | ((255 - alpha) & FILL)
+    return _cutout_square(out, draws.cutout_y, draws.cutout_x, RAMC_CUTOUT_SIZE, FILL)
+
+
+def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -> torch.Tensor:
+    """One round of the reference pool on the RGBA state (N, C + 1, H, W), grouped by op as _randaugment_round."""
+    c = state.shape[1] - 1
+    ops = torch.where(draws.applied[r], draws.ops[r], torch.full_like(draws.ops[r], _RAMC_IDENTITY))
+    key = _RAMC_GROUP_RANK.to(ops.device)[ops]
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=len(RAMC_OPS)).tolist()
+    xs = state.index_select(0, order)
+    levels, negated = draws.levels[r].index_select(0, order), draws.negated[r].index_select(0, order)
+    pieces, start, geo_start, geo_mats = [], 0, None, []
+    for name, count in zip(_RAMC_GROUP_ORDER, counts, strict=True):
+        sl = slice(start, start + count)
+        start += count
+        if count == 0:
+            continue
+        if name in _GEOMETRIC:
+            geo_start = sl.start if geo_start is None else geo_start
+            geo_mats.append(_ramc_matrix(name, ramc_magnitude(name, levels[sl], negated[sl]), h, w))
+        elif name == "identity":
+            pieces.append(xs[sl])
+        else:
+            mag = None if name in ("autocontrast", "equalize") else ramc_magnitude(name, levels[sl])
+            rgb = _COLOUR_OPS[name](xs[sl, :c], mag)
+            alpha = torch.full_like(xs[sl, c:], 255) if name in _RAMC_OPAQUE else xs[sl, c:]
+            pieces.append(torch.cat([rgb, alpha], dim=1))
+    if geo_mats:  # RGB and alpha resampled together; outside the image is transparent black (0, 0, 0, 0)
+        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), 0))
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return torch.cat(pieces).index_select(0, inverse)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# "table12": the FixMatch paper's description
+
+
+def _table12(x: torch.Tensor, generator: torch.Generator, num_ops: int = 2) -> torch.Tensor:
+    """num_ops rounds; in each, every sample draws one of the 14 OPS uniformly (with replacement across rounds)
+    and its own magnitude uniformly from MAGNITUDE_RANGES; every drawn op is applied; then Cutout of half the side.
+    x is the already flipped / shifted batch."""
+    n = x.shape[0]
+    h, w = x.shape[2:]
     dev = x.device
-    out = _weak(x, generator)
     ops = torch.randint(0, len(OPS), (num_ops, n), generator=generator, device=dev)
     u_mag = torch.rand((num_ops, n), generator=generator, device=dev, dtype=torch.float64)
-    u_apply = torch.rand((num_ops, n), generator=generator, device=dev)
-    if op_prob < 1.0:
-        ops = torch.where(u_apply < op_prob, ops, torch.zeros_like(ops))  # skipped -> identity (index 0)
+    torch.rand((num_ops, n), generator=generator, device=dev)  # the former op_prob draw: keeps seeds' outputs
     for r in range(num_ops):
-        out = _randaugment_round(out, ops[r], u_mag[r], h, w)
-    return cutout(out, generator, cutout_fraction, FILL)
+        x = _randaugment_round(x, ops[r], u_mag[r], h, w)
+    cy = torch.randint(0, h, (n,), generator=generator, device=dev)
+    cx = torch.randint(0, w, (n,), generator=generator, device=dev)
+    return _cutout_square(x, cy, cx, int(CUTOUT_FRACTION * min(h, w)), FILL)
 
 
 def _magnitudes(name: str, u: torch.Tensor) -> torch.Tensor:
