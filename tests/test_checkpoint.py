@@ -314,3 +314,28 @@ def test_checkpoint_file_mode_follows_the_umask(tmp_path, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "checkpoint.pt").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("command", ["run --resume", "sweep"])
+def test_resume_and_sweep_refuse_a_crafted_checkpoint_in_one_line(tmp_path, capsys, command):
+    """The issue's attack end to end: a crafted checkpoint.pt in a results folder, then --resume or sweep."""
+    from ssl_bench.cli import main
+
+    results = tmp_path / "results"
+    args = ["--alg", "fixmatch", "--smooth", "sts", "--labels", "20", "--dataset", "digits", "--profile", "smoke",
+            "--device", "cpu", "--results-dir", str(results), "--no-progress"]
+    assert main(["run", *args, "--stop-at", "3"]) == 0
+    (run_dir,) = results.iterdir()
+    marker = tmp_path / "MARKER"
+    torch.save(minimal_state(evil=WritesAMarker(marker)), run_dir / "checkpoint.pt")
+    before = folder_snapshot(run_dir)
+    capsys.readouterr()
+    code = main(["run", *args, "--resume"] if command == "run --resume" else ["sweep", *args])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "Traceback" not in err
+    refusal = [line for line in err.splitlines() if "checkpoint.pt" in line and "run code" in line]
+    assert len(refusal) == 1, err
+    assert not marker.exists()
+    assert folder_snapshot(run_dir) == before
+    assert sorted(p.name for p in results.iterdir()) == [run_dir.name]
