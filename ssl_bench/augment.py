@@ -1,21 +1,22 @@
-"""Batched FixMatch augmentation on the batch's device: weak (flip + translate) and strong (weak + RandAugment + Cutout).
+"""Batched FixMatch augmentation on the device: weak (flip + shift) and strong (weak + RandAugment + Cutout).
 
 FixMatch (Sohn et al., NeurIPS 2020) trains on two views of every unlabeled image.
 
 Weak view: a random horizontal flip (p = 0.5), then a random translation by up to 12.5 % of the side (4 px on
 32x32) by reflect padding and a random crop: ``Primitives.ms(4)`` = ``augment_shift(augment_mirror(x), 4)`` in
 google-research/fixmatch libml/augment.py (lines 65-71, 96-97), ``DEFAULT_AUGMENT`` for cifar10 / cifar100
-(lines 342-346). For SVHN the reference uses ``Primitives.s(4)``, shift only (lines 100-101, 351-354): digits are
-not mirror-symmetric. ``flip=False`` gives that variant (the dataset's ``hflip`` says which applies).
+(lines 342-346). For SVHN the reference uses ``Primitives.s(4)``, shift only (lines 100-101, 351-354): digits
+are not mirror-symmetric. ``flip=False`` gives that variant (the dataset's ``hflip`` says which applies).
 
 Strong view, policy ``"ramc"`` (the default): the reference RandAugment pool that produced FixMatch (RA)'s
 numbers, ``AugmentPoolRAMC`` in libml/augment.py (lines 209-223, inheriting ``AugmentPoolRAM.queue_images``,
 lines 195-206), selected by ``--augment=d.d.rac`` (ablation/ab_fixmatch_ra.py line 157; wiring in
-``get_augmentation``, lines 388-391). Per image, after the dataset's own weak flip / shift (drawn independently of
-the weak view's, ``pair_augment_function`` lines 406-411):
+``get_augmentation``, lines 388-391). Per image, after the dataset's own weak flip / shift (drawn
+independently of the weak view's, ``pair_augment_function`` lines 406-411):
 
 1. pick 2 ops uniformly with replacement from the 14 ``RANDOM_POLICY_OPS`` (lines 37-42), each with its own
-   integer level drawn uniformly from 1..9 (``np.random.randint(1, 10)``: magnitude=10 is exclusive, line 198);
+   integer level drawn uniformly from 1..9 (``np.random.randint(1, 10)``: magnitude=10 is exclusive, line
+   198);
 2. apply each op with probability 0.5 (``(op, 0.5, level)``, line 198; ``random.random() < 0.5`` in
    third_party/auto_augment/augmentations.py ``TransformT.pil_transformer``, lines 211-218). The signed ops
    (rotate, shear, translate) negate their magnitude with probability 0.5 (lines 257, 289, 312, 335, 358);
@@ -33,39 +34,42 @@ Level -> Pillow magnitude, augmentations.py (PARAMETER_MAX = 10, ``float_paramet
     posterize     bits 4 - int(0.4 l): 4, 4, 3, 3, 2, 2, 2, 1, 1                   (lines 265-268)
     color, contrast, brightness, sharpness   factor 0.18 l + 0.1: 0.28 .. 1.72   (lines 416-430)
 
-The reference runs these on an RGBA Pillow image (``pil_wrap`` / ``pil_unwrap``, lines 152-165), and that shows in
-its output; all of it is reproduced here:
-* geometric ops bring in transparent black (0, 0, 0, 0); ``pil_unwrap`` turns every transparent pixel into 0.0 on
-  its [-1, 1] scale, i.e. grey (``FILL``), but autocontrast, equalize, posterize and solarize go through
-  ``convert('RGB')``, which makes those pixels opaque black for good. Enhance ops keep the alpha channel; contrast's
-  mean, sharpness's smoothing and autocontrast / equalize's histograms see the transparent pixels' RGB values.
-* ``pil_wrap`` converts the [-1, 1] float image (libml/data.py line 91: ``x * (2 / 255) - 1`` in float32) back to
-  uint8 as ``uint8((x * 0.5 + 0.5) * 255)`` in float32, which truncates grey levels 1..47 to one level lower;
-  ``_WRAP_LUT`` applies that quantisation (strong view only, as in the reference).
+The reference runs these on an RGBA Pillow image (``pil_wrap`` / ``pil_unwrap``, lines 152-165), and that
+shows in its output; all of it is reproduced here:
+* geometric ops bring in transparent black (0, 0, 0, 0); ``pil_unwrap`` turns every transparent pixel into 0.0
+  on its [-1, 1] scale, i.e. grey (``FILL``), but autocontrast, equalize, posterize and solarize go through
+  ``convert('RGB')``, which makes those pixels opaque black for good. Enhance ops keep the alpha channel;
+  contrast's mean, sharpness's smoothing and autocontrast / equalize's histograms see the transparent pixels'
+  RGB values.
+* ``pil_wrap`` converts the [-1, 1] float image (libml/data.py line 91: ``x * (2 / 255) - 1`` in float32) back
+  to uint8 as ``uint8((x * 0.5 + 0.5) * 255)`` in float32, which truncates grey levels 1..47 to one level
+  lower; ``_WRAP_LUT`` applies that quantisation (strong view only, as in the reference).
 
-Policy ``"table12"``: the FixMatch paper's description (Sec. 2.3 and Table 12), as ssl-bench did before: the same
-flip / shift, then 2 ops from ``OPS`` always applied, each with a continuous magnitude drawn uniformly from
-``MAGNITUDE_RANGES`` (e.g. rotate in [-30, 30] degrees, translate +-30 % of the side, enhance factors in
+Policy ``"table12"``: the FixMatch paper's description (Sec. 2.3 and Table 12), as ssl-bench did before: the
+same flip / shift, then 2 ops from ``OPS`` always applied, each with a continuous magnitude drawn uniformly
+from ``MAGNITUDE_RANGES`` (e.g. rotate in [-30, 30] degrees, translate +-30 % of the side, enhance factors in
 [0.05, 0.95], solarize threshold in [0, 256]), on RGB with grey fill, then a grey Cutout of half the side
-(kekmodel/FixMatch-pytorch's ``fixmatch_augment_pool`` follows the same table). Versus ``"ramc"``: no skipped ops
-(ramc leaves an image untouched by RandAugment 25 % of the time), 9 levels instead of continuous magnitudes,
-enhance factors below 1 only (ramc: 0.28..1.72, i.e. also sharpening / saturating), posterize to 4..8 bits
-(ramc: 1..4), solarize thresholds down to 0 (ramc: 26..231), rotation up to 30 degrees (ramc: 3..27 in steps of
-3), translation by up to 30 % of the side (ramc: 1..9 px), Cutout of half the side (ramc: 16 px), and no alpha
-semantics (grey fill throughout).
+(kekmodel/FixMatch-pytorch's ``fixmatch_augment_pool`` follows the same table). Versus ``"ramc"``: no skipped
+ops (ramc leaves an image untouched by RandAugment 25 % of the time), 9 levels instead of continuous
+magnitudes, enhance factors below 1 only (ramc: 0.28..1.72, i.e. also sharpening / saturating), posterize to
+4..8 bits (ramc: 1..4), solarize thresholds down to 0 (ramc: 26..231), rotation up to 30 degrees (ramc: 3..27
+in steps of 3), translation by up to 30 % of the side (ramc: 1..9 px), Cutout of half the side (ramc: 16 px),
+and no alpha semantics (grey fill throughout).
 
-Every op is written here on uint8 tensors, batched, with per-sample parameters and no Python loop over samples:
-samples are grouped by op (one ``argsort`` per RandAugment round) and each colour op runs once on its group; the
-geometric ops of a round share one nearest-neighbour resampling pass. Reasons for writing the ops by hand instead
-of using a library: torchvision cannot be imported in this project (and its v2 RandAugment, like kornia's, draws
-ONE op set per call for the whole batch, which is not the reference's per-image RandAugment); kornia is not a
-dependency; and a hand-written op costs a few tensor kernels per call. Every op reproduces Pillow (the library
-the reference augments with) bit for bit or to within one grey level; ``tests/test_augment.py`` checks each op
-against Pillow and the whole ``"ramc"`` pool against a per-image Pillow re-implementation on real CIFAR-10 images.
+Every op is written here on uint8 tensors, batched, with per-sample parameters and no Python loop over
+samples: samples are grouped by op (one ``argsort`` per RandAugment round) and each colour op runs once on its
+group; the geometric ops of a round share one nearest-neighbour resampling pass. Reasons for writing the ops
+by hand instead of using a library: torchvision cannot be imported in this project (and its v2 RandAugment,
+like kornia's, draws ONE op set per call for the whole batch, which is not the reference's per-image
+RandAugment); kornia is not a dependency; and a hand-written op costs a few tensor kernels per call. Every op
+reproduces Pillow (the library the reference augments with) bit for bit or to within one grey level;
+``tests/test_augment.py`` checks each op against Pillow and the whole ``"ramc"`` pool against a per-image
+Pillow re-implementation on real CIFAR-10 images.
 
-Randomness: every draw comes from the ``torch.Generator`` passed in, which must live on the batch's device, and
-the draws are made in a fixed order and fixed shapes, so the same seed gives the same images on the same device.
-``draw_ramc`` / ``apply_ramc`` split the reference pool into its draws and their deterministic application.
+Randomness: every draw comes from the ``torch.Generator`` passed in, which must live on the batch's device,
+and the draws are made in a fixed order and fixed shapes, so the same seed gives the same images on the same
+device. ``draw_ramc`` / ``apply_ramc`` split the reference pool into its draws and their deterministic
+application.
 """
 
 from __future__ import annotations
@@ -101,8 +105,9 @@ __all__ = [
 # Strong augmentation policies, by name; the first is the default (the reference's, see the module docstring).
 STRONG_POLICIES: tuple[str, ...] = ("ramc", "table12")
 
-# --------------------------------------------------------------------------------------------------------------
-# "ramc": google-research/fixmatch AugmentPoolRAMC (libml/augment.py) with third_party/auto_augment/augmentations.py
+# ------------------------------------------------------------------------------------------------------------
+# "ramc": google-research/fixmatch AugmentPoolRAMC (libml/augment.py) with
+# third_party/auto_augment/augmentations.py
 
 # `RANDOM_POLICY_OPS`, libml/augment.py lines 37-42, in the reference's order (draw indices map onto it).
 RAMC_OPS: tuple[str, ...] = (
@@ -119,18 +124,19 @@ _RAMC_OPAQUE = frozenset({"autocontrast", "equalize", "posterize", "solarize"})
 _RAMC_ENHANCE = ("color", "contrast", "brightness", "sharpness")
 _RAMC_SIGNED = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # "table12": the FixMatch paper's Table 12 description
 
-# The 14 RandAugment ops of the paper's Table 12 (the same set as RANDOM_POLICY_OPS; this order fixes the draws).
+# The 14 RandAugment ops of the paper's Table 12 (the same set as RANDOM_POLICY_OPS; this order fixes the
+# draws).
 OPS: tuple[str, ...] = (
     "identity", "autocontrast", "brightness", "color", "contrast", "equalize", "posterize",
     "rotate", "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y",
 )  # fmt: skip
 
 # Magnitude ranges, sampled uniformly per sample and per application (FixMatch paper, Sec. 2.3: a RandAugment
-# variant that draws each op's magnitude at random from a predefined range instead of one global magnitude; the
-# ranges are the paper's Table 12, reproduced as `fixmatch_augment_pool` in kekmodel/FixMatch-pytorch).
+# variant that draws each op's magnitude at random from a predefined range instead of one global magnitude;
+# the ranges are the paper's Table 12, reproduced as `fixmatch_augment_pool` in kekmodel/FixMatch-pytorch).
 # Units are those of the Pillow call the op reproduces:
 MAGNITUDE_RANGES: dict[str, tuple[float, float]] = {
     "brightness": (0.05, 0.95),  # ImageEnhance.Brightness factor B; Table 12: B in [0.05, 0.95]
@@ -150,18 +156,18 @@ MAGNITUDE_RANGES: dict[str, tuple[float, float]] = {
 # Cutout side as a fraction of the image side for "table12" (16 / 32 on CIFAR, as the reference's 16 px).
 CUTOUT_FRACTION = 0.5
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Shared
 
 # Grey for the pixels geometric ops bring in from outside the image and for the Cutout square. The reference
-# works on images scaled to [-1, 1]: `pil_unwrap` sets transparent pixels to 0 and `cutout_numpy` multiplies the
-# square by 0, i.e. 127.5 on the 0-255 scale, which uint8 cannot hold; the reference code's own float -> uint8
-# conversion (`np.round(127.5 * (1 + x))` in libml/ctaugment.py) turns 0 into 128.
+# works on images scaled to [-1, 1]: `pil_unwrap` sets transparent pixels to 0 and `cutout_numpy` multiplies
+# the square by 0, i.e. 127.5 on the 0-255 scale, which uint8 cannot hold; the reference code's own float ->
+# uint8 conversion (`np.round(127.5 * (1 + x))` in libml/ctaugment.py) turns 0 into 128.
 # (The popular PyTorch port fills geometric ops with black and Cutout with 127.)
 FILL = 128
 
-# Weak translation: reflect-pad by 4 px and random-crop 32x32 (libml/augment.py `augment_shift(x, 4)` for CIFAR
-# and SVHN, 12 px for 96x96 STL-10): 12.5 % of the side.
+# Weak translation: reflect-pad by 4 px and random-crop 32x32 (libml/augment.py `augment_shift(x, 4)` for
+# CIFAR and SVHN, 12 px for 96x96 STL-10): 12.5 % of the side.
 TRANSLATE_FRACTION = 0.125
 
 _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
@@ -177,9 +183,10 @@ _RAMC_IDENTITY = RAMC_OPS.index("identity")
 def _wrap_lut() -> torch.Tensor:
     """The reference's uint8 -> float -> uint8 round trip as a 256-entry table (see the module docstring).
 
-    libml/data.py line 91 maps v to float32(v) * float32(2 / 255) - 1; augmentations.py `pil_wrap` (line 155) maps
-    that back with uint8((x * 0.5 + 0.5) * 255.0), all in float32 (NumPy keeps a float32 array float32 under a
-    Python float), and the uint8 cast truncates. Evaluated here with the same float32 operations in the same order.
+    libml/data.py line 91 maps v to float32(v) * float32(2 / 255) - 1; augmentations.py `pil_wrap` (line 155)
+    maps that back with uint8((x * 0.5 + 0.5) * 255.0), all in float32 (NumPy keeps a float32 array float32
+    under a Python float), and the uint8 cast truncates. Evaluated here with the same float32 operations in
+    the same order.
     """
     v = torch.arange(256, dtype=torch.float32)
     x = v * torch.tensor(2.0 / 255, dtype=torch.float32) - 1.0
@@ -190,10 +197,11 @@ _WRAP_LUT = _wrap_lut()
 
 
 def _pillow_rotation_table() -> torch.Tensor:
-    """(360, 3) float64: Pillow's Image.rotate coefficients (a = cos, b = sin, d = -sin of -radians(angle), each
-    rounded to 15 decimals, angle taken mod 360) for every integer angle, computed with Python's math and round
-    exactly as Image.rotate does, so that the fixed-point NEAREST resampling picks the same pixels bit for bit.
-    (Only integer angles occur in "ramc"; Python's decimal rounding has no exact torch equivalent.)"""
+    """(360, 3) float64: Pillow's Image.rotate coefficients (a = cos, b = sin, d = -sin of -radians(angle),
+    each rounded to 15 decimals, angle taken mod 360) for every integer angle, computed with Python's math and
+    round exactly as Image.rotate does, so that the fixed-point NEAREST resampling picks the same pixels bit
+    for bit. (Only integer angles occur in "ramc"; Python's decimal rounding has no exact torch
+    equivalent.)"""
     rows = []
     for degrees in range(360):
         angle = -math.radians(degrees)
@@ -203,7 +211,7 @@ def _pillow_rotation_table() -> torch.Tensor:
 
 _PILLOW_ROTATION = _pillow_rotation_table()
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Input checks (the boundary: everything inside trusts its inputs)
 
 
@@ -213,8 +221,8 @@ def _check_images(x: object, caller: str) -> torch.Tensor:
         raise TypeError(f"{caller} expects {expected}; got {type(x).__name__}")
     if x.dtype != torch.uint8:
         raise TypeError(
-            f"{caller} expects {expected}; got dtype {x.dtype} with shape {tuple(x.shape)}. Augment the raw uint8 "
-            "images and call normalize() afterwards."
+            f"{caller} expects {expected}; got dtype {x.dtype} with shape {tuple(x.shape)}. "
+            "Augment the raw uint8 images and call normalize() afterwards."
         )
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         hint = ""
@@ -237,7 +245,7 @@ def _check_generator(generator: object, x: torch.Tensor, caller: str) -> torch.G
     return generator
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Building blocks
 
 
@@ -245,8 +253,8 @@ def _grayscale(x: torch.Tensor) -> torch.Tensor:
     """Pillow's RGB -> L as (M, 1, H, W) uint8.
 
     Pillow documents L = R * 299/1000 + G * 587/1000 + B * 114/1000 and computes it in 16-bit fixed point with
-    rounding (`L24` in libImaging/Convert.c): (R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16. The fixed-point
-    form is used here because it is what Pillow outputs, bit for bit.
+    rounding (`L24` in libImaging/Convert.c): (R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16. The
+    fixed-point form is used here because it is what Pillow outputs, bit for bit.
     """
     if x.shape[1] == 1:
         return x
@@ -294,8 +302,9 @@ def _affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: int) -> torch.T
     `matrix` is (M, 6): one (a, b, c, d, e, f) per sample.
 
     Why not affine_grid + grid_sample(mode="nearest"): grid_sample rounds (half to even) a float32 coordinate,
-    which picks a different pixel than Pillow wherever the point lies near a pixel border, and it needs a float
-    copy of the batch. This is the same single batched resampling pass, on uint8, with Pillow's exact rule.
+    which picks a different pixel than Pillow wherever the point lies near a pixel border, and it needs a
+    float copy of the batch. This is the same single batched resampling pass, on uint8, with Pillow's exact
+    rule.
     """
     m, _, h, w = x.shape
     mat = matrix.to(torch.float64)
@@ -309,7 +318,8 @@ def _affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: int) -> torch.T
     ii = torch.arange(h, device=x.device, dtype=torch.int32).view(1, h, 1)
     src_x = (fix(c + a * 0.5 + b * 0.5) + ii * fix(b) + jj * fix(a)) >> 16
     src_y = (fix(f + d * 0.5 + e * 0.5) + ii * fix(e) + jj * fix(d)) >> 16
-    # Out-of-image sources read a one-pixel border of `fill` (clamping to -1 / side lands on it): no mask pass.
+    # Out-of-image sources read a one-pixel border of `fill` (clamping to -1 / side lands on it): no mask
+    # pass.
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), value=fill)
     index = (src_y.clamp_(-1, h) + 1) * (w + 2) + src_x.clamp_(-1, w) + 1
     return _gather_pixels(padded, index.to(torch.int64))
@@ -337,7 +347,7 @@ def _geometric_matrix(name: str, magnitude: torch.Tensor, h: int, w: int) -> tor
     raise KeyError(name)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Colour ops: x (M, C, H, W) uint8, magnitude (M,) -> (M, C, H, W) uint8
 
 
@@ -423,8 +433,8 @@ def _posterize(x: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
 def _solarize(x: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """ImageOps.solarize(img, threshold): v if v < threshold else 255 - v.
 
-    For uint8, 255 - v == v XOR 255, and v >= threshold <=> v >= ceil(threshold): an integer compare and an xor,
-    about 10x faster on the CPU than torch.where."""
+    For uint8, 255 - v == v XOR 255, and v >= threshold <=> v >= ceil(threshold): an integer compare and an
+    xor, about 10x faster on the CPU than torch.where."""
     at_or_above = x >= torch.ceil(threshold).to(torch.int16).view(-1, 1, 1, 1)
     return x ^ (at_or_above.to(torch.uint8) * 255)
 
@@ -474,15 +484,15 @@ def apply_op(
     return _COLOUR_OPS[name](x, mag)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Public API
 
 
 def _weak(x: torch.Tensor, generator: torch.Generator, flip: bool) -> torch.Tensor:
-    """Random horizontal flip (p = 0.5, only if `flip`), then reflect-pad by `pad` and random-crop back to (H, W).
+    """Random horizontal flip (p = 0.5, only if `flip`), then reflect-pad and random-crop back to (H, W).
 
-    Draws, in this order: u_flip ~ U[0, 1) (N,), top ~ U{0..2 pad_h} (N,), left ~ U{0..2 pad_w} (N,); u_flip is
-    drawn even when flip=False, so both settings consume the stream alike. The image is flipped where
+    Draws, in this order: u_flip ~ U[0, 1) (N,), top ~ U{0..2 pad_h} (N,), left ~ U{0..2 pad_w} (N,); u_flip
+    is drawn even when flip=False, so both settings consume the stream alike. The image is flipped where
     flip and u_flip < 0.5, and out[i, j] = flipped_padded[i + top, j + left].
     """
     n, _, h, w = x.shape
@@ -513,7 +523,8 @@ def _check_flag(value: object, name: str, caller: str) -> bool:
 
 def weak_augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool = True) -> torch.Tensor:
     """FixMatch's weak augmentation, drawn per sample: a random horizontal flip (p = 0.5; none if flip=False)
-    and a random translation by up to 12.5 % of the side (4 px on 32x32) via reflect padding and a random crop.
+    and a random translation by up to 12.5 % of the side (4 px on 32x32) via reflect padding and a random
+    crop.
 
     flip=True is the reference's CIFAR / STL-10 augmentation (`Primitives.ms`), flip=False its SVHN one
     (`Primitives.s`, shift only: digits are not mirror-symmetric); google-research/fixmatch libml/augment.py,
@@ -526,7 +537,7 @@ def weak_augment(x: torch.Tensor, generator: torch.Generator, *, flip: bool = Tr
 
 
 def _cutout_square(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int, fill: int) -> torch.Tensor:
-    """Rows [cy - size//2, cy + size//2) x cols [cx - size//2, cx + size//2), clipped to the image, set to fill.
+    """Set rows [cy - size//2, cy + size//2) x cols [cx - size//2, cx + size//2), clipped, to fill.
 
     The reference's `create_cutout_mask` (third_party/auto_augment/augmentations.py). cy, cx: (N,) int64."""
     n, _, h, w = x.shape
@@ -546,9 +557,10 @@ def _cutout_square(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: in
 def cutout(
     x: torch.Tensor, generator: torch.Generator, fraction: float = CUTOUT_FRACTION, fill: int = FILL
 ) -> torch.Tensor:
-    """Cutout as FixMatch's reference `cutout_numpy` / `create_cutout_mask` (third_party/auto_augment): a centre
-    (cy, cx) is drawn uniformly over all pixels and rows [cy - s//2, cy + s//2) x cols [cx - s//2, cx + s//2),
-    clipped to the image, are set to `fill`; s = int(fraction * min(H, W)) (16 on 32x32). Returns a new tensor.
+    """Cutout as FixMatch's reference `cutout_numpy` / `create_cutout_mask` (third_party/auto_augment): a
+    centre (cy, cx) is drawn uniformly over all pixels and rows [cy - s//2, cy + s//2) x
+    cols [cx - s//2, cx + s//2), clipped to the image, are set to `fill`; s = int(fraction * min(H, W))
+    (16 on 32x32). Returns a new tensor.
 
     Draws, in order: cy ~ U{0..H-1} (N,), cx ~ U{0..W-1} (N,)."""
     x = _check_images(x, "cutout")
@@ -566,12 +578,12 @@ def strong_augment(
 ) -> torch.Tensor:
     """FixMatch's strong augmentation, per sample: weak flip (unless flip=False) + shift, RandAugment, Cutout.
 
-    policy "ramc" (default): the reference pool google-research/fixmatch `AugmentPoolRAMC` (`--augment=d.d.rac`):
-    2 ops from RAMC_OPS, each applied with probability 0.5 at an integer level 1..9, then a 16 px grey Cutout;
-    see the module docstring, `draw_ramc` and `apply_ramc`. policy "table12": the FixMatch paper's Table 12
-    description (2 ops always applied, continuous magnitudes from MAGNITUDE_RANGES, Cutout of half the side).
-    The flip / shift step is drawn independently of the weak view's: call this on the raw batch, not on the weak
-    view. flip=False (digits) never mirrors; no RandAugment op mirrors either.
+    policy "ramc" (default): the reference pool google-research/fixmatch `AugmentPoolRAMC`
+    (`--augment=d.d.rac`): 2 ops from RAMC_OPS, each applied with probability 0.5 at an integer level 1..9,
+    then a 16 px grey Cutout; see the module docstring, `draw_ramc` and `apply_ramc`. policy "table12": the
+    FixMatch paper's Table 12 description (2 ops always applied, continuous magnitudes from MAGNITUDE_RANGES,
+    Cutout of half the side). The flip / shift step is drawn independently of the weak view's: call this on
+    the raw batch, not on the weak view. flip=False (digits) never mirrors; no RandAugment op mirrors either.
 
     x: uint8 (N, C, H, W) on any device; generator on the same device. Returns a new uint8 tensor.
     Random draws, in order: the weak draws (see weak_augment), then for "ramc" those of `draw_ramc`; for
@@ -593,7 +605,7 @@ def strong_augment(
     return _table12(shifted, generator)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # "ramc": the reference pool
 
 
@@ -602,9 +614,11 @@ class RamcDraws:
     """Every random choice the reference pool makes for a batch, one entry per sample (tensors on one device).
 
     ops[r, i]: index into RAMC_OPS of sample i's op in round r (np.random.choice(RANDOM_POLICY_OPS, 2));
-    levels[r, i]: its level, 1..9 (np.random.randint(1, 10)); applied[r, i]: whether it runs (random.random() <
-    0.5); negated[r, i]: whether a signed op (rotate, shear, translate) flips its sign (random.random() > 0.5;
-    ignored by the other ops); cutout_y[i], cutout_x[i]: the Cutout centre (np.random.randint(0, H), (0, W)).
+    levels[r, i]: its level, 1..9 (np.random.randint(1, 10));
+    applied[r, i]: whether it runs (random.random() < 0.5);
+    negated[r, i]: whether a signed op (rotate, shear, translate) flips its sign (random.random() > 0.5;
+    ignored by the other ops);
+    cutout_y[i], cutout_x[i]: the Cutout centre (np.random.randint(0, H), np.random.randint(0, W)).
     ops / levels / applied / negated are (RAMC_NUM_OPS, N); cutout_y / cutout_x are (N,).
     """
 
@@ -620,8 +634,8 @@ def draw_ramc(n: int, height: int, width: int, generator: torch.Generator) -> Ra
     """Draw the reference pool's random choices for n images of height x width on the generator's device.
 
     Draws, in this order and these shapes (R = RAMC_NUM_OPS): ops ~ U{0..13} (R, n), levels ~ U{1..9} (R, n),
-    u_apply ~ U[0, 1) (R, n) with applied = u_apply < 0.5, u_sign ~ U[0, 1) (R, n) with negated = u_sign > 0.5,
-    cutout_y ~ U{0..height-1} (n,), cutout_x ~ U{0..width-1} (n,).
+    u_apply ~ U[0, 1) (R, n) with applied = u_apply < 0.5, u_sign ~ U[0, 1) (R, n) with
+    negated = u_sign > 0.5, cutout_y ~ U{0..height-1} (n,), cutout_x ~ U{0..width-1} (n,).
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"draw_ramc expects a torch.Generator; got {type(generator).__name__}")
@@ -640,11 +654,12 @@ def draw_ramc(n: int, height: int, width: int, generator: torch.Generator) -> Ra
 
 
 def ramc_magnitude(name: str, levels: torch.Tensor, negated: torch.Tensor | None = None) -> torch.Tensor:
-    """The reference's level -> Pillow magnitude for op `name` (augmentations.py; table in the module docstring).
+    """The reference's level -> Pillow magnitude for op `name` (augmentations.py; table in module docstring).
 
-    levels: int tensor (any shape) of levels 1..9; negated: bool tensor of the same shape (signed ops only; None
-    = all positive). Returns float64: degrees (rotate), shear coefficient, pixels (translate), solarize threshold,
-    posterize bits, or enhance factor. identity / autocontrast / equalize have no magnitude (KeyError).
+    levels: int tensor (any shape) of levels 1..9; negated: bool tensor of the same shape (signed ops only;
+    None = all positive). Returns float64: degrees (rotate), shear coefficient, pixels (translate), solarize
+    threshold, posterize bits, or enhance factor. identity / autocontrast / equalize have no magnitude
+    (KeyError).
     """
     lv = levels.to(torch.int64)
     if name == "rotate":
@@ -704,8 +719,9 @@ def _check_draws(draws: object, x: torch.Tensor) -> RamcDraws:
         value = getattr(draws, field)
         if tuple(value.shape) != shape or value.device != x.device:
             raise ValueError(
-                f"apply_ramc: draws.{field} has shape {tuple(value.shape)} on {value.device}; expected {shape} on "
-                f"{x.device} for {n} images: call draw_ramc(n, height, width, generator) for this batch"
+                f"apply_ramc: draws.{field} has shape {tuple(value.shape)} on {value.device}; expected "
+                f"{shape} on {x.device} for {n} images: call draw_ramc(n, height, width, generator) "
+                "for this batch"
             )
     if bool(((draws.levels < RAMC_LEVELS[0]) | (draws.levels > RAMC_LEVELS[1])).any()):
         raise ValueError(f"apply_ramc: levels must lie in {RAMC_LEVELS[0]}..{RAMC_LEVELS[1]}")
@@ -723,8 +739,9 @@ def apply_ramc(x: torch.Tensor, draws: RamcDraws) -> torch.Tensor:
 
     x: uint8 (N, C, H, W), already flipped / shifted; draws: from draw_ramc(N, H, W, generator) on x's device.
     Steps: the reference's wrap quantisation (_WRAP_LUT), RAMC_NUM_OPS rounds of op RAMC_OPS[ops[r, i]] at
-    levels[r, i] where applied[r, i], with RGBA semantics (see the module docstring), transparent pixels -> FILL,
-    then Cutout of RAMC_CUTOUT_SIZE px centred on (cutout_y, cutout_x) filled with FILL. Returns a new tensor.
+    levels[r, i] where applied[r, i], with RGBA semantics (see the module docstring), transparent pixels ->
+    FILL, then Cutout of RAMC_CUTOUT_SIZE px centred on (cutout_y, cutout_x) filled with FILL. Returns a new
+    tensor.
     """
     x = _check_images(x, "apply_ramc")
     return _apply_ramc(x, _check_draws(draws, x))
@@ -743,7 +760,7 @@ def _apply_ramc(x: torch.Tensor, draws: RamcDraws) -> torch.Tensor:
 
 
 def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -> torch.Tensor:
-    """One round of the reference pool on the RGBA state (N, C + 1, H, W), grouped by op as _randaugment_round."""
+    """One round of the reference pool on the RGBA state (N, C + 1, H, W), grouped by op like table12's."""
     c = state.shape[1] - 1
     ops = torch.where(draws.applied[r], draws.ops[r], torch.full_like(draws.ops[r], _RAMC_IDENTITY))
     key = _RAMC_GROUP_RANK.to(ops.device)[ops]
@@ -774,14 +791,14 @@ def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -
     return torch.cat(pieces).index_select(0, inverse)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # "table12": the FixMatch paper's description
 
 
 def _table12(x: torch.Tensor, generator: torch.Generator, num_ops: int = 2) -> torch.Tensor:
-    """num_ops rounds; in each, every sample draws one of the 14 OPS uniformly (with replacement across rounds)
-    and its own magnitude uniformly from MAGNITUDE_RANGES; every drawn op is applied; then Cutout of half the side.
-    x is the already flipped / shifted batch."""
+    """num_ops rounds; in each, every sample draws one of the 14 OPS uniformly (with replacement across
+    rounds) and its own magnitude uniformly from MAGNITUDE_RANGES; every drawn op is applied; then Cutout of
+    half the side. x is the already flipped / shifted batch."""
     n = x.shape[0]
     h, w = x.shape[2:]
     dev = x.device
@@ -833,13 +850,14 @@ def _randaugment_round(x: torch.Tensor, ops: torch.Tensor, u: torch.Tensor, h: i
 
 
 def normalize(x_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(x / 255 - mean) / std per channel, as float32 on x's device; mean and std on the 0-1 scale, one per channel
-    (e.g. CIFAR-10 mean (0.4914, 0.4822, 0.4465), std (0.2471, 0.2435, 0.2616))."""
+    """(x / 255 - mean) / std per channel, as float32 on x's device; mean and std on the 0-1 scale, one per
+    channel (e.g. CIFAR-10 mean (0.4914, 0.4822, 0.4465), std (0.2471, 0.2435, 0.2616))."""
     x = _check_images(x_uint8, "normalize")
     c = x.shape[1]
     if len(mean) != c or len(std) != c:
         raise ValueError(
-            f"normalize: need one mean and one std per channel ({c}); got mean={tuple(mean)}, std={tuple(std)}"
+            f"normalize: need one mean and one std per channel ({c}); "
+            f"got mean={tuple(mean)}, std={tuple(std)}"
         )
     if any(not math.isfinite(s) or s <= 0 for s in std):
         raise ValueError(f"normalize: std must be positive and finite; got {tuple(std)}")

@@ -1,15 +1,15 @@
-"""ssl_bench.augment against Pillow on real CIFAR-10 images, plus the FixMatch composition, randomness and errors.
+"""ssl_bench.augment against Pillow on real CIFAR-10 images: ops, the reference pool, composition, errors.
 
 Tolerances (why each is what it is):
-* LUT ops (autocontrast, equalize, posterize, solarize) and the integer-exact ops (brightness, color, contrast,
-  sharpness are float32 blends reproduced in Pillow's order of operations): we require max |diff| <= 1 grey level
-  and >= 99.9 % of values exactly equal. On x86-64 they are bit-exact; the 1-level slack is for Pillow builds whose
-  C compiler contracts `in1 + alpha * (in2 - in1)` into a fused multiply-add (e.g. aarch64), which moves a
-  truncation boundary by one level for a handful of values.
-* Geometric ops (rotate, shear, translate): Pillow's NEAREST affine runs in 16.16 fixed point and we replay that
-  integer arithmetic, so they are bit-exact here; we require >= 99.9 % of pixels equal, the slack covering a
-  1-ulp difference between torch's and libm's cos/sin that can flip one fixed-point rounding (a pixel taken from
-  its neighbour or the fill).
+* LUT ops (autocontrast, equalize, posterize, solarize) and the integer-exact ops (brightness, color,
+  contrast, sharpness are float32 blends reproduced in Pillow's order of operations): we require max |diff| <=
+  1 grey level and >= 99.9 % of values exactly equal. On x86-64 they are bit-exact; the 1-level slack is for
+  Pillow builds whose C compiler contracts `in1 + alpha * (in2 - in1)` into a fused multiply-add (e.g.
+  aarch64), which moves a truncation boundary by one level for a handful of values.
+* Geometric ops (rotate, shear, translate): Pillow's NEAREST affine runs in 16.16 fixed point and we replay
+  that integer arithmetic, so they are bit-exact here; we require >= 99.9 % of pixels equal, the slack
+  covering a 1-ulp difference between torch's and libm's cos/sin that can flip one fixed-point rounding (a
+  pixel taken from its neighbour or the fill).
 """
 
 from __future__ import annotations
@@ -207,8 +207,8 @@ def test_weak_output_is_exactly_the_flip_and_crop_of_the_drawn_parameters(images
 
 
 def test_weak_output_is_a_flip_and_or_translate_of_its_input(images):
-    """Independent of the draw order: each output is one of the 2 x 9 x 9 flip/translate candidates, and over a
-    large batch both flip states and all 9 x 9 offsets occur."""
+    """Independent of the draw order: each output is one of the 2 x 9 x 9 flip/translate candidates, and over
+    a large batch both flip states and all 9 x 9 offsets occur."""
     out = to_hwc(weak_augment(to_nchw(images), torch.Generator().manual_seed(3)))
     for img, o in zip(images, out, strict=True):
         assert any(np.array_equal(o, c) for c in weak_candidates(img))
@@ -230,7 +230,7 @@ def test_weak_output_is_a_flip_and_or_translate_of_its_input(images):
 
 
 def replay_weak_draws(images: np.ndarray, g: torch.Generator, flip: bool) -> np.ndarray:
-    """The flip / shift step from its documented draws (u_flip, top, left; u_flip drawn even when flip=False)."""
+    """The flip / shift step replayed from its documented draws (u_flip, top, left; u_flip always drawn)."""
     n = len(images)
     u_flip = torch.rand(n, generator=g)
     top = torch.randint(0, 9, (n,), generator=g)
@@ -244,8 +244,8 @@ def replay_weak_draws(images: np.ndarray, g: torch.Generator, flip: bool) -> np.
 
 
 def test_weak_without_flip_never_mirrors_an_asymmetric_image(images):
-    """flip=False (the reference's SVHN augmentation, shift only): over 400 draws of one asymmetric image every
-    output is one of its 81 unflipped shifts and all 81 occur; with flip=True mirrored shifts appear."""
+    """flip=False (the reference's SVHN augmentation, shift only): over 400 draws of one asymmetric image
+    every output is one of its 81 unflipped shifts and all 81 occur; with flip=True mirrored shifts appear."""
     img = images[0].copy()
     img[:, :8] = 255  # a white band on the left makes the image clearly asymmetric
     candidates = weak_candidates(img)
@@ -261,9 +261,9 @@ def test_weak_without_flip_never_mirrors_an_asymmetric_image(images):
 
 @pytest.mark.parametrize("policy", [None, *STRONG_POLICIES])
 def test_flip_false_changes_only_the_samples_that_would_have_been_mirrored(images, policy):
-    """Both settings consume the same draws, so with one seed the outputs agree exactly where u_flip >= 0.5 (no
-    flip drawn) and differ where u_flip < 0.5 (a flip drawn, refused by flip=False) on these asymmetric images.
-    policy None = weak_augment."""
+    """Both settings consume the same draws, so with one seed the outputs agree exactly where u_flip >= 0.5
+    (no flip drawn) and differ where u_flip < 0.5 (a flip drawn, refused by flip=False) on these asymmetric
+    images. policy None = weak_augment."""
     x = to_nchw(images)
     aug = weak_augment if policy is None else functools.partial(strong_augment, policy=policy)
     with_flip = aug(x, torch.Generator().manual_seed(21), flip=True)
@@ -277,9 +277,10 @@ def test_flip_false_changes_only_the_samples_that_would_have_been_mirrored(image
 # ------------------------------------------------------------------------------------------------------------
 # Strong augmentation, policy "ramc": the reference pool against an independent per-image re-implementation
 #
-# Written from google-research/fixmatch third_party/auto_augment/augmentations.py (the op definitions, pil_wrap /
-# pil_unwrap, apply_policy, cutout_numpy) and libml/augment.py (AugmentPoolRAMC): each image is a Pillow RGBA
-# image as there, each op is the Pillow call the reference makes, and the random choices come from draw_ramc.
+# Written from google-research/fixmatch third_party/auto_augment/augmentations.py (the op definitions,
+# pil_wrap / pil_unwrap, apply_policy, cutout_numpy) and libml/augment.py (AugmentPoolRAMC): each image is a
+# Pillow RGBA image as there, each op is the Pillow call the reference makes, and the random choices come from
+# draw_ramc.
 
 
 def ref_level(level: int, maxval: float, as_int: bool) -> float:
@@ -341,8 +342,9 @@ def reference_pool_on_one_image(
     mask = np.ones_like(out)  # cutout_numpy(size=16): the 16 x 16 square at (cy, cx), clipped, times 0
     mask[max(0, cy - 8) : min(h, cy + 8), max(0, cx - 8) : min(w, cx + 8)] = 0
     out = out * mask
-    # Back to 0-255. Every real pixel is (v / 255 - 0.5) / 0.5 for an integer v, never exactly 0.0; the reference's
-    # grey 0.0 (127.5) has no uint8 value and is FILL (128) in ssl-bench by design (see augment.FILL).
+    # Back to 0-255. Every real pixel is (v / 255 - 0.5) / 0.5 for an integer v, never exactly 0.0; the
+    # reference's grey 0.0 (127.5) has no uint8 value and is FILL (128) in ssl-bench by design (see
+    # augment.FILL).
     as_uint8 = np.rint((out * 0.5 + 0.5) * 255.0).astype(np.uint8)
     return np.where(out == 0.0, np.uint8(FILL), as_uint8)
 
@@ -381,7 +383,8 @@ def test_ramc_equals_the_reference_pool_replayed_per_image_with_pillow(many_imag
         f"{d.applied[:, bad[0]].tolist()} negated {d.negated[:, bad[0]].tolist()}"
     )
     # The seed exercises what the comparison is about: every op applied at both rounds' positions somewhere,
-    # skipped ops, both signs, and a geometric op followed by an opaque (convert('RGB')) op and by an enhance op.
+    # skipped ops, both signs, and a geometric op followed by an opaque (convert('RGB')) op, by an enhance op
+    # and by another geometric op.
     applied_ops = {RAMC_OPS[k] for k in d.ops[d.applied].tolist()}
     assert applied_ops == set(RAMC_OPS)
     assert (~d.applied).any() and d.negated[d.applied].any() and (~d.negated[d.applied]).any()
@@ -463,9 +466,9 @@ def test_ramc_on_grayscale_equals_one_channel_of_the_replicated_rgb(images):
 
 
 def replay_strong_with_pillow(images: np.ndarray, seed: int, flip: bool = True) -> tuple[np.ndarray, list]:
-    """The Table 12 strong view rebuilt per image: the flip / shift step, then Pillow for every drawn RandAugment
-    op, then numpy Cutout, from the draws strong_augment documents (weak draws, ops, magnitudes, a spare draw,
-    cutout centres)."""
+    """The Table 12 strong view rebuilt per image: the flip / shift step, then Pillow for every drawn
+    RandAugment op, then numpy Cutout, from the draws strong_augment documents (weak draws, ops, magnitudes, a
+    spare draw, cutout centres)."""
     n, num_ops = len(images), 2
     g = torch.Generator().manual_seed(seed)
     weak = replay_weak_draws(images, g, flip)
