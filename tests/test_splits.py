@@ -1,4 +1,4 @@
-"""Label-budget splits on the complete official CIFAR-10/100 label arrays (../shared/data/cifar_labels.npz)."""
+"""Label-budget splits on the complete official CIFAR-10/100 labels (../shared/data/cifar_labels.npz)."""
 
 from __future__ import annotations
 
@@ -91,13 +91,17 @@ def test_save_load_round_trip_and_tampered_file_is_refused(labels, tmp_path):
 
 
 TINY = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2])  # class sizes 3, 5, 4
+TINY13 = np.append(TINY, 2)  # class sizes 3, 5, 5
 
 
 @pytest.mark.parametrize("y,num_labels,num_classes,match", [
     (TINY, 0, 3, r"num_labels=0.*positive multiple"),
     (TINY, -3, 3, r"num_labels=-3.*positive multiple"),
     (TINY, 7, 3, r"num_labels=7 is not a multiple of num_classes=3.*use 6 or 9"),
-    (TINY, 12, 3, r"needs 4 labelled images per class, but class 0 has only 3.*largest balanced budget here is 9"),
+    (TINY13, 12, 3, r"needs 4 labelled images per class, but class 0 has only 3.*largest balanced budget "
+                    r"here is 9, or use 13 \(every training image labelled\)"),
+    (TINY, 13, 3, r"num_labels=13 is more than the 12 training images; use at most 12"),
+    (TINY[:11], 10, 3, r"not a multiple of num_classes=3.*use 9 or 12, or 11 \(every training image"),
     (np.array([0, 1, 2, 3]), 4, 3, r"labels \[3\] outside \[0, 3\)"),
     (np.array([0, -1, 1, 2]), 3, 3, r"labels \[-1\] outside \[0, 3\)"),
     (np.array([0.0, 1.0, 2.0]), 3, 3, r"1-D integer array"),
@@ -110,3 +114,37 @@ def test_invalid_requests_raise_clear_errors(y, num_labels, num_classes, match):
 def test_negative_seed_is_refused():
     with pytest.raises(ValueError, match="seed=-1"):
         make_split(TINY, 3, 3, seed=-1)
+
+
+# ------------------------------------------------------------------------------ the fully-labelled ceiling
+
+
+@pytest.mark.parametrize("y", [TINY, TINY[:11], TINY13], ids=["sizes-3-5-4", "11-not-a-multiple", "3-5-5"])
+def test_budget_equal_to_the_training_set_labels_every_image_balanced_or_not(y):
+    split = make_split(y, len(y), 3, seed=5)
+    np.testing.assert_array_equal(split.labeled, np.arange(len(y)))
+    np.testing.assert_array_equal(split.unlabeled, np.arange(len(y)))
+    assert split.fully_labeled and split.num_labels == split.num_train == len(y)
+    assert np.bincount(y[split.labeled]).tolist() == np.bincount(y).tolist()  # the classes' own sizes
+    assert not make_split(y, 3, 3, seed=5).fully_labeled  # smaller budgets: balanced draws as before
+    assert np.bincount(y[make_split(y, 9, 3, seed=5).labeled]).tolist() == [3, 3, 3]
+
+
+def test_fully_labelled_cifar10_subset_and_full_cifar10(shared_data, labels):
+    with np.load(shared_data / "cifar10_subset.npz") as f:
+        y_subset = f["y_train"]
+    assert len(y_subset) == 5482 and len(set(np.bincount(y_subset).tolist())) > 1  # unbalanced, not 10 x k
+    split = make_split(y_subset, 5482, 10, seed=0)
+    np.testing.assert_array_equal(split.labeled, np.arange(5482))
+    # full CIFAR-10 is balanced (10 x 5000): the ceiling and the balanced draw of 5000 per class coincide
+    y = labels["cifar10"]
+    full = make_split(y, 50000, 10, seed=0)
+    np.testing.assert_array_equal(full.labeled, np.arange(50000))
+    assert full.fully_labeled and full.labels_per_class == 5000
+
+
+def test_fully_labelled_split_round_trips_with_its_hash(tmp_path):
+    split = make_split(TINY, 12, 3, seed=1)
+    again = LabelSplit.load(split.save(tmp_path / "split.json"))
+    np.testing.assert_array_equal(again.labeled, np.arange(12))
+    assert again.hash == split.hash and again.fully_labeled

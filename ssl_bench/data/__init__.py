@@ -1,7 +1,9 @@
 """Data sets and label-budget splits: the first two boxes of the data flow.
 
-    load_dataset(name, root=None, download=False) -> ImageDataset      load.py (dispatch), cifar.py, npz.py, embedded.py
-    make_split(y_train, num_labels, num_classes, seed) -> LabelSplit   splits.py
+    load_dataset(name, root=None, download=True) -> ImageDataset
+        load.py (dispatch, data root), cifar.py + download.py, npz.py, embedded.py
+    make_split(y_train, num_labels, num_classes, seed) -> LabelSplit
+        splits.py
 """
 
 from .base import ChecksumError, DatasetFormatError, DatasetNotFoundError, ImageDataset

@@ -1,17 +1,19 @@
 """What every loader returns: an in-memory image classification dataset, validated once where it is built.
 
-All loaders (official CIFAR files, user ``.npz``, the embedded digits) produce the same :class:`ImageDataset`, so
-everything downstream (splits, batching, augmentation) can trust its arrays without checking them again.
+All loaders (official CIFAR files, user ``.npz``, the embedded digits) produce the same :class:`ImageDataset`,
+so everything downstream (splits, batching, augmentation) can trust its arrays without checking them again.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 FINGERPRINT_CHARS = 16  # 64 bits of sha256: plenty to tell data sets apart, short enough for a table cell
+MIN_CLASSES = 2  # with one class every prediction is right: accuracy says nothing
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -26,6 +28,45 @@ class ChecksumError(ValueError):
     """A downloaded archive does not have the published MD5; it was deleted, nothing was extracted."""
 
 
+def _check_split(where: str, split: str, x: Any, y: Any, num_classes: int) -> None:
+    """Types, dtypes, shapes and label range of one split's images ``x`` and labels ``y``."""
+    xname, yname = f"x_{split}", f"y_{split}"
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise DatasetFormatError(f"{where}: {xname} and {yname} must be numpy arrays, "
+                                 f"got {type(x).__name__} and {type(y).__name__}")
+    if x.dtype != np.uint8:
+        raise DatasetFormatError(
+            f"{where}: {xname} has dtype {x.dtype}, expected uint8 pixels in 0..255. Convert before saving, "
+            "e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1].")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        hint = ""
+        if x.ndim == 4 and x.shape[1] == 3:
+            hint = " It looks channels-first (N, 3, H, W): use x.transpose(0, 2, 3, 1)."
+        elif x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1):
+            hint = (" It looks greyscale: replicate it to RGB, "
+                    "e.g. np.repeat(x.reshape(*x.shape[:3], 1), 3, axis=-1).")
+        raise DatasetFormatError(
+            f"{where}: {xname} has shape {x.shape}, expected (N, H, W, 3) HWC RGB images.{hint}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DatasetFormatError(
+            f"{where}: {yname} has shape {y.shape} and dtype {y.dtype}, expected a 1-D integer array "
+            "of class indices (one per image; not one-hot).")
+    if len(x) != len(y):
+        raise DatasetFormatError(
+            f"{where}: {xname} has {len(x)} images but {yname} has {len(y)} labels; "
+            "they must match one to one.")
+    if len(x) == 0:
+        raise DatasetFormatError(
+            f"{where}: {xname} is empty (0 images); a data set needs training images to learn from and test "
+            "images to measure accuracy on: put at least one image in each split.")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        bad = y[(y < 0) | (y >= num_classes)]
+        raise DatasetFormatError(
+            f"{where}: {yname} has labels outside [0, {num_classes}) (num_classes={num_classes}): "
+            f"e.g. {sorted(set(bad[:5].tolist()))}; labels must be class indices 0..{num_classes - 1}.")
+
+
 def validate_arrays(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -34,49 +75,30 @@ def validate_arrays(
     num_classes: int,
     where: str,
 ) -> None:
-    """Raise :class:`DatasetFormatError` (naming ``where``) unless the four arrays form a valid image data set.
+    """Raise :class:`DatasetFormatError` (naming ``where``) unless the four arrays form a valid data set.
 
-    Valid means: images uint8 (N, H, W, 3) HWC RGB with the same H, W in train and test; labels 1-D integer arrays
-    with one label per image, every label in ``[0, num_classes)``; at least one training image.
+    Valid means: images uint8 (N, H, W, 3) HWC RGB with the same H, W in train and test; labels 1-D integer
+    arrays with one label per image, every label in ``[0, num_classes)``; non-empty train and test sets; at
+    least :data:`MIN_CLASSES` classes, and that many distinct labels among the training images (a one-class
+    problem would report 100 % accuracy whatever the model does).
     """
-    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 1:
-        raise DatasetFormatError(f"{where}: num_classes must be a positive int, got {num_classes!r}")
-    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        xname, yname = f"x_{split}", f"y_{split}"
-        if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-            raise DatasetFormatError(f"{where}: {xname} and {yname} must be numpy arrays, "
-                                     f"got {type(x).__name__} and {type(y).__name__}")
-        if x.dtype != np.uint8:
-            raise DatasetFormatError(
-                f"{where}: {xname} has dtype {x.dtype}, expected uint8 pixels in 0..255. "
-                "Convert before saving, e.g. (x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1].")
-        if x.ndim != 4 or x.shape[-1] != 3:
-            hint = ""
-            if x.ndim == 4 and x.shape[1] == 3:
-                hint = " It looks channels-first (N, 3, H, W): use x.transpose(0, 2, 3, 1)."
-            elif x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 1):
-                hint = " It looks greyscale: replicate it to RGB, e.g. np.repeat(x.reshape(*x.shape[:3], 1), 3, axis=-1)."
-            raise DatasetFormatError(
-                f"{where}: {xname} has shape {x.shape}, expected (N, H, W, 3) HWC RGB images.{hint}")
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DatasetFormatError(
-                f"{where}: {yname} has shape {y.shape} and dtype {y.dtype}, expected a 1-D integer array "
-                "of class indices (one per image; not one-hot).")
-        if len(x) != len(y):
-            raise DatasetFormatError(
-                f"{where}: {xname} has {len(x)} images but {yname} has {len(y)} labels; they must match one to one.")
-        if len(y):
-            lo, hi = int(y.min()), int(y.max())
-            if lo < 0 or hi >= num_classes:
-                bad = y[(y < 0) | (y >= num_classes)]
-                raise DatasetFormatError(
-                    f"{where}: {yname} has labels outside [0, {num_classes}) (num_classes={num_classes}): "
-                    f"e.g. {sorted(set(bad[:5].tolist()))}; labels must be class indices 0..{num_classes - 1}.")
-    if len(x_train) == 0:
-        raise DatasetFormatError(f"{where}: x_train is empty; a data set needs training images.")
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
+        raise DatasetFormatError(f"{where}: num_classes must be an int, got {num_classes!r}")
+    if num_classes < MIN_CLASSES:
+        raise DatasetFormatError(
+            f"{where}: num_classes is {num_classes}, expected at least {MIN_CLASSES}: with a single class "
+            "every prediction is right and accuracy means nothing. Use a data set with two or more classes.")
+    _check_split(where, "train", x_train, y_train, num_classes)
+    _check_split(where, "test", x_test, y_test, num_classes)
+    present = np.unique(y_train)
+    if len(present) < MIN_CLASSES:
+        raise DatasetFormatError(
+            f"{where}: every training label is {int(present[0])}, expected images of at least {MIN_CLASSES} "
+            "classes: a classifier trained on one class learns nothing. Add images of the other classes.")
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DatasetFormatError(
-            f"{where}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}; they must match.")
+            f"{where}: train images are {x_train.shape[1:]} but test images are {x_test.shape[1:]}; "
+            "they must match.")
 
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
@@ -116,16 +138,20 @@ class ImageDataset:
         name: what it was loaded as (``cifar10``, ``digits``, ``cifar10_subset``, ...).
         x_train, x_test: uint8 (N, H, W, 3) HWC RGB images.
         y_train, y_test: int64 (N,) class indices in ``[0, num_classes)``.
-        num_classes: number of classes.
-        kind: ``"full"`` (official files), ``"subset"`` / ``"npz"`` (a user ``.npz``), ``"embedded"`` (ships with a
-            dependency, needs no files).
+        num_classes: number of classes (at least 2).
+        kind: ``"full"`` (official files), ``"subset"`` / ``"npz"`` (a user ``.npz``), ``"embedded"`` (ships
+            with a dependency, needs no files).
         family: the benchmark it stands in for (``"cifar10"``, ``"cifar100"``) or ``None``.
         source: where the arrays came from (a path or a description).
-        fingerprint: short sha256 of the four arrays (computed here), so a run records exactly which data it saw.
+        hflip: whether a horizontal mirror image keeps its label, i.e. whether the weak augmentation may flip.
+            True for natural images (CIFAR); False for digits and text, which mirroring turns into non-digits
+            (the reference's SVHN augmentation is shift only: google-research/fixmatch, libml/augment.py,
+            ``DEFAULT_AUGMENT``). Every loader states it; the default only keeps direct construction short.
+        fingerprint: short sha256 of the four arrays (computed here): a run records exactly which data it saw.
         mean, std: per-channel statistics of ``x_train`` in [0, 1] units (computed here), for normalisation.
 
-    The arrays are validated on construction (:func:`validate_arrays`); do not modify them in place afterwards,
-    or ``fingerprint``, ``mean`` and ``std`` no longer describe them.
+    The arrays are validated on construction (:func:`validate_arrays`); do not modify them in place
+    afterwards, or ``fingerprint``, ``mean`` and ``std`` no longer describe them.
     """
 
     name: str
@@ -137,6 +163,7 @@ class ImageDataset:
     kind: str
     family: str | None
     source: str
+    hflip: bool = True
     fingerprint: str = field(init=False)
     mean: tuple[float, ...] = field(init=False)
     std: tuple[float, ...] = field(init=False)
@@ -146,10 +173,14 @@ class ImageDataset:
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"ImageDataset.kind must be one of {self.KINDS}, got {self.kind!r}")
+        if not isinstance(self.hflip, (bool, np.bool_)):
+            raise ValueError(f"ImageDataset.hflip must be a bool (True when a mirrored image keeps its "
+                             f"label), got {self.hflip!r}")
         validate_arrays(self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes,
                         where=f"data set {self.name!r} ({self.source})")
         set_ = object.__setattr__  # frozen dataclass: derived fields are set once, here
         set_(self, "num_classes", int(self.num_classes))
+        set_(self, "hflip", bool(self.hflip))
         set_(self, "y_train", self.y_train.astype(np.int64, copy=False))
         set_(self, "y_test", self.y_test.astype(np.int64, copy=False))
         set_(self, "x_train", np.ascontiguousarray(self.x_train))
@@ -162,11 +193,18 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of one image."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        h, w, c = self.x_train.shape[1:]
+        return int(h), int(w), int(c)
 
-    def describe(self) -> str:
-        """One line for logs: name, kind, family, sizes, image shape, source and fingerprint."""
-        h, w, c = self.image_shape
-        fam = f", stands in for {self.family}" if self.family and self.family != self.name else ""
-        return (f"{self.name} [{self.kind}{fam}]: {len(self.x_train)} train / {len(self.x_test)} test, "
-                f"{self.num_classes} classes, {h}x{w}x{c}, from {self.source}, fingerprint {self.fingerprint}")
+    def record_fields(self) -> dict[str, Any]:
+        """What a run record says about its data: plain JSON types under ``dataset*`` keys.
+
+        Everything that changes the numbers and is not a training setting: which data (name, kind, family,
+        fingerprint), its sizes, and whether the weak augmentation may mirror it.
+        """
+        return {
+            "dataset": self.name, "dataset_kind": self.kind, "dataset_family": self.family,
+            "dataset_fingerprint": self.fingerprint, "dataset_hflip": self.hflip,
+            "dataset_num_classes": self.num_classes, "dataset_num_train": len(self.x_train),
+            "dataset_num_test": len(self.x_test),
+        }

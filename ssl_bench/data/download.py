@@ -1,21 +1,38 @@
 """Fetch an archive with urllib, verify its MD5 before anything is extracted, extract it safely.
 
-Only the standard library: ``urllib`` also serves ``file://`` URLs, which is how the tests exercise this code offline.
+The standard library's ``urllib`` also serves ``file://`` URLs, which is how the tests exercise this code
+offline; ``tqdm`` (a dependency of ssl-bench) draws the progress bar.
+
+Atomicity: bytes go to a uniquely named hidden temporary file in the archive's own folder, the MD5 is checked
+on the bytes as they stream, and only an archive with the expected MD5 is renamed to its final name
+(``os.replace``, atomic within one file system). A failed, corrupted or interrupted download is deleted and
+never has the archive's name, so it can never be extracted or reused. Extraction goes through a temporary
+folder too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
 
 from .base import ChecksumError, DatasetFormatError
 
 CHUNK = 1 << 20
+# What an unreachable or failing server raises through urllib: unresolvable names, HTTP errors and missing
+# file:// paths (URLError), refused or reset connections (ConnectionError), timeouts (TimeoutError),
+# truncated HTTP bodies (http.client.IncompleteRead, not an OSError). Other OSErrors (disk full, no
+# permission) are not network problems and are reported as what they are.
+NETWORK_ERRORS: tuple[type[Exception], ...] = (
+    urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 
 
 def md5_of(path: str | Path) -> str:
@@ -27,33 +44,47 @@ def md5_of(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest``, checking the MD5 while streaming; return ``dest``.
+def has_archive(path: Path, md5: str) -> bool:
+    """Whether ``path`` is a file with exactly this MD5 (a complete, verified archive)."""
+    return path.is_file() and md5_of(path) == md5
 
-    The bytes go to ``dest.part`` first and are renamed only when the MD5 matches, so ``dest`` is never a truncated
-    or corrupted file. On a mismatch the partial file is deleted and :class:`ChecksumError` is raised.
-    Network failures surface as ``urllib.error.URLError`` / ``OSError`` (the caller adds the offline advice).
+
+def _content_length(response: object) -> int | None:
+    length = getattr(response, "headers", {}).get("Content-Length")
+    return int(length) if length and str(length).isdigit() else None
+
+
+def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar, checking the MD5 while streaming; return ``dest``.
+
+    ``dest`` appears only once the whole download has the expected MD5 (module docstring: atomicity). On a
+    mismatch the temporary file is deleted and :class:`ChecksumError` is raised; network failures propagate as
+    one of :data:`NETWORK_ERRORS` (the caller adds the offline advice), also with the temporary file deleted.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    part = Path(tmp_name)
     h = hashlib.md5(usedforsecurity=False)
     print(f"ssl-bench: downloading {url} -> {dest}", file=sys.stderr)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                h.update(block)
-                out.write(block)
-    except BaseException:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            # disable=None: a bar on a terminal, silence in logs and batch jobs (tqdm's own rule)
+            with tqdm(total=_content_length(response), unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, disable=None, file=sys.stderr) as bar:
+                for block in iter(lambda: response.read(CHUNK), b""):
+                    h.update(block)
+                    out.write(block)
+                    bar.update(len(block))
+        got = h.hexdigest()
+        if got != md5:
+            raise ChecksumError(
+                f"{url}: MD5 is {got}, expected the published {md5}. The download is corrupted or not the "
+                "official archive; it was deleted and nothing was extracted. Retry, or download it by hand, "
+                f"check `md5sum` and place it at {dest}.")
+        os.replace(part, dest)
+    except BaseException:  # includes KeyboardInterrupt: a partial download never stays behind
         part.unlink(missing_ok=True)
         raise
-    got = h.hexdigest()
-    if got != md5:
-        part.unlink(missing_ok=True)
-        raise ChecksumError(
-            f"{url}: MD5 is {got}, expected the published {md5}. The download is corrupted or not the official "
-            "archive; it was deleted and nothing was extracted. Retry, or download it by hand, check "
-            f"`md5sum` and place it at {dest}.")
-    os.replace(part, dest)
     return dest
 
 
@@ -70,8 +101,8 @@ def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInf
             raise DatasetFormatError(f"{archive}: refusing to extract unsafe path {m.name!r}")
         if not (m.isfile() or m.isdir()):
             raise DatasetFormatError(
-                f"{archive}: refusing to extract {m.name!r}: only plain files and folders are allowed, not links "
-                "or special files")
+                f"{archive}: refusing to extract {m.name!r}: only plain files and folders are allowed, not "
+                "links or special files")
         members.append(m)
     return members
 
@@ -79,35 +110,42 @@ def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInf
 def extract_tar(archive: Path, dest_root: Path) -> list[Path]:
     """Extract a (gzipped) tar into ``dest_root`` safely; return the extracted files' final paths.
 
-    Members are checked first (:func:`_checked_members`), extracted into a temporary folder inside ``dest_root``,
-    then each file is moved into place with ``os.replace``: an interrupted extraction never leaves a half-written
-    file at its final path, and files already there (a half-present folder) are replaced.
+    Members are checked first (:func:`_checked_members`), extracted into a temporary folder inside
+    ``dest_root``, then each file is moved into place with ``os.replace``: an interrupted extraction never
+    leaves a half-written file at its final path, and files already there (a half-present folder) are
+    replaced.
     """
     dest_root.mkdir(parents=True, exist_ok=True)
     placed = []
-    with tarfile.open(archive, "r:*") as tar:
-        members = _checked_members(tar, archive)
-        with tempfile.TemporaryDirectory(dir=dest_root, prefix=".extract-") as tmp:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: the stdlib's own safety filter too
-                tar.extractall(tmp, members=members, filter="data")
-            else:  # pragma: no cover - older Pythons; members were checked above
-                tar.extractall(tmp, members=members)
-            for m in members:
-                if m.isfile():
-                    final = dest_root / m.name
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(Path(tmp) / m.name, final)
-                    placed.append(final)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = _checked_members(tar, archive)
+            with tempfile.TemporaryDirectory(dir=dest_root, prefix=".extract-") as tmp:
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 / 3.10.12: the stdlib's safety filter
+                    tar.extractall(tmp, members=members, filter="data")
+                else:  # pragma: no cover - older Pythons; members were checked above
+                    tar.extractall(tmp, members=members)
+                for m in members:
+                    if m.isfile():
+                        final = dest_root / m.name
+                        final.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(Path(tmp) / m.name, final)
+                        placed.append(final)
+    except (tarfile.TarError, EOFError) as e:
+        raise DatasetFormatError(
+            f"{archive}: not a readable tar archive ({type(e).__name__}: {e}); delete it and download "
+            "again.") from e
     return placed
 
 
 def download_and_extract(url: str, md5: str, dest_root: Path, filename: str) -> list[Path]:
-    """Make sure ``dest_root/filename`` is the archive with ``md5`` (reuse it if it already is), then extract it.
+    """Make sure ``dest_root/filename`` is the archive with ``md5`` (reused if it already is); extract it.
 
-    The archive is kept beside the data (as torchvision does), so a later forced re-extraction needs no network.
+    The archive is kept beside the data (as torchvision does), so a later forced re-extraction needs no
+    network, and an archive downloaded by hand into the data root is used without any network access.
     """
     archive = dest_root / filename
-    if archive.exists() and md5_of(archive) == md5:
+    if has_archive(archive, md5):
         print(f"ssl-bench: using the already downloaded {archive} (MD5 ok)", file=sys.stderr)
     else:
         fetch(url, archive, md5)

@@ -1,10 +1,15 @@
 """One entry point for every data set: ``load_dataset(name, root, download)``, and where the data root is.
 
 Names:
-    ``cifar10``, ``cifar100``   official "python version" files, torchvision layout (:mod:`ssl_bench.data.cifar`)
-    ``digits``                  embedded in scikit-learn, needs no files (:mod:`ssl_bench.data.embedded`)
-    any other name              ``<root>/<name>.npz`` (:mod:`ssl_bench.data.npz`)
-    a path ending in ``.npz``   that file
+    ``cifar10``, ``cifar100``  official "python version" files, torchvision layout
+                               (:mod:`ssl_bench.data.cifar`); downloaded into the data root when missing,
+                               unless ``download=False``
+    ``digits``                 embedded in scikit-learn, needs no files (:mod:`ssl_bench.data.embedded`)
+    any other name             ``<root>/<name>.npz`` (:mod:`ssl_bench.data.npz`)
+    a path                     a ``.npz`` file (any file name, e.g. ``./foo/bar.npz``), or an official CIFAR
+                               folder (``.../cifar-10-batches-py``); other folders are refused with the fix
+
+A name is a path when it ends in ``.npz``, contains a path separator, or starts with ``.`` or ``~``.
 """
 
 from __future__ import annotations
@@ -20,26 +25,68 @@ from .embedded import EMBEDDED
 from .npz import REQUIRED_KEYS, load_npz
 
 DATA_ROOT_ENV = "SSL_BENCH_DATA"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_ROOT = REPO_ROOT / "datasets"  # git-ignored apart from its README
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CACHE_DIR_NAME = "ssl-bench"
+PROJECT_NAME_LINE = 'name = "ssl-bench"'  # how the checkout's pyproject.toml names the project
+
+
+def source_checkout() -> Path | None:
+    """The ssl-bench source checkout this package is imported from, or ``None`` for an installed package.
+
+    A checkout (or an editable install) has the project's ``pyproject.toml`` beside the ``ssl_bench`` package;
+    a wheel installed into site-packages does not.
+    """
+    repo = PACKAGE_DIR.parent
+    pyproject = repo / "pyproject.toml"
+    try:
+        if pyproject.is_file() and PROJECT_NAME_LINE in pyproject.read_text(encoding="utf-8"):
+            return repo
+    except (OSError, UnicodeDecodeError):
+        pass
+    return None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ssl-bench``, or ``~/.cache/ssl-bench`` when that is unset or not absolute."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    # the XDG base directory spec says a relative path is invalid and must be ignored
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / CACHE_DIR_NAME
+
+
+def default_data_root() -> Path:
+    """``<checkout>/datasets`` in a source checkout (git-ignored apart from its README), else the user-level
+    :func:`user_cache_dir`, so that an installed package works from any directory."""
+    repo = source_checkout()
+    return repo / "datasets" if repo is not None else user_cache_dir()
 
 
 def resolve_data_root(root: str | Path | None = None) -> Path:
-    """The data root: ``root`` (``--data-root``) if given, else ``$SSL_BENCH_DATA`` if set, else ``<repo>/datasets``."""
-    if root is not None and str(root) != "":
+    """The data root, first that applies:
+
+    1. ``root`` (the CLI's ``--data-root``), if given and not empty;
+    2. ``$SSL_BENCH_DATA``, if set and not empty;
+    3. ``<checkout>/datasets`` when ssl-bench runs from its source checkout (``pyproject.toml`` of ssl-bench
+       beside the package; editable installs included);
+    4. otherwise ``$XDG_CACHE_HOME/ssl-bench`` or ``~/.cache/ssl-bench``.
+
+    ``~`` is expanded; the folder is not created here (a download creates it).
+    """
+    if root is not None and str(root).strip():
         return Path(root).expanduser()
     env = os.environ.get(DATA_ROOT_ENV, "").strip()
     if env:
         return Path(env).expanduser()
-    return DEFAULT_DATA_ROOT
+    return default_data_root()
 
 
 def builtin_names() -> list[str]:
+    """The data sets that need no ``.npz``: the official CIFARs and the embedded ones."""
     return sorted(CIFAR_SPECS) + sorted(EMBEDDED)
 
 
 def list_datasets(root: str | Path | None = None) -> list[str]:
-    """Names ``load_dataset`` accepts with this root: the built-in ones and every ``<root>/*.npz`` data set."""
+    """Names ``load_dataset`` accepts with this root: the built-in ones and each ``<root>/*.npz`` data set."""
     folder = resolve_data_root(root)
     found = []
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
@@ -48,40 +95,72 @@ def list_datasets(root: str | Path | None = None) -> list[str]:
                 # files without the four arrays (e.g. cifar_labels.npz, labels only) are not data sets
                 if set(REQUIRED_KEYS) <= set(npz.files) and path.stem not in builtin_names():
                     found.append(path.stem)
-        except (OSError, ValueError):
-            continue  # unreadable: load_dataset(name) would report why
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue  # unreadable, or a bare .npy under a .npz name: load_dataset(name) would report why
     return builtin_names() + found
 
 
-def load_dataset(name: str, root: str | Path | None = None, download: bool = False) -> ImageDataset:
-    """Load a data set by name (see the module docstring for the names).
+def is_path_like(name: str) -> bool:
+    """Whether ``--dataset`` was given a path rather than a name (module docstring)."""
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return name.endswith(".npz") or any(s in name for s in seps) or name.startswith((".", "~"))
+
+
+def load_from_path(name: str, download: bool = True) -> ImageDataset:
+    """A data set given by path: a ``.npz`` file, or an official CIFAR folder (its parent is the root)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        for spec in CIFAR_SPECS.values():
+            if path.name == spec.folder:
+                return load_cifar(spec.name, path.parent, download=download)
+        inside = [spec for spec in CIFAR_SPECS.values() if (path / spec.folder).is_dir()]
+        if inside:
+            hint = f"it holds {inside[0].folder}/, so use --data-root {path} --dataset {inside[0].name}"
+        else:
+            hint = "give the path of a .npz file, or use --data-root DIR --dataset NAME for DIR/NAME.npz"
+        raise DatasetNotFoundError(
+            f"--dataset {name}: {path} is a folder, expected a data set name (cifar10, cifar100, digits, or "
+            f"<name> for <data root>/<name>.npz) or the path of a .npz file; {hint}.")
+    if not path.exists():
+        raise DatasetNotFoundError(
+            f"--dataset {name}: {path} does not exist; expected a data set name (cifar10, cifar100, digits, "
+            "or <name> for <data root>/<name>.npz) or the path of an existing .npz file.")
+    return load_npz(path)
+
+
+def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> ImageDataset:
+    """Load a data set by name or path (see the module docstring for the names).
 
     Args:
-        name: ``cifar10``, ``cifar100``, ``digits``, the stem of ``<root>/<name>.npz``, or a path to a ``.npz``.
-        root: data root; resolved by :func:`resolve_data_root` (``root`` > ``$SSL_BENCH_DATA`` > ``<repo>/datasets``).
-        download: for ``cifar10`` / ``cifar100`` only: fetch the official archive into the root if files are
-            missing. Other data sets have nothing to download; the flag is ignored for them.
+        name: ``cifar10``, ``cifar100``, ``digits``, the stem of ``<root>/<name>.npz``, or a path to a
+            ``.npz`` (or to an official CIFAR folder).
+        root: data root; resolved by :func:`resolve_data_root` (``root`` > ``$SSL_BENCH_DATA`` >
+            ``<checkout>/datasets`` > the user cache folder). Not used for a name that is a path.
+        download: for ``cifar10`` / ``cifar100`` only: when files are missing, fetch the official archive into
+            the data root (MD5-checked, atomic). True by default; False (``--no-download``) reports the
+            missing files instead. Other data sets have nothing to download; the flag is ignored for them.
 
     Raises:
-        DatasetNotFoundError (a FileNotFoundError): the files are missing; the message names the expected path and
-            the ways to provide them.
+        DatasetNotFoundError (a FileNotFoundError): the files are missing (or cannot be downloaded); the
+            message names the expected path and the ways to provide them.
         DatasetFormatError (a ValueError): the files exist but are not valid.
+        ChecksumError (a ValueError): a downloaded archive does not have the published MD5.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"data set name must be a non-empty string, got {name!r}; try one of {builtin_names()}")
-    if name.endswith(".npz"):
-        return load_npz(Path(name))
+        raise ValueError(f"data set name must be a non-empty string, got {name!r}; "
+                         f"try one of {builtin_names()}")
     if name in CIFAR_SPECS:
         return load_cifar(name, resolve_data_root(root), download=download)
     if name in EMBEDDED:
         return EMBEDDED[name]()
+    if is_path_like(name):
+        return load_from_path(name, download=download)
     folder = resolve_data_root(root)
     path = folder / f"{name}.npz"
     if not path.is_file():
         raise DatasetNotFoundError(
-            f"unknown data set {name!r}: it is not built in and {path} does not exist.\n"
-            f"Available with data root {folder}: {', '.join(list_datasets(folder))}.\n"
-            "Built in: cifar10, cifar100 (official files; --download fetches them), digits (no files needed). "
-            "Your own data: save x_train, y_train, x_test, y_test with np.savez as <name>.npz in the data root "
-            f"(--data-root DIR or {DATA_ROOT_ENV}=DIR), or pass the path of the .npz itself.")
+            f"unknown data set {name!r}: it is not built in and {path} does not exist. "
+            f"Available with data root {folder}: {', '.join(list_datasets(folder))}. Your own data: save "
+            "x_train, y_train, x_test, y_test with np.savez as <name>.npz in the data root (--data-root DIR "
+            f"or {DATA_ROOT_ENV}=DIR), or pass the path of the .npz itself.")
     return load_npz(path, name=name)

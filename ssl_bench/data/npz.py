@@ -2,18 +2,27 @@
 
 Format (``np.savez`` / ``np.savez_compressed``)::
 
-    x_train  uint8 (N, H, W, 3)   HWC RGB images, pixels 0..255
-    y_train  int   (N,)           class indices 0..K-1 (any integer dtype; stored as int64 after loading)
-    x_test   uint8 (M, H, W, 3)   same H, W as x_train
-    y_test   int   (M,)
-    num_classes  int scalar       optional; default max(y_train) + 1
+    x_train      uint8 (N, H, W, 3)  HWC RGB images, pixels 0..255, N >= 1
+    y_train      int   (N,)          class indices 0..K-1 (any integer dtype), at least 2 classes
+    x_test       uint8 (M, H, W, 3)  same H, W as x_train, M >= 1
+    y_test       int   (M,)
+    num_classes  int scalar          optional; default max(y_train) + 1; at least 2
+    hflip        bool scalar         optional; default True. Whether a horizontally mirrored image keeps
+                                     its label, i.e. whether the weak augmentation may flip it: False for
+                                     digits, letters, anything with a handedness (the reference augments
+                                     SVHN by shifts only); True for natural photographs (CIFAR). 0 / 1 work.
 
-The file is opened with ``allow_pickle=False`` (object arrays are refused: they could run code). The models of the
-benchmark take 32x32 images; other sizes load, and it is up to the model whether it accepts them.
+Example: ``np.savez("datasets/mydigits.npz", x_train=..., y_train=..., x_test=..., y_test=..., hflip=False)``.
 
-Naming: ``<root>/<name>.npz`` is found by ``load_dataset(name)``. A name containing ``subset`` gets kind
-``"subset"`` (a part of a benchmark data set), otherwise ``"npz"``; a file name starting with ``cifar100`` /
-``cifar10`` marks the benchmark it stands in for (``family``), e.g. ``cifar10_subset.npz`` -> family ``cifar10``.
+Every member must be a numeric array: the file is opened with ``allow_pickle=False``, so object arrays (which
+could run code when unpickled) are refused without being unpickled, and so are strings and other non-numeric
+members, each with the member's name. The models of the benchmark take 32x32 images; other sizes load, and it
+is up to the model whether it accepts them.
+
+Naming: ``<root>/<name>.npz`` is found by ``load_dataset(name)``; the path of a ``.npz`` works too. A name
+containing ``subset`` gets kind ``"subset"`` (a part of a benchmark data set), otherwise ``"npz"``; a file
+name starting with ``cifar100`` / ``cifar10`` marks the benchmark it stands in for (``family``), e.g.
+``cifar10_subset.npz`` -> family ``cifar10``.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetFormatError, DatasetNotFoundError, ImageDataset
+from .base import MIN_CLASSES, DatasetFormatError, DatasetNotFoundError, ImageDataset
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+OPTIONAL_KEYS = ("num_classes", "hflip")
+NUMERIC_KINDS = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
 
 
 def family_of(name: str) -> str | None:
@@ -38,7 +49,91 @@ def family_of(name: str) -> str | None:
 
 
 def kind_of(name: str) -> str:
+    """``"subset"`` when the name says it is one, else ``"npz"``."""
     return "subset" if "subset" in name.lower() else "npz"
+
+
+def read_members(path: Path) -> dict[str, np.ndarray]:
+    """Every member of the ``.npz`` at ``path``, each checked to be a numeric array, without unpickling.
+
+    Raises:
+        DatasetFormatError: not a readable .npz; a member that is an object array, not an array at all, or
+            of a non-numeric dtype (strings, records); the message names the file and the member.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:  # neither .npy nor .npz, or a pickle, which allow_pickle=False refuses unopened
+        raise DatasetFormatError(f"{path}: not a .npz file ({e}); save the data with np.savez.") from e
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetFormatError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array saved under a .npz name
+        raise DatasetFormatError(
+            f"{path}: holds a single array, expected a .npz archive of named arrays "
+            f"{', '.join(REQUIRED_KEYS)}: save it with np.savez(path, x_train=..., y_train=..., ...).")
+    with loaded as npz:
+        for key in npz.files:
+            try:
+                value = npz[key]
+            except ValueError as e:  # object arrays under allow_pickle=False, or a malformed .npy member
+                if "pickle" in str(e):
+                    raise DatasetFormatError(
+                        f"{path}: member {key!r} is an object array, which only unpickling could read "
+                        "(refused: it could run code); expected a numeric array. Save plain arrays (uint8 "
+                        "images, integer labels), not Python objects.") from e
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} is not a readable array ({e}); the file is truncated or "
+                    "corrupted: save it again with np.savez.") from e
+            except (OSError, zipfile.BadZipFile, EOFError) as e:  # truncated or corrupted archive
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} is unreadable ({type(e).__name__}: {e}); the file is truncated "
+                    "or corrupted: save it again.") from e
+            if not isinstance(value, np.ndarray):
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} is not a numpy array (a {type(value).__name__} file inside the "
+                    "archive); expected only numeric arrays. Rebuild the file with np.savez.")
+            if value.dtype.kind not in NUMERIC_KINDS:
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} has dtype {value.dtype}, expected a numeric array (bool, int, "
+                    "float); remove it or convert it, e.g. class names to integer indices.")
+            arrays[key] = value
+    return arrays
+
+
+def _hflip(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    if "hflip" not in arrays:
+        return True  # natural images are the common case, and the CIFAR families mirror
+    value = arrays["hflip"]
+    if value.shape != () or value.dtype.kind not in "biu" or int(value) not in (0, 1):
+        shown = value.tolist() if value.size <= 4 else f"an array of shape {value.shape}"
+        raise DatasetFormatError(
+            f"{path}: member 'hflip' is {shown!r} ({value.dtype}), expected a scalar bool: hflip=False when "
+            "a mirrored image changes its label (digits, letters), hflip=True (the default) when it does "
+            "not.")
+    return bool(value)
+
+
+def _num_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    if "num_classes" in arrays:
+        declared = arrays["num_classes"]
+        if declared.shape != () or declared.dtype.kind not in "iu":
+            raise DatasetFormatError(
+                f"{path}: member 'num_classes' is {declared.tolist()!r} ({declared.dtype}), expected an "
+                "integer scalar (the number of classes, at least 2), e.g. np.savez(..., num_classes=10).")
+        return int(declared)
+    labels_ok = y_train.ndim == 1 and np.issubdtype(y_train.dtype, np.integer) and len(y_train) > 0
+    if not labels_ok:
+        return MIN_CLASSES  # placeholder: the validation reports what is wrong with y_train
+    # at least 2, so that a training set of one class is reported as such rather than as "num_classes = 1"
+    num_classes = max(int(y_train.max()) + 1, MIN_CLASSES)
+    if (int(y_train.min()) >= 0 and y_test.ndim == 1 and np.issubdtype(y_test.dtype, np.integer)
+            and len(y_test) and int(y_test.max()) >= num_classes):
+        raise DatasetFormatError(
+            f"{path}: y_test has label {int(y_test.max())}, outside [0, {num_classes}) where num_classes = "
+            f"max(y_train) + 1. Fix the labels, or store num_classes in the .npz if some "
+            "classes have no training image.")
+    return num_classes
 
 
 def load_npz(path: str | Path, name: str | None = None) -> ImageDataset:
@@ -46,50 +141,25 @@ def load_npz(path: str | Path, name: str | None = None) -> ImageDataset:
 
     Raises:
         DatasetNotFoundError: the file does not exist.
-        DatasetFormatError: unreadable file, missing keys, wrong dtype or shape, mismatched lengths, labels out
-            of range; the message names the file, the array and what was expected.
+        DatasetFormatError: unreadable file, a non-numeric or pickled member, missing keys, wrong dtype or
+            shape, mismatched lengths, empty split, fewer than 2 classes, labels out of range, a bad ``hflip``
+            or ``num_classes``; the message names the file, the member and what was expected.
     """
     path = Path(path).expanduser()
     name = name or path.stem
     if not path.is_file():
+        what = "is a directory, not a .npz file" if path.is_dir() else "not found"
         raise DatasetNotFoundError(
-            f"{name}: {path} not found. A user data set is a .npz with arrays {', '.join(REQUIRED_KEYS)} "
-            "(see datasets/README.md); put it in the data root (--data-root / SSL_BENCH_DATA) as <name>.npz, "
-            "or pass the path to the .npz itself.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            missing = [k for k in REQUIRED_KEYS if k not in keys]
-            if missing:
-                raise DatasetFormatError(
-                    f"{path}: missing array(s) {', '.join(missing)}; found {sorted(keys)}. "
-                    f"Expected {', '.join(REQUIRED_KEYS)} (optional: num_classes).")
-            arrays = {k: npz[k] for k in REQUIRED_KEYS}
-            declared = npz["num_classes"] if "num_classes" in keys else None
-    except DatasetFormatError:
-        raise
-    except ValueError as e:  # object arrays with allow_pickle=False, or a malformed member
-        raise DatasetFormatError(f"{path}: cannot read the arrays without pickle ({e}); save plain numeric "
-                                 "arrays (uint8 images, integer labels), not object arrays.") from e
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise DatasetFormatError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}).") from e
-
-    y_train, y_test = arrays["y_train"], arrays["y_test"]
-    labels_ok = y_train.ndim == 1 and np.issubdtype(y_train.dtype, np.integer) and len(y_train) > 0
-    if declared is not None:
-        if declared.shape != () or not np.issubdtype(declared.dtype, np.integer) or int(declared) < 1:
-            raise DatasetFormatError(f"{path}: num_classes must be a positive integer scalar, got {declared!r}")
-        num_classes = int(declared)
-    elif labels_ok:
-        num_classes = max(int(y_train.max()) + 1, 1)
-        if (int(y_train.min()) >= 0 and y_test.ndim == 1 and np.issubdtype(y_test.dtype, np.integer)
-                and len(y_test) and int(y_test.max()) >= num_classes):
-            raise DatasetFormatError(
-                f"{path}: y_test has label {int(y_test.max())}, outside [0, {num_classes}) where num_classes = "
-                f"max(y_train) + 1 = {num_classes}. Fix the labels, or store num_classes in the .npz if some "
-                "classes have no training image.")
-    else:
-        num_classes = 1  # the shape / dtype problem of y_train is reported by the validation below
+            f"{name}: {path} {what}. A user data set is a .npz with arrays {', '.join(REQUIRED_KEYS)} "
+            "(format: ssl_bench/data/npz.py); put it in the data root (--data-root / SSL_BENCH_DATA) as "
+            "<name>.npz, or pass the path to the .npz itself.")
+    arrays = read_members(path)
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DatasetFormatError(
+            f"{path}: missing array(s) {', '.join(missing)}; found {sorted(arrays)}. "
+            f"Expected {', '.join(REQUIRED_KEYS)} (optional: {', '.join(OPTIONAL_KEYS)}).")
     return ImageDataset(
-        name=name, **arrays, num_classes=num_classes, kind=kind_of(name), family=family_of(name), source=str(path),
+        name=name, **{k: arrays[k] for k in REQUIRED_KEYS}, num_classes=_num_classes(path, arrays),
+        kind=kind_of(name), family=family_of(name), source=str(path), hflip=_hflip(path, arrays),
     )

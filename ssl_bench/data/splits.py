@@ -1,25 +1,28 @@
-"""Label-budget splits: which training images keep their labels, as a pure function of (labels, budget, seed).
+"""Label-budget splits: which training images keep their labels, a pure function of (labels, budget, seed).
 
 Convention (FixMatch, Sohn et al., NeurIPS 2020, and its official code google-research/fixmatch):
 
-* The labelled set is class-balanced: ``num_labels / num_classes`` images of every class ("40 labels" on CIFAR-10
-  = 4 per class). In the official ``scripts/create_split.py`` the images of each class are shuffled with the seed
-  and the first ones taken, in proportion to the class distribution (uniform on CIFAR).
+* The labelled set is class-balanced: ``num_labels / num_classes`` images of every class ("40 labels" on
+  CIFAR-10 = 4 per class). In the official ``scripts/create_split.py`` the images of each class are shuffled
+  with the seed and the first ones taken, in proportion to the class distribution (uniform on CIFAR).
 * The unlabelled set is the **whole** training set, labelled images included (their labels are not used).
-  In the official code ``scripts/create_unlabeled.py`` writes every training record to ``<dataset>-unlabel.tfrecord``
-  once, independent of any split, and ``libml/data.py`` (``DataSets.creator``) pairs that same file with every
-  ``<dataset>.<seed>@<size>-label.tfrecord``. (Its default ``valid=1`` holds out the first image of that stream;
-  ssl-bench holds out nothing, since the benchmark reports test accuracy.)
+  In the official code ``scripts/create_unlabeled.py`` writes every training record to
+  ``<dataset>-unlabel.tfrecord`` once, independent of any split, and ``libml/data.py`` (``DataSets.creator``)
+  pairs that same file with every ``<dataset>.<seed>@<size>-label.tfrecord``. (Its default ``valid=1`` holds
+  out the first image of that stream; ssl-bench holds out nothing, since the benchmark reports test accuracy.)
+* The fully-labelled ceiling: a budget equal to the training set size labels every training image, balanced
+  or not (the supervised upper bound; e.g. ``--labels 5482`` on the CIFAR-10 subset, ``50000`` on CIFAR-10).
 
-Draw used here (not index-compatible with the official TensorFlow splits, which used numpy's legacy global RNG):
-one 64-bit key per training image is drawn from ``np.random.PCG64(seed)``'s raw output (``random_raw``), and every
-class keeps its ``num_labels / num_classes`` images with the smallest keys (ties by index). No global RNG is touched.
-Why the raw stream rather than ``Generator(PCG64(seed)).choice``: numpy's random "Compatibility policy" allows
-``Generator`` methods to change their streams in feature releases, while the PCG64 docstring guarantees that a fixed
-seed always produces the same integer stream; a split must not change when numpy is upgraded.
-As in the official code, budgets are nested: for one seed, the 40-label set lies inside the 250-label set.
+Draw used here (not index-compatible with the official TensorFlow splits, which used numpy's legacy global
+RNG): one 64-bit key per training image is drawn from ``np.random.PCG64(seed)``'s raw output
+(``random_raw``), and every class keeps its ``num_labels / num_classes`` images with the smallest keys (ties
+by index). No global RNG is touched. Why the raw stream rather than ``Generator(PCG64(seed)).choice``: numpy's
+random "Compatibility policy" allows ``Generator`` methods to change their streams in feature releases, while
+the PCG64 docstring guarantees that a fixed seed always produces the same integer stream; a split must not
+change when numpy is upgraded. As in the official code, budgets are nested: for one seed, the 40-label set
+lies inside the 250-label set.
 
-A split is stored as JSON (:meth:`LabelSplit.save`) beside each run; its ``hash`` is checked when it is loaded.
+A split is stored as JSON (:meth:`LabelSplit.save`) beside each run; its ``hash`` is checked when loaded.
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ class LabelSplit:
 
     Attributes:
         labeled: sorted, unique int64 indices into the training set whose labels are used.
-        unlabeled: sorted int64 indices used as unlabelled data (``arange(num_train)`` from :func:`make_split`).
+        unlabeled: sorted int64 indices used as unlabelled data (``arange(num_train)`` from
+            :func:`make_split`).
         num_labels: the label budget (``len(labeled)``).
         seed: the split seed.
-        num_classes: classes of the data set (``num_labels / num_classes`` labels per class).
+        num_classes: classes of the data set (``num_labels / num_classes`` labels per class, except for the
+            fully-labelled ceiling, which keeps the classes' own sizes).
         num_train: size of the training set the indices refer to.
         hash: :func:`split_hash` of the above, computed here (so it always matches the indices).
     """
@@ -92,14 +97,21 @@ class LabelSplit:
             if idx.size > 1 and not (np.diff(idx) > 0).all():
                 raise ValueError(f"LabelSplit.{what} must be sorted and unique")
         if len(labeled) != self.num_labels:
-            raise ValueError(f"LabelSplit has {len(labeled)} labelled indices but num_labels={self.num_labels}")
+            raise ValueError(f"LabelSplit has {len(labeled)} labelled indices but "
+                             f"num_labels={self.num_labels}")
         object.__setattr__(self, "labeled", labeled)
         object.__setattr__(self, "unlabeled", unlabeled)
         object.__setattr__(self, "hash", split_hash(labeled, unlabeled, self.num_labels, self.seed))
 
     @property
     def labels_per_class(self) -> int:
+        """Labels of each class in a balanced split (for an unbalanced ceiling: the floor of the mean)."""
         return self.num_labels // self.num_classes
+
+    @property
+    def fully_labeled(self) -> bool:
+        """True for the fully-labelled ceiling: every training image keeps its label."""
+        return self.num_labels == self.num_train
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict. An unlabelled set equal to the whole training set is written as ``"all"``."""
@@ -124,7 +136,8 @@ class LabelSplit:
             split = cls(labeled=d["labeled"], unlabeled=unlabeled, num_labels=int(d["num_labels"]),
                         seed=int(d["seed"]), num_classes=int(d["num_classes"]), num_train=int(d["num_train"]))
         except KeyError as e:
-            raise ValueError(f"label split is missing the field {e}; expected the keys of LabelSplit.to_dict()") from e
+            raise ValueError(f"label split is missing the field {e}; "
+                             "expected the keys of LabelSplit.to_dict()") from e
         if "hash" in d and d["hash"] != split.hash:
             raise ValueError(f"label split hash mismatch: stored {d['hash']}, recomputed {split.hash}; "
                              "the indices were edited or the file is corrupted")
@@ -151,14 +164,21 @@ def _nearest_budgets(num_labels: int, num_classes: int) -> str:
 
 
 def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int) -> LabelSplit:
-    """Draw a class-balanced labelled set of ``num_labels`` images; the unlabelled set is every training image.
+    """Draw a class-balanced labelled set of ``num_labels`` images; every training image is unlabelled too.
 
     Pure function of (``y_train``, ``num_labels``, ``seed``): see the module docstring for the draw and the
     FixMatch convention it follows.
 
+    ``num_labels == len(y_train)`` is the fully-labelled ceiling: every training image keeps its label,
+    whether or not the classes are balanced or the size a multiple of ``num_classes`` (e.g. all 5482 images of
+    the CIFAR-10 subset). Where a balanced draw of that size exists (50000 = 10 x 5000 on CIFAR-10) it is the
+    same set, so both readings agree. Any other budget must be a multiple of ``num_classes`` that every class
+    can fill.
+
     Raises:
-        ValueError: labels not a 1-D integer array or outside ``[0, num_classes)``; ``num_labels <= 0`` or not a
-            multiple of ``num_classes``; more labels per class than the smallest class has; negative seed.
+        ValueError: labels not a 1-D integer array or outside ``[0, num_classes)``; ``num_labels <= 0``, above
+            the training set, or (below it) not a multiple of ``num_classes`` or more per class than the
+            smallest class has; negative seed.
     """
     y = np.asarray(y_train)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
@@ -173,29 +193,42 @@ def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int
         raise ValueError(f"seed={seed}: split seeds must be >= 0 (e.g. 0, 1, 2)")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         bad = sorted(set(y[(y < 0) | (y >= num_classes)][:5].tolist()))
-        raise ValueError(f"y_train has labels {bad} outside [0, {num_classes}) for num_classes={num_classes}; "
-                         "pass the data set's num_classes, and class indices (not one-hot or names) as labels")
+        raise ValueError(f"y_train has labels {bad} outside [0, {num_classes}) for "
+                         f"num_classes={num_classes}; pass the data set's num_classes, and class indices "
+                         "(not one-hot or names) as labels")
+    num_train = len(y)
     if num_labels <= 0:
         raise ValueError(f"num_labels={num_labels}: the label budget must be a positive multiple of "
-                         f"num_classes={num_classes}, e.g. {4 * num_classes} (4 per class)")
+                         f"num_classes={num_classes}, e.g. {4 * num_classes} (4 per class), or {num_train} "
+                         "(every training image labelled)")
+    everything = np.arange(num_train, dtype=np.int64)
+    if num_labels == num_train:  # the fully-labelled ceiling (docstring)
+        return LabelSplit(labeled=everything, unlabeled=everything, num_labels=num_labels, seed=seed,
+                          num_classes=num_classes, num_train=num_train)
+    if num_labels > num_train:
+        raise ValueError(f"num_labels={num_labels} is more than the {num_train} training images; use at most "
+                         f"{num_train} (every image labelled)")
     if num_labels % num_classes:
-        raise ValueError(f"num_labels={num_labels} is not a multiple of num_classes={num_classes}; the labelled set "
-                         f"is class-balanced, so use {_nearest_budgets(num_labels, num_classes)}")
+        raise ValueError(f"num_labels={num_labels} is not a multiple of num_classes={num_classes}; the "
+                         "labelled set is class-balanced, so use "
+                         f"{_nearest_budgets(num_labels, num_classes)}, or {num_train} (every training image "
+                         "labelled)")
     per_class = num_labels // num_classes
     counts = np.bincount(y, minlength=num_classes)
     smallest = int(counts.argmin())
     if per_class > counts[smallest]:
-        raise ValueError(f"num_labels={num_labels} needs {per_class} labelled images per class, but class {smallest} "
-                         f"has only {counts[smallest]} training images; the largest balanced budget here is "
-                         f"{int(counts[smallest]) * num_classes}")
+        raise ValueError(f"num_labels={num_labels} needs {per_class} labelled images per class, but class "
+                         f"{smallest} has only {counts[smallest]} training images; the largest balanced "
+                         f"budget here is {int(counts[smallest]) * num_classes}, or use {num_train} (every "
+                         "training image labelled)")
 
-    keys = np.random.PCG64(seed).random_raw(len(y))  # one uint64 key per image, from the stable raw stream
+    keys = np.random.PCG64(seed).random_raw(num_train)  # one uint64 key per image, from the stable raw stream
     labeled = []
     for c in range(num_classes):
         members = np.flatnonzero(y == c)
         order = np.argsort(keys[members], kind="stable")
         labeled.append(members[order[:per_class]])
     return LabelSplit(
-        labeled=np.sort(np.concatenate(labeled)), unlabeled=np.arange(len(y), dtype=np.int64),
-        num_labels=num_labels, seed=seed, num_classes=num_classes, num_train=len(y),
+        labeled=np.sort(np.concatenate(labeled)), unlabeled=everything,
+        num_labels=num_labels, seed=seed, num_classes=num_classes, num_train=num_train,
     )
