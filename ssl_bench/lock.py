@@ -183,6 +183,8 @@ class RunLock:
             log.warning("taking over the lock of %s from %s, which is no longer running", self.run_dir,
                         _holder(held) if held else "a corrupt lock file")
             aside.unlink()
+            for leftover in self.run_dir.glob(f".{LOCK_NAME}.*.tmp"):   # a heartbeat write it died in
+                leftover.unlink(missing_ok=True)
             return
         try:
             os.link(aside, self.path)   # put the live lock back, unless a third process already locked
@@ -221,6 +223,8 @@ def _parse(text: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in _REQUIRED.items()):
+        return None
+    if isinstance(info["pid"], bool) or info["pid"] <= 0:   # os.kill(0 or -1, 0) would signal a whole group
         return None
     try:
         _epoch(info["heartbeat"]), _epoch(info["started"])
@@ -304,4 +308,5 @@ def _holder(info: dict[str, Any]) -> str:
 def _locked_message(run_dir: Path, info: dict[str, Any]) -> str:
     age = time.time() - _epoch(info["heartbeat"])
     return (f"{run_dir} is being trained by {_holder(info)}, last heartbeat {age:.0f} s ago; wait for that "
-            f"run to finish or stop it, then resume again (a holder that dies is detected and taken over)")
+            f"run to finish or stop it, then resume again (a holder that dies is detected and taken over; if "
+            f"you are sure none runs, delete {run_dir / LOCK_NAME})")

@@ -76,7 +76,7 @@ def test_lock_held_by_another_live_process_is_refused_with_one_line(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert str(tmp_path) in message and f"pid {os.getppid()}@{socket.gethostname()}" in message
-    assert "2026-01-02T03:04:05" in message and "wait" in message
+    assert "2026-01-02T03:04:05" in message and "wait" in message and f"delete {tmp_path / LOCK_NAME}" in message
     assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == "someone-else"
 
 
@@ -111,6 +111,7 @@ def test_lock_of_a_killed_subprocess_is_not_alive_and_is_taken_over(tmp_path):
         os._exit(0)   # dies holding the lock, as a process killed by the OOM killer would
     """)
     subprocess.run([sys.executable, "-c", script], cwd=REPO, check=True, timeout=60)
+    (tmp_path / f".{LOCK_NAME}.0123.tmp").write_text("{")   # as if killed in the middle of a heartbeat
     held = read_lock(tmp_path)
     assert held["pid"] != os.getpid()
     assert holder_alive(tmp_path) is False
@@ -203,7 +204,12 @@ def test_stale_foreign_holder_is_taken_over_and_a_live_one_refuses(tmp_path):
         assert read_lock(tmp_path)["host"] == socket.gethostname()
 
 
+# The other fields of a live lock on this host: only the pid is wrong (0 and -1 would signal whole groups).
+VALID = f'"host": "{socket.gethostname()}", "started": "{iso()}", "heartbeat": "2999-01-01T00:00:00+00:00"'.encode()
+
+
 @pytest.mark.parametrize("content", [b"", b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"pid": "x"}',
+                                     b'{"pid": 0, ' + VALID + b'}', b'{"pid": -1, ' + VALID + b'}',
                                      b'{"pid": 1, "host": "h", "started": "nope", "heartbeat": "nope"}'])
 def test_corrupt_lock_file_is_not_alive_and_is_taken_over(tmp_path, content):
     path = tmp_path / LOCK_NAME
