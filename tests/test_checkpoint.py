@@ -221,6 +221,15 @@ def test_crafted_checkpoint_is_refused_nothing_runs_and_the_folder_is_untouched(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_checkpoint_of_an_older_ssl_bench_with_numpy_states_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(minimal_state(global_rng={"numpy": np.random.get_state()}), path)   # what weights_only=False read
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and "older ssl-bench" in message and "numpy" in message and "delete it" in message
+
+
 def good_bytes() -> bytes:
     buf = io.BytesIO()
     torch.save(minimal_state(big=torch.zeros(4096)), buf)
