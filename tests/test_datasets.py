@@ -276,6 +276,31 @@ def test_missing_cifar_is_downloaded_by_default_md5_checked_and_loaded(tmp_path,
     assert load_dataset("cifar10", root=root).fingerprint == ds.fingerprint
 
 
+def test_download_shows_a_progress_bar_over_the_whole_archive(tmp_path, served_archive, monkeypatch):
+    from ssl_bench.data import download
+
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, total, **kwargs):
+            self.total, self.done, self.kwargs = total, 0, kwargs
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(download, "tqdm", RecordingBar)
+    load_dataset("cifar10", root=tmp_path / "root")
+    size = served_archive[0].stat().st_size
+    assert [(b.total, b.done, b.kwargs["unit"]) for b in bars] == [(size, size, "B")]
+
+
 def test_corrupt_download_is_refused_and_leaves_nothing_to_use(tmp_path, served_archive):
     archive, good_md5 = served_archive
     data = bytearray(archive.read_bytes())
@@ -577,6 +602,13 @@ def test_installed_package_keeps_data_in_the_user_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SSL_BENCH_DATA", str(tmp_path / "env"))  # the overrides still win
     assert resolve_data_root() == tmp_path / "env"
     assert resolve_data_root(tmp_path / "cli") == tmp_path / "cli"
+
+
+def test_checkout_is_recognised_by_the_projects_own_pyproject(tmp_path, monkeypatch):
+    site = _installed_package(tmp_path, monkeypatch, pyproject="[project]\nname='ssl-bench'\n")
+    assert load_module.source_checkout() == site and resolve_data_root() == site / "datasets"
+    (site / "pyproject.toml").write_text('[project]\nname = "ssl-bench-plugins"\n')
+    assert load_module.source_checkout() is None
 
 
 def test_installed_package_downloads_into_the_user_cache(tmp_path, monkeypatch, served_archive):

@@ -15,6 +15,7 @@ A name is a path when it ends in ``.npz``, contains a path separator, or starts 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,8 @@ from .npz import REQUIRED_KEYS, load_npz
 DATA_ROOT_ENV = "SSL_BENCH_DATA"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CACHE_DIR_NAME = "ssl-bench"
-PROJECT_NAME_LINE = 'name = "ssl-bench"'  # how the checkout's pyproject.toml names the project
+# how the checkout's pyproject.toml names the project (a regex: tomllib is not in Python 3.10)
+PROJECT_NAME = re.compile(r"""^name\s*=\s*["']ssl-bench["']\s*$""", re.MULTILINE)
 
 
 def source_checkout() -> Path | None:
@@ -39,7 +41,7 @@ def source_checkout() -> Path | None:
     repo = PACKAGE_DIR.parent
     pyproject = repo / "pyproject.toml"
     try:
-        if pyproject.is_file() and PROJECT_NAME_LINE in pyproject.read_text(encoding="utf-8"):
+        if pyproject.is_file() and PROJECT_NAME.search(pyproject.read_text(encoding="utf-8")):
             return repo
     except (OSError, UnicodeDecodeError):
         pass
