@@ -1,4 +1,4 @@
-"""Checkpoints: safe loads, atomic saves, exact resumes, and refusal of a checkpoint that belongs to another run.
+"""Checkpoints: safe loads, atomic saves, exact resumes, refusal of a checkpoint that belongs to another run.
 
 A checkpoint holds everything that determines the rest of a run: student, teacher, optimizer,
 scheduler, the smoother (with its generator), the algorithm's own module, every random generator
@@ -45,7 +45,7 @@ class CheckpointMismatch(ValueError):
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used: corrupt, empty, truncated, not a checkpoint, or unsafe to load."""
+    """A checkpoint file that cannot be used: corrupt, empty, truncated, not a checkpoint, or unsafe."""
 
 
 class CheckpointSaveError(OSError):
@@ -73,10 +73,10 @@ def numpy_state_to_plain(state: tuple[Any, ...] | Mapping[str, Any]) -> dict[str
 
 
 def numpy_state_from_plain(plain: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-    """Inverse of ``numpy_state_to_plain``: the tuple for ``np.random.set_state`` or the bit-generator dict."""
+    """Inverse of ``numpy_state_to_plain``: the tuple for ``np.random.set_state`` or a bit-generator dict."""
     if plain["legacy"]:
-        return (plain["bit_generator"], plain["key"].numpy().copy(), int(plain["pos"]), int(plain["has_gauss"]),
-                float(plain["cached_gaussian"]))
+        return (plain["bit_generator"], plain["key"].numpy().copy(), int(plain["pos"]),
+                int(plain["has_gauss"]), float(plain["cached_gaussian"]))
     return _plain_to_numpy(plain["state"])
 
 
@@ -142,10 +142,11 @@ def global_rng_state() -> dict[str, Any]:
 def set_global_rng_state(state: Mapping[str, Any]) -> None:
     """Restore what ``global_rng_state`` returned (also the raw tuples that older versions stored)."""
     torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state(numpy_state_from_plain(numpy_state) if isinstance(numpy_state, Mapping) else numpy_state)
-    python_state = state["python"]
-    random.setstate(python_state_from_plain(python_state) if isinstance(python_state, Mapping) else python_state)
+    numpy_state, python_state = state["numpy"], state["python"]
+    np.random.set_state(numpy_state_from_plain(numpy_state) if isinstance(numpy_state, Mapping)
+                        else numpy_state)
+    random.setstate(python_state_from_plain(python_state) if isinstance(python_state, Mapping)
+                    else python_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
@@ -211,17 +212,17 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     # (its zip reader reports some truncations as EINVAL); a missing or unreadable file fails here as itself.
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            raise CheckpointError(f"checkpoint {path} is empty (0 bytes), probably from a full disk or a copy "
-                                  f"that failed; {_FIX}")
+            raise CheckpointError(f"checkpoint {path} is empty (0 bytes), probably from a full disk or a "
+                                  f"copy that failed; {_FIX}")
         try:
             state = torch.load(f, map_location=map_location, weights_only=True)
-        except Exception as e:   # every way torch/pickle report bytes they cannot decode: the file is unusable
+        except Exception as e:   # every way torch/pickle report bytes they cannot decode: unusable file
             raise CheckpointError(_load_failure(path, e)) from e
     if not isinstance(state, dict) or not all(k in state for k in REQUIRED_KEYS):
         what = (f"a dict without {[k for k in REQUIRED_KEYS if k not in state]}" if isinstance(state, dict)
                 else f"a {type(state).__name__}")
-        raise CheckpointError(f"{path} is not an ssl-bench checkpoint (it holds {what}, not a training state); "
-                              f"{_FIX}")
+        raise CheckpointError(f"{path} is not an ssl-bench checkpoint (it holds {what}, not a training "
+                              f"state); {_FIX}")
     return state
 
 
@@ -264,7 +265,8 @@ def check_identity(saved: dict[str, Any], expected: dict[str, Any], path: Path) 
         if key == "shapes":
             continue
         if saved.get(key) != expected.get(key):
-            differences.append(f"{key}: checkpoint has {saved.get(key)!r}, this run has {expected.get(key)!r}")
+            differences.append(f"{key}: checkpoint has {saved.get(key)!r}, "
+                               f"this run has {expected.get(key)!r}")
     s_shapes, e_shapes = saved.get("shapes", {}), expected.get("shapes", {})
     missing = sorted(set(e_shapes) - set(s_shapes))
     extra = sorted(set(s_shapes) - set(e_shapes))

@@ -255,7 +255,7 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
 
 
 def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write a sibling temporary file (mode from the umask, unlike mkstemp's 0600) and rename it over ``path``."""
+    """Write a sibling temporary file (mode from the umask, not mkstemp's 0600), rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

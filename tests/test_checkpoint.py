@@ -1,4 +1,4 @@
-"""Checkpoints load without running code, fail in one clear line, save atomically, and keep every RNG exact."""
+"""Checkpoints load without running code, fail in one clear line, save atomically, keep every RNG exact."""
 
 from __future__ import annotations
 
@@ -223,11 +223,13 @@ def test_crafted_checkpoint_is_refused_nothing_runs_and_the_folder_is_untouched(
 
 def test_checkpoint_of_an_older_ssl_bench_with_numpy_states_is_refused_with_the_fix(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    torch.save(minimal_state(global_rng={"numpy": np.random.get_state()}), path)   # what weights_only=False read
+    # what the loader read with weights_only=False
+    torch.save(minimal_state(global_rng={"numpy": np.random.get_state()}), path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     message = str(err.value)
-    assert "\n" not in message and "older ssl-bench" in message and "numpy" in message and "delete it" in message
+    assert "\n" not in message and "older ssl-bench" in message
+    assert "numpy" in message and "delete it" in message
 
 
 def good_bytes() -> bytes:
@@ -261,8 +263,10 @@ def test_unusable_file_gives_one_line_naming_path_problem_and_fix(tmp_path, case
     assert folder_snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("content, what", [(torch.ones(3), "a Tensor"),
-                                           ({"student": {"w": torch.ones(1)}}, "without ['step', 'identity']")])
+@pytest.mark.parametrize("content, what", [
+    (torch.ones(3), "a Tensor"),
+    ({"student": {"w": torch.ones(1)}}, "without ['step', 'identity']"),
+])
 def test_a_loadable_file_that_is_not_a_checkpoint_is_refused(tmp_path, content, what):
     path = tmp_path / "checkpoint.pt"
     torch.save(content, path)
@@ -331,8 +335,8 @@ def test_resume_and_sweep_refuse_a_crafted_checkpoint_in_one_line(tmp_path, caps
     from ssl_bench.cli import main
 
     results = tmp_path / "results"
-    args = ["--alg", "fixmatch", "--smooth", "sts", "--labels", "20", "--dataset", "digits", "--profile", "smoke",
-            "--device", "cpu", "--results-dir", str(results), "--no-progress"]
+    args = ["--alg", "fixmatch", "--smooth", "sts", "--labels", "20", "--dataset", "digits",
+            "--profile", "smoke", "--device", "cpu", "--results-dir", str(results), "--no-progress"]
     assert main(["run", *args, "--stop-at", "3"]) == 0
     (run_dir,) = results.iterdir()
     marker = tmp_path / "MARKER"

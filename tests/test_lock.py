@@ -76,7 +76,8 @@ def test_lock_held_by_another_live_process_is_refused_with_one_line(tmp_path):
     message = str(err.value)
     assert "\n" not in message
     assert str(tmp_path) in message and f"pid {os.getppid()}@{socket.gethostname()}" in message
-    assert "2026-01-02T03:04:05" in message and "wait" in message and f"delete {tmp_path / LOCK_NAME}" in message
+    assert "2026-01-02T03:04:05" in message and "wait" in message
+    assert f"delete {tmp_path / LOCK_NAME}" in message
     assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == "someone-else"
 
 
@@ -174,7 +175,8 @@ def test_lock_is_removed_when_the_body_raises(tmp_path):
 
 
 def test_foreign_host_is_alive_while_its_heartbeat_is_young_and_stale_after(tmp_path):
-    assert STALE_AFTER_S == stale_after(lock_module.HEARTBEAT_INTERVAL_S) > 3 * lock_module.HEARTBEAT_INTERVAL_S
+    interval = lock_module.HEARTBEAT_INTERVAL_S
+    assert STALE_AFTER_S == stale_after(interval) > 3 * interval
     write_lock(tmp_path, host="elsewhere.example", pid=1, heartbeat=iso(10))
     assert holder_alive(tmp_path) is True
     write_lock(tmp_path, host="elsewhere.example", pid=1, heartbeat=iso(STALE_AFTER_S + 5))
@@ -205,7 +207,8 @@ def test_stale_foreign_holder_is_taken_over_and_a_live_one_refuses(tmp_path):
 
 
 # The other fields of a live lock on this host: only the pid is wrong (0 and -1 would signal whole groups).
-VALID = f'"host": "{socket.gethostname()}", "started": "{iso()}", "heartbeat": "2999-01-01T00:00:00+00:00"'.encode()
+VALID = (f'"host": "{socket.gethostname()}", "started": "{iso()}", '
+         f'"heartbeat": "2999-01-01T00:00:00+00:00"').encode()
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b"\xff\xfe\x00", b"[1, 2]", b'{"pid": "x"}',
