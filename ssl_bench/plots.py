@@ -30,18 +30,16 @@ from typing import Any
 
 from ssl_bench.leaderboard import (
     LeaderboardError,
-    Run,
     group_finished,
     load_runs,
-    read_run,
+    row_key,
     row_label,
     row_sort_key,
     section_sort_key,
     section_title,
 )
-from ssl_bench.results import atomic_write_bytes
-
-METRICS_FILE = "metrics.csv"
+from ssl_bench.leaderboard_cli import positive_int
+from ssl_bench.results import METRICS_FILE, RECORD_FILE, RecordError, RunRecord, RunStatus, atomic_write_bytes
 
 
 class PlotError(ValueError):
@@ -69,7 +67,8 @@ def _to_float(text: Any) -> float:
         return math.nan
 
 
-def _curve(metrics: dict[str, list[float]], column: str, *, positive: bool = False) -> tuple[list[float], list[float]]:
+def _curve(metrics: dict[str, list[float]], column: str, *,
+           positive: bool = False) -> tuple[list[float], list[float]]:
     """(steps, values) of one column, keeping rows where both are finite (and the value > 0 if asked)."""
     steps, values = metrics.get("step", []), metrics.get(column, [])
     pairs = [(s, v) for s, v in zip(steps, values, strict=False)
@@ -114,7 +113,7 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _metrics_of(run: Run) -> dict[str, list[float]] | None:
+def _metrics_of(run: RunRecord) -> dict[str, list[float]] | None:
     path = run.run_dir / METRICS_FILE
     try:
         return read_metrics(path)
@@ -127,15 +126,16 @@ def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, datas
                   profile: str | None = None, out_dir: str | os.PathLike) -> list[Path]:
     """Teacher and student top-1 vs step, one line per smoothing strategy; one PNG per section."""
     runs, _ = load_runs(results_dir)
-    matching = [r for r in runs if r.status == "finished" and r.algorithm == alg and r.dataset == dataset
-                and r.labels == labels and (profile is None or r.profile == profile)]
+    matching = [r for r in runs if r.status is RunStatus.FINISHED and r.algorithm == alg
+                and r.dataset == dataset and r.labels == labels and (profile is None or r.profile == profile)]
     if not matching:
-        finished = [r for r in runs if r.status == "finished"]
+        finished = [r for r in runs if r.status is RunStatus.FINISHED]
         raise PlotError(
             f"no finished runs match algorithm={alg!r} dataset={dataset!r} labels={labels}"
             + (f" profile={profile!r}" if profile else "")
-            + f"; searched {len(runs)} records in {results_dir}/*/record.json; finished runs have "
-            f"algorithms {sorted({r.algorithm for r in finished})}, datasets {sorted({r.dataset for r in finished})}, "
+            + f"; searched {len(runs)} records in {results_dir}/*/{RECORD_FILE}; finished runs have "
+            f"algorithms {sorted({r.algorithm for r in finished})}, "
+            f"datasets {sorted({r.dataset for r in finished})}, "
             f"labels {sorted({r.labels for r in finished})}"
         )
     cells, _ = group_finished(matching)
@@ -164,8 +164,8 @@ def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, datas
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize="small")
-        fig.suptitle(f"{alg}, {labels} labels — {section_title(section)}\nline: mean over seeds; band: min–max",
-                     fontsize="medium")
+        fig.suptitle(f"{alg}, {labels} labels — {section_title(section)}\n"
+                     "line: mean over seeds; band: min–max", fontsize="medium")
         name = _slug("accuracy", alg, dataset, labels, section.profile, section.model, section.steps) + ".png"
         written.append(_save(fig, Path(out_dir) / name))
     if not written:
@@ -188,9 +188,9 @@ def _run_names(run_dirs: Sequence[Path]) -> list[str]:
     names = []
     for run_dir in run_dirs:
         try:
-            run = read_run(run_dir)
-            names.append(f"{row_label(run.row)} · seed {run.seed}")
-        except (OSError, ValueError):
+            run = RunRecord.read(run_dir)
+            names.append(f"{row_label(row_key(run))} · seed {run.seed}")
+        except RecordError:
             names.append(run_dir.name)
     return [f"{n} [{d.name}]" if names.count(n) > 1 and n != d.name else n
             for n, d in zip(names, run_dirs, strict=True)]
@@ -260,25 +260,20 @@ def _smoothness_main(args: argparse.Namespace) -> int:
     return _run_plot(lambda: plot_smoothness(args.run, results_dir=args.results_dir, out_dir=args.out))
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plot accuracy`` and ``plot smoothness``; each sets ``func(args) -> int``."""
     plot = subparsers.add_parser("plot", help="PNG figures from run directories",
                                  description="PNG figures from run directories (metrics.csv).")
     kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness}")
 
-    acc = kinds.add_parser("accuracy", help="teacher and student top-1 vs step, one line per smoothing strategy",
+    acc = kinds.add_parser("accuracy",
+                           help="teacher and student top-1 vs step, one line per smoothing strategy",
                            description="Teacher and student top-1 over training steps for one algorithm, "
                            "dataset and label budget: mean over seeds with a min-max band, one line per "
                            "smoothing strategy, one PNG per section (profile, dataset, model, steps).")
     acc.add_argument("--alg", required=True, help="algorithm name, e.g. fixmatch")
     acc.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
-    acc.add_argument("--labels", required=True, type=_positive_int, help="label budget, e.g. 40")
+    acc.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
     acc.add_argument("--profile", help="only this profile (default: one figure per section)")
     acc.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
     acc.add_argument("--out", required=True, help="folder for the PNG files")

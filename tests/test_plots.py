@@ -19,7 +19,8 @@ def synthetic_metrics(offset: float = 0.0, evals: int = 8, every: int = 250) -> 
     for i in range(1, evals + 1):
         msd = None if i == 1 else 1e-2 / i**2
         out_msd = None if i == 1 else 1e-3 / i
-        rows.append([i * every, 0.03, 2.0 / i, 0.5, 20 + 5 * i + offset, 18 + 5 * i + offset, msd, out_msd, 1.5 * i])
+        rows.append([i * every, 0.03, 2.0 / i, 0.5, 20 + 5 * i + offset, 18 + 5 * i + offset, msd, out_msd,
+                     1.5 * i])
     return rows
 
 
@@ -34,7 +35,8 @@ def test_plot_accuracy_one_png_per_section_with_a_line_per_smoother(tmp_path):
             write_run(results, smooth=smooth, seed=seed, metrics=synthetic_metrics(seed + (smooth == "sts")))
     write_run(results, profile="smoke", steps=20, metrics=synthetic_metrics(evals=2, every=10))
     write_run(results, seed=9, status="failed", median=None, metrics=synthetic_metrics(50))  # not drawn
-    paths = plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "fig")
+    paths = plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40,
+                                out_dir=tmp_path / "fig")
     assert [p.name for p in paths] == ["accuracy-fixmatch-cifar10_subset-40-cpu-wrn28_2-2000.png",
                                        "accuracy-fixmatch-cifar10_subset-40-smoke-wrn28_2-20.png"]
     assert all(is_png(p) for p in paths)
@@ -50,7 +52,8 @@ def test_plot_smoothness_by_run_id_and_by_directory_skipping_the_empty_first_row
     none = write_run(results, smooth="none", metrics=synthetic_metrics())
     (one,) = plots.plot_smoothness([tma.name], results_dir=results, out_dir=tmp_path / "fig")
     assert one.name == f"smoothness-{tma.name}.png" and is_png(one)
-    (two,) = plots.plot_smoothness([str(tma), str(none)], results_dir=tmp_path / "elsewhere", out_dir=tmp_path / "fig")
+    (two,) = plots.plot_smoothness([str(tma), str(none)], results_dir=tmp_path / "elsewhere",
+                                   out_dir=tmp_path / "fig")
     assert two.name.startswith(f"smoothness-{tma.name}-and-1-more-") and is_png(two)
 
 
@@ -67,7 +70,8 @@ def test_read_metrics_skips_empty_and_half_written_values(tmp_path):
 def test_no_matching_runs_is_a_clear_error_saying_what_was_searched(tmp_path):
     write_run(tmp_path, metrics=synthetic_metrics())
     with pytest.raises(plots.PlotError, match=r"labels=250.*searched 1 records.*labels \[40\]"):
-        plots.plot_accuracy(tmp_path, alg="fixmatch", dataset="cifar10_subset", labels=250, out_dir=tmp_path / "f")
+        plots.plot_accuracy(tmp_path, alg="fixmatch", dataset="cifar10_subset", labels=250,
+                            out_dir=tmp_path / "f")
     with pytest.raises(plots.PlotError, match="no metrics.csv in 'nope' or"):
         plots.plot_smoothness(["nope"], results_dir=tmp_path, out_dir=tmp_path / "f")
     no_msd = write_run(tmp_path, seed=1, metrics=[[100, 0.03, 1.0, 0.5, 20, 18, None, None, 1.0]])
@@ -83,7 +87,8 @@ def test_cli_plot_prints_the_written_paths(tmp_path, capsys):
                               "--out", str(tmp_path / "fig")])
     assert args.func(args) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "fig" / f"smoothness-{run.name}.png")
-    args = parser.parse_args(["plot", "accuracy", "--alg", "mixmatch", "--dataset", "cifar10_subset", "--labels",
+    args = parser.parse_args(["plot", "accuracy", "--alg", "mixmatch", "--dataset", "cifar10_subset",
+                              "--labels",
                               "40", "--results-dir", str(tmp_path), "--out", str(tmp_path / "fig")])
     assert args.func(args) == 2 and "no finished runs match algorithm='mixmatch'" in capsys.readouterr().err
     with pytest.raises(SystemExit):

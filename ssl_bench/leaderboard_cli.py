@@ -1,0 +1,89 @@
+"""The ``leaderboard`` and ``compare`` commands: argument parsing and printing, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ssl_bench.compare import compare
+from ssl_bench.leaderboard import STATS, LeaderboardError, build_leaderboard
+from ssl_bench.render import FORMATS, render, render_compare, write_leaderboard
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive integer, or an error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def leaderboard_main(args: argparse.Namespace) -> int:
+    try:
+        board = build_leaderboard(args.results_dir, stat=args.stat, profile=args.profile,
+                                  dataset=args.dataset)
+        print(render(board, args.format), end="")
+        if args.format != "markdown" and board.problems:
+            for p in board.problems:
+                print(f"warning: skipped {p.path}: {p.reason}", file=sys.stderr)
+        write = args.write
+        if write is None:  # default: keep the canonical, unfiltered file up to date
+            write = args.format == "markdown" and args.profile is None and args.dataset is None
+        if write:
+            path = write_leaderboard(args.results_dir, board=board)
+            print(f"wrote {path}", file=sys.stderr)
+    except LeaderboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    try:
+        comparisons = compare(args.results_dir, alg=args.alg, dataset=args.dataset, labels=args.labels,
+                              profile=args.profile, stat=args.stat)
+    except LeaderboardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(render_compare(comparisons), end="")
+    return 0
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``leaderboard`` and ``compare`` to the CLI's sub-parsers; each sets ``func(args) -> int``."""
+    lb = subparsers.add_parser(
+        "leaderboard",
+        help="Table-6-style leaderboard derived from results/*/record.json",
+        description="Print the leaderboard derived from the run records and (by default, for the unfiltered "
+        "markdown board) rewrite <results-dir>/LEADERBOARD.md atomically.",
+    )
+    lb.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    lb.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
+    lb.add_argument("--stat", choices=tuple(STATS), default="median",
+                    help="median: teacher_median_last20, the official FixMatch protocol (default); "
+                    "best: teacher_best, the USB/TorchSSL convention")
+    lb.add_argument("--profile", help="only this profile's sections (default: all, best budget first)")
+    lb.add_argument("--dataset", help="only this dataset's sections (default: all)")
+    lb.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
+                    help="rewrite <results-dir>/LEADERBOARD.md (default: yes for --format markdown without "
+                    "--profile/--dataset filters)")
+    lb.set_defaults(func=leaderboard_main)
+
+    cp = subparsers.add_parser(
+        "compare",
+        help="paired differences over seeds with 95 %% t-intervals: each strategy minus TMA, each "
+        "algorithm minus supervised",
+        description="For one dataset and label budget, per section (profile, dataset, model, steps): every "
+        "smoothing strategy minus TMA, and every algorithm's gain over the supervised baseline with the same "
+        "smoothing, paired by seed.",
+    )
+    cp.add_argument("--alg", help="algorithm name, e.g. fixmatch (default: every algorithm run)")
+    cp.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
+    cp.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
+    cp.add_argument("--profile", help="only this profile (default: every section that has the runs)")
+    cp.add_argument("--stat", choices=tuple(STATS), default="median", help="median (default) or best")
+    cp.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    cp.set_defaults(func=compare_main)
