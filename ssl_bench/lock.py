@@ -143,6 +143,21 @@ class RunLock:
                 pass
         self._info = None
 
+    def ensure_held(self) -> None:
+        """Raise RunLockedError if another process has taken the lock over; call it before writing the run.
+
+        That happens only when this process looked dead to the other one (its heartbeat stopped for longer
+        than the stale limit, e.g. a suspended process on another host): it must then stop writing.
+        """
+        if self._info is None:
+            raise RuntimeError(f"{self.path} is not held: acquire the RunLock first")
+        if self.lost:
+            held = read_lock(self.run_dir)
+            by = _holder(held) if held else "another process"
+            raise RunLockedError(f"{self.run_dir} was taken over by {by} while this process "
+                                 f"(pid {os.getpid()}) was not heard from; stopping so that two processes do "
+                                 f"not write it. Resume it later with --resume once that process is done")
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 

@@ -156,7 +156,8 @@ def test_process_start_reads_field_22_of_proc_stat():
 
 
 def test_heartbeat_advances_while_held(tmp_path):
-    with RunLock(tmp_path, interval=0.05):
+    with RunLock(tmp_path, interval=0.05) as held:
+        held.ensure_held()
         first = read_lock(tmp_path)["heartbeat"]
         deadline = time.monotonic() + 20
         while read_lock(tmp_path)["heartbeat"] == first and time.monotonic() < deadline:
@@ -251,6 +252,8 @@ def test_heartbeat_thread_stops_when_another_process_took_over(tmp_path):
     while not held.lost and time.monotonic() < deadline:
         time.sleep(0.02)
     assert held.lost
+    with pytest.raises(RunLockedError, match=f"taken over by pid {os.getppid()}@"):
+        held.ensure_held()
     held.release()   # must not remove the new holder's lock
     assert read_lock(tmp_path)["token"] == "the-new-holder"
 
