@@ -333,17 +333,18 @@ def test_no_download_still_extracts_a_verified_archive_already_in_the_root(tmp_p
 
 
 class _DroppedConnection:
-    """A response that delivers one block and then loses the connection."""
+    """A response that delivers one block and then fails with ``error`` (a lost connection by default)."""
 
     headers = {"Content-Length": "1000000"}
 
-    def __init__(self):
+    def __init__(self, error: BaseException | None = None):
         self.calls = 0
+        self.error = error or ConnectionResetError(104, "Connection reset by peer")
 
     def read(self, n):
         self.calls += 1
         if self.calls > 1:
-            raise ConnectionResetError(104, "Connection reset by peer")
+            raise self.error
         return b"x" * 1000
 
     def __enter__(self):
@@ -357,6 +358,11 @@ def test_interrupted_download_leaves_no_partial_file_and_says_how_to_fix_it(tmp_
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _DroppedConnection())
     root = tmp_path / "root"
     with pytest.raises(DatasetNotFoundError, match=r"Connection reset.*offline or unreachable"):
+        load_dataset("cifar10", root=root)
+    assert not any(root.iterdir())
+    ctrl_c = _DroppedConnection(KeyboardInterrupt())
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: ctrl_c)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C mid-download: propagates, and still cleans up
         load_dataset("cifar10", root=root)
     assert not any(root.iterdir())
 
