@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -228,8 +229,10 @@ def _alive(info: dict[str, Any]) -> bool:
             return False
         start = _process_start(pid)
         return info.get("pid_start") is None or start is None or start == info["pid_start"]
-    age = time.time() - _epoch(info["heartbeat"])
-    return age < stale_after(float(info.get("interval") or HEARTBEAT_INTERVAL_S))
+    interval = info.get("interval")
+    if not (type(interval) in (int, float) and 0 < interval < math.inf):   # absent or damaged: the default
+        interval = HEARTBEAT_INTERVAL_S
+    return time.time() - _epoch(info["heartbeat"]) < stale_after(interval)
 
 
 def _parse(text: str) -> dict[str, Any] | None:

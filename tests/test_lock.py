@@ -188,6 +188,12 @@ def test_foreign_host_is_alive_while_its_heartbeat_is_young_and_stale_after(tmp_
     # ...and a 60 s one is not, yet.
     write_lock(tmp_path, host="elsewhere.example", pid=1, heartbeat=iso(150), interval=60.0)
     assert holder_alive(tmp_path) is True
+    # A damaged interval falls back to the default limit instead of failing.
+    for bad in ("soon", -1, None, True):
+        write_lock(tmp_path, host="elsewhere.example", pid=1, heartbeat=iso(STALE_AFTER_S - 10), interval=bad)
+        assert holder_alive(tmp_path) is True, bad
+        write_lock(tmp_path, host="elsewhere.example", pid=1, heartbeat=iso(STALE_AFTER_S + 10), interval=bad)
+        assert holder_alive(tmp_path) is False, bad
 
 
 def test_foreign_host_ages_with_the_clock(tmp_path, monkeypatch):
