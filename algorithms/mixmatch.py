@@ -8,21 +8,29 @@ Targets come from the student (``targets_from = "student"``): MixMatch guesses l
 trained (``p_model(y | u; theta)``, Algorithm 1) and evaluates an exponential moving average of its weights;
 the smoothed teacher is therefore only the evaluated model.
 
-Choices and deviations:
+Reference settings (google-research/fixmatch ``mixmatch.py``, the FixMatch paper's reimplementation), where
+they differ from FixMatch's:
 
-* T = 0.5, K = 2, alpha = 0.75 (paper Sec. 4 and the official run scripts, ``--beta=0.75``; the code's flag
-  default is 0.5). lambda_U = 75 for CIFAR-10 (official ``runs/table1.sh``, ``--w_match=75``; 150 for
-  CIFAR-100; the paper suggests 100 as a starting point, the code's flag default): set
-  ``--alg-arg lambda_u=150`` for CIFAR-100.
-* lambda_U is ramped up linearly over the first 1/64 of training: the paper's "first 16,000 steps" of about
-  one million (code: ``warmup_kimg = 1024`` of ``train_kimg = 65536``). The loop's ``progress`` is relative
-  to the run's own length, so short runs ramp over 1/64 of their steps.
-* One MixUp coefficient per row, ``lambda' = max(lambda, 1 - lambda)`` (official code); the partner
-  permutation runs over labelled and unlabelled rows together (the paper's shuffled W).
-* The mixed batch goes through the student in one forward, so BatchNorm normalises labelled and unlabelled
-  rows together; the official code's ``interleave`` (BatchNorm statistics from one representative sub-batch
-  when the batch is split across calls) is not needed. The label-guessing forward is a separate train-mode
-  pass without gradient; it also updates BatchNorm running statistics.
+* Unlabelled ratio mu = 1: ``y_in`` is ``[batch, nu]``, one unlabelled image per labelled one (FixMatch 7).
+* MixUp alpha 0.5 (flag ``beta``), lambda_U 100 (flag ``w_match``), T = 0.5 (``guess_label(..., T=0.5)``),
+  K = 2 weak views (``nu=2``). Learning rate 0.03 and weight decay 5e-4 are FixMatch's (``set_default('lr',
+  0.03)``, flag ``wd``).
+* lambda_U ramps up linearly over ``warmup_kimg = 1024`` of ``train_kimg = 65536`` kibi-images, both counted
+  in images, so over the first 1/64 of training (``rampup_end``); a shortened run ramps over 1/64 of its steps.
+
+The original paper differs: alpha 0.75 and lambda_U 75 on CIFAR-10 (150 on CIFAR-100), Adam with decoupled
+weight decay (MixMatch paper Sec. 4; google-research/mixmatch ``runs/table1.sh``): ``--alg-arg alpha=0.75
+--alg-arg lambda_u=75``. The repository's CTAugment variant (``cta/cta_mixmatch.py``) uses alpha 0.75, lr
+0.002, weight decay 0.02: ``--alg-arg alpha=0.75 --lr 0.002 --weight-decay 0.02``.
+
+Other choices:
+
+* One MixUp coefficient per row, ``lambda' = max(lambda, 1 - lambda)``, and one permutation over labelled and
+  unlabelled rows together (reference ``MixMode('xxy.yxy')``); drawn from ``batch.generator``.
+* BatchNorm running statistics: the label-guessing passes (one per view, no gradient) leave them alone, as
+  the reference (they precede its ``skip_ops``); the mixed batch updates them. The reference sends the mixed
+  batch through in K + 1 interleaved calls and keeps the first call's updates; here it is one forward, which
+  normalises with, and updates from, statistics of the same mixture of rows.
 """
 
 from __future__ import annotations
@@ -33,43 +41,44 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import functional as SF
-from ssl_bench.algorithm import AlgorithmError, Batch, Losses, register
+from ssl_bench.algorithm import Batch, Losses, generator_of, hp, register
 
 
 @register("mixmatch")
 @dataclass
 class MixMatch:
-    temperature: float = 0.5    # sharpening T, MixMatch paper Sec. 3.2 / 4
-    alpha: float = 0.75         # MixUp Beta(alpha, alpha), MixMatch paper Sec. 4; official runs --beta=0.75
-    lambda_u: float = 75.0      # CIFAR-10: official runs/table1.sh --w_match=75 (CIFAR-100: 150; paper's default 100)
-    rampup_end: float = 1 / 64  # linear ramp of lambda_U over the first 16k of ~1M steps, MixMatch paper Sec. 4
+    temperature: float = hp(0.5, low=0.0, open_low=True)  # sharpening T, mixmatch.py guess_label(T=0.5)
+    alpha: float = hp(0.5, low=0.0, open_low=True)        # MixUp Beta(alpha, alpha), mixmatch.py flag beta
+    lambda_u: float = hp(100.0, low=0.0)                  # mixmatch.py flag w_match
+    rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # mixmatch.py warmup_kimg=1024 of train_kimg 1 << 16
     targets_from = "student"
-    unlabeled_views = ("weak", "weak")  # K = 2 augmentations per unlabelled image, MixMatch paper Sec. 4
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.alpha <= 0:
-            raise AlgorithmError(f"mixmatch: temperature={self.temperature} and alpha={self.alpha} must be > 0")
-        if self.lambda_u < 0 or self.rampup_end < 0:
-            raise AlgorithmError(f"mixmatch: lambda_u={self.lambda_u} and rampup_end={self.rampup_end} must be >= 0")
+    unlabeled_views = ("weak", "weak")  # K = 2 weak augmentations, mixmatch.py model(nu=2), augment d.d.d
+    reference = {
+        # mixmatch.py: y_in [batch, nu] (one unlabelled image per labelled one); set_default('lr', 0.03); wd 0.0005.
+        "*": {"mu": 1, "lr": 0.03, "weight_decay": 5e-4},
+    }
 
     def loss(self, student, teacher, batch: Batch) -> Losses:
         x, views = batch.x, batch.u
-        k, n_u = len(views), len(views[0])
+        k = len(views)
+        generator = generator_of(batch, self)
 
-        # 1. Label guessing: average the model's predictions over the K augmentations, then sharpen.
-        with torch.no_grad():
-            probs = student(torch.cat(views)).float().softmax(dim=-1).reshape(k, n_u, -1)
-            guess = SF.sharpen(probs.mean(dim=0), self.temperature)
+        # 1. Label guessing: average the predictions over the K augmentations (one pass each, as the
+        #    reference), then sharpen. These passes leave the BatchNorm running statistics alone.
+        with torch.no_grad(), SF.frozen_batchnorm_stats(student):
+            probs = torch.stack([student(view).float().softmax(dim=-1) for view in views])
+        guess = SF.sharpen(probs.mean(dim=0), self.temperature)
 
         # 2. MixUp every labelled and unlabelled example with a random partner from the same pool.
         inputs = torch.cat([x, *views])
         targets = torch.cat([F.one_hot(batch.y, batch.num_classes).to(guess.dtype), guess.repeat(k, 1)])
-        lam, perm = SF.mixup_sample(len(inputs), self.alpha, inputs.device)
+        lam, perm = SF.mixup_sample(len(inputs), self.alpha, generator)
         mixed_inputs, mixed_targets = SF.mixup(inputs, targets, lam, perm)
 
         # 3. Cross-entropy on the mixed labelled rows, squared error on the mixed unlabelled rows.
-        logits_x, logits_u = student(mixed_inputs).split([len(x), k * n_u])
-        targets_x, targets_u = mixed_targets.split([len(x), k * n_u])
+        n_u = len(inputs) - len(x)
+        logits_x, logits_u = student(mixed_inputs).split([len(x), n_u])
+        targets_x, targets_u = mixed_targets.split([len(x), n_u])
         supervised = SF.soft_cross_entropy(logits_x, targets_x)
         l2u = SF.mse_consistency(logits_u, targets_u)
 

@@ -2,7 +2,7 @@
 with Distribution Alignment and Augmentation Anchoring", ICLR 2020): guess a label from the weak view,
 align it with the labelled class distribution and sharpen it (distribution alignment); anchor strongly
 augmented views to that guess (augmentation anchoring); MixUp everything as MixMatch; add a pre-mixup loss on
-one strong view and a rotation-prediction loss (Algorithm 1, Sec. 3.3).
+the first strong view and a rotation-prediction loss (Algorithm 1, Sec. 3.3).
 
 Targets come from the student (``targets_from = "student"``): ReMixMatch guesses labels with the model being
 trained and evaluates an exponential moving average of its weights, so the smoothed teacher is only the
@@ -10,41 +10,51 @@ evaluated model.
 
 State (``setup``): a ``ReMixMatchState`` module holding the rotation head (linear, ``num_features -> 4``) and,
 as buffers so that checkpoints carry them, the sliding windows of the last 128 batches behind distribution
-alignment. The loop trains the head with the student and saves the module.
+alignment. The loop trains the head with the student and saves the module; the algorithm keeps a reference
+to it in its declared ``state`` field.
 
-Choices and deviations:
+Reference settings (google-research/fixmatch ``cta/cta_remixmatch.py``, the FixMatch paper's ReMixMatch: weak
+view plus K strong views, guess from the weak view, ``redux='1st'``), where they differ from FixMatch's:
 
-* K = 2 strong views (``unlabeled_views = ("weak", "strong", "strong")``) instead of the paper's K = 8, as
-  USB. The paper's unlabelled batch equals the labelled one (64 images, 9 views); the suite's loop uses
-  FixMatch's mu = 7, so K = 2 already sends 3 x 448 unlabelled images through the network per step.
-* Strong views come from the suite's RandAugment + Cutout, not CTAugment (the augmentation module is shared
-  by all algorithms).
-* Distribution alignment: ``p~ = Normalize(p * p(y) / p~(y))`` with ``p~(y)`` the mean of the student's
-  weak-view predictions over the last 128 batches (window initialised uniform, as the official code) and
-  ``p(y)`` uniform by default, which is the labelled distribution of the suite's class-balanced splits;
-  ``--alg-arg da_target=labelled`` estimates ``p(y)`` from the labelled batches over the same window instead
-  (for imbalanced splits). The windows are updated after the guess is made (the official code updates them
-  after the step).
-* lambda_U = 1.5, pre-mixup lambda_U1 = 0.5, rotation lambda_r = 0.5, T = 0.5, alpha = 0.75 (paper Sec. 4 /
-  official flags). lambda_U and lambda_U1 are ramped up linearly over the first 1/64 of training (official
-  ``warmup_kimg = 1024`` of 65536), the rotation loss is not ramped (official code).
-* The weak and both strong views are all mixed (official code mixes all K + 1 views), with one MixUp
-  coefficient per row and one forward over the mixed batch (no ``interleave``, see ``mixmatch.py``).
-* Rotation: the first strong view, its rows rotated by 0/90/180/270 degrees in turn (row ``i`` by
-  ``(i mod 4) x 90``; the official code also splits the batch in quarters). The pre-mixup loss and the
-  rotation loss share one ``student.features`` forward over the strong view and its rotated copy.
+* Unlabelled ratio mu = 1 (``y_in`` is ``[batch, K + 1]``; FixMatch 7); K = 1 strong view (flag ``K``,
+  ``libml/augment.py``), so the views are ``("weak", "strong")``.
+* Learning rate 0.002 (``set_default('lr', 0.002)``), weight decay 0.02 (flag ``wd``; FixMatch 0.03 / 5e-4).
+* MixUp alpha 0.75 (flag ``beta``), lambda_U 1.5 (``w_match``), pre-mixup lambda_U1 0.5 (``w_kl``), rotation
+  lambda_r 0.5 (``w_rot``), T = 0.5 (``remixmatch_no_cta.py`` ``model(T=0.5)``), window 128 batches
+  (``dbuf=128``). lambda_U and lambda_U1 ramp up linearly over ``warmup_kimg = 1024`` of ``train_kimg =
+  65536`` kibi-images (1/64 of training); the rotation loss is not ramped.
+* Distribution alignment towards ``p(y)``: the labelled class distribution (``layers.PData``), uniform for the
+  suite's class-balanced splits (``da_target=uniform``); ``da_target=labelled`` estimates it from the labelled
+  batches over the same window (imbalanced splits). ``p~(y)``: mean of the weak-view predictions over the
+  last 128 batches, the window initialised uniform (``layers.PMovingAverage``), updated after the guess.
+
+The original paper differs: K = 8 strong views (``--alg-arg k=8``), Adam. ``remixmatch_no_cta.py`` in the same
+repository (weakly augmented views only, ``redux='swap'``, lr 0.03, weight decay 5e-4) is another algorithm
+and is not offered.
+
+Other choices:
+
+* Strong views come from the suite's strong augmentation (``--strong-augment``), not CTAugment.
+* The weak and all strong views are mixed (reference ``MixMode('xxy.yxy')`` over all K + 1 views), one MixUp
+  coefficient per row, drawn from ``batch.generator``, and one forward over the mixed batch.
+* Passes as the reference: the weak view (the guess, no gradient), the first strong view (the pre-mixup
+  loss, reference ``logits_y[1]``) and its rotated copy (the rotation loss) each go through the student
+  alone and leave the BatchNorm running statistics untouched; only the mixed batch updates them (the
+  reference keeps the update ops of one of its interleaved calls of the mixed batch).
+* Rotation: row ``i`` of the first strong view turned by ``(i mod 4) x 90`` degrees (the reference turns
+  quarters of the batch; the assignment of angles to rows does not change the loss's expectation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ssl_bench import functional as SF
-from ssl_bench.algorithm import AlgorithmError, Batch, Losses, register
+from ssl_bench.algorithm import AlgorithmError, Batch, Losses, generator_of, hp, register
 
 DA_TARGETS = ("uniform", "labelled")
 
@@ -78,26 +88,27 @@ def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
 @register("remixmatch")
 @dataclass
 class ReMixMatch:
-    temperature: float = 0.5    # sharpening T, ReMixMatch paper Sec. 4 (as MixMatch)
-    alpha: float = 0.75         # MixUp Beta(alpha, alpha), ReMixMatch paper Sec. 4 / official --beta
-    lambda_u: float = 1.5       # mixed unlabelled cross-entropy, ReMixMatch paper Sec. 4 / official w_match
-    lambda_u1: float = 0.5      # pre-mixup loss on the first strong view, ReMixMatch Sec. 3.3 / official w_kl
-    lambda_rot: float = 0.5     # rotation loss, ReMixMatch Sec. 3.3 / official w_rot
-    rampup_end: float = 1 / 64  # linear ramp of lambda_u, lambda_u1: official warmup_kimg 1024 of 65536 kimg
-    da_window: int = 128        # batches in the running average of predictions, ReMixMatch Sec. 3.2
-    da_target: str = "uniform"  # p(y): "uniform" (balanced splits) or "labelled" (running mean of labelled batches)
+    temperature: float = hp(0.5, low=0.0, open_low=True)  # sharpening T, remixmatch_no_cta.py model(T=0.5)
+    alpha: float = hp(0.75, low=0.0, open_low=True)       # MixUp Beta(alpha, alpha), cta_remixmatch.py flag beta
+    lambda_u: float = hp(1.5, low=0.0)                    # mixed unlabelled loss, cta_remixmatch.py flag w_match
+    lambda_u1: float = hp(0.5, low=0.0)                   # pre-mixup loss, cta_remixmatch.py flag w_kl
+    lambda_rot: float = hp(0.5, low=0.0)                  # rotation loss, cta_remixmatch.py flag w_rot
+    rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # cta_remixmatch.py warmup_kimg 1024 of train_kimg 1 << 16
+    da_window: int = hp(128, low=1)                       # batches averaged, remixmatch_no_cta.py model(dbuf=128)
+    da_target: str = hp("uniform", choices=DA_TARGETS)    # p(y): layers.PData = labelled distribution
+    k: int = hp(1, low=1)                                 # strong views, libml/augment.py flag K (paper: 8)
+    # Declared state, not a hyper-parameter: the module setup() returns (the loop trains and checkpoints it).
+    state: ReMixMatchState | None = field(default=None, init=False, repr=False, compare=False)
     targets_from = "student"
-    unlabeled_views = ("weak", "strong", "strong")  # K = 2 strong views (paper: 8), see the module docstring
+    reference = {
+        # cta/cta_remixmatch.py: y_in [batch, K + 1] (mu 1); set_default('lr', 0.002); flag wd 0.02.
+        "*": {"mu": 1, "lr": 0.002, "weight_decay": 0.02},
+    }
 
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.alpha <= 0:
-            raise AlgorithmError(f"remixmatch: temperature={self.temperature} and alpha={self.alpha} must be > 0")
-        if min(self.lambda_u, self.lambda_u1, self.lambda_rot, self.rampup_end) < 0:
-            raise AlgorithmError("remixmatch: lambda_u, lambda_u1, lambda_rot and rampup_end must be >= 0")
-        if self.da_window < 1:
-            raise AlgorithmError(f"remixmatch: da_window={self.da_window} must be >= 1")
-        if self.da_target not in DA_TARGETS:
-            raise AlgorithmError(f"remixmatch: da_target={self.da_target!r}; expected one of {DA_TARGETS}")
+    @property
+    def unlabeled_views(self) -> tuple[str, ...]:
+        """The weak view, then K strong views (libml/augment.py ``many_augment_function``)."""
+        return ("weak",) + ("strong",) * self.k
 
     def setup(self, student: nn.Module, num_classes: int) -> nn.Module:
         """Create the rotation head and the distribution-alignment windows (trained and checkpointed by the loop)."""
@@ -105,40 +116,43 @@ class ReMixMatch:
         return self.state
 
     def loss(self, student, teacher, batch: Batch) -> Losses:
-        state = getattr(self, "state", None)
+        state = self.state
         if state is None:
             raise AlgorithmError("remixmatch: call setup(student, num_classes) before loss(); the loop does this")
+        generator = generator_of(batch, self)
         x, (u_weak, *u_strong) = batch.x, batch.u
         num_classes = batch.num_classes
         labels_x = F.one_hot(batch.y, num_classes).float()
 
-        # 1. Guess a label from the weak view: distribution alignment, then sharpening (no gradient).
-        with torch.no_grad():
+        # 1. Guess a label from the weak view: distribution alignment, then sharpening (no gradient, and no
+        #    update of the BatchNorm running statistics).
+        with torch.no_grad(), SF.frozen_batchnorm_stats(student):
             probs_weak = student(u_weak).float().softmax(dim=-1)
-            p_model = state.p_model_history.mean(dim=0)
-            if self.da_target == "uniform":
-                p_target = torch.full_like(p_model, 1.0 / num_classes)
-            else:
-                p_target = state.p_labelled_history.mean(dim=0)
-            guess = SF.sharpen(SF.distribution_alignment(probs_weak, p_model, p_target), self.temperature)
+        p_model = state.p_model_history.mean(dim=0)
+        if self.da_target == "uniform":
+            p_target = torch.full_like(p_model, 1.0 / num_classes)
+        else:
+            p_target = state.p_labelled_history.mean(dim=0)
+        guess = SF.sharpen(SF.distribution_alignment(probs_weak, p_model, p_target), self.temperature)
 
-        # 2. MixUp the labelled batch with the weak and all strong views, all labelled with the guess.
+        # 2. MixUp the labelled batch with the weak and all strong views, all labelled with the guess; this
+        #    forward is the one that updates the BatchNorm running statistics.
         inputs = torch.cat([x, u_weak, *u_strong])
         targets = torch.cat([labels_x, guess.repeat(1 + len(u_strong), 1)])
-        lam, perm = SF.mixup_sample(len(inputs), self.alpha, inputs.device)
+        lam, perm = SF.mixup_sample(len(inputs), self.alpha, generator)
         mixed_inputs, mixed_targets = SF.mixup(inputs, targets, lam, perm)
         logits_x, logits_u = student(mixed_inputs).split([len(x), len(inputs) - len(x)])
         targets_x, targets_u = mixed_targets.split([len(x), len(inputs) - len(x)])
         supervised = SF.soft_cross_entropy(logits_x, targets_x)
         mixed_u = SF.soft_cross_entropy(logits_u, targets_u)
 
-        # 3. Pre-mixup loss (first strong view against the guess) and rotation loss (its rotated copy).
+        # 3. Pre-mixup loss (first strong view against the guess) and rotation loss (its rotated copy), each
+        #    its own pass, with gradient, leaving the running statistics alone.
         strong_1 = u_strong[0]
         rotated, rotation_labels = rotate_quarters(strong_1)
-        features = student.features(torch.cat([strong_1, rotated]))
-        features_s1, features_rot = features.split([len(strong_1), len(rotated)])
-        pre_mixup = SF.soft_cross_entropy(student.classifier(features_s1), guess)
-        rotation = F.cross_entropy(state.rotation_head(features_rot), rotation_labels)
+        with SF.frozen_batchnorm_stats(student):
+            pre_mixup = SF.soft_cross_entropy(student(strong_1), guess)
+            rotation = F.cross_entropy(state.rotation_head(student.features(rotated)), rotation_labels)
 
         # 4. Slide the distribution-alignment windows (after the guess, as the official post-step update).
         state.record(probs_weak.mean(dim=0), labels_x.mean(dim=0))

@@ -1,26 +1,32 @@
 """UDA (Xie, Dai, Hovy, Luong & Le, "Unsupervised Data Augmentation for Consistency Training", NeurIPS 2020):
-the prediction on a strongly augmented (RandAugment) image is pulled towards the sharpened prediction on the
-weakly augmented image, by KL divergence, on confident images only.
+the prediction on a strongly augmented (RandAugment) image is pulled towards the (optionally sharpened)
+prediction on the weakly augmented image, by KL divergence, on confident images only.
 
 Targets come from the student (``targets_from = "student"``): UDA's target is the current model's own
 prediction with the gradient stopped (the paper's theta~ "a fixed copy of the current parameters"); the
 FixMatch reimplementation behind Table 6 also guesses with the trained model and evaluates an EMA. The
 smoothed teacher is therefore only the evaluated model.
 
-Choices and deviations:
+Reference settings (google-research/fixmatch ``uda.py``, the FixMatch paper's reimplementation; its README
+publishes no UDA command, so these are the file's flag defaults): the same as FixMatch's (mu = 7 from flag
+``uratio``, lr 0.03, weight decay 5e-4, confidence threshold 0.95 from flag ``confidence``, unlabelled weight
+1 from flag ``wu``), plus target temperature 1 (flag ``temperature``: no sharpening), Training Signal
+Annealing off (flag ``tsa='no'``) and no entropy term (flag ``we = 0``, left out here). With TSA on, its
+schedule runs over ``min(train_kimg, 2^14) << tsa_pos`` images with flag ``tsa_pos = 8``, i.e. 2^22 of the
+2^26 training images: the first 1/16 of training (``tsa_end``).
 
-* Confidence threshold 0.8 (UDA paper, "Sharpening Predictions": beta = 0.8 for CIFAR-10 and SVHN) and
-  target temperature 0.4 (UDA's image setting; also USB's defaults, semilearn/algorithms/uda). The mask is computed on the unsharpened weak-view probabilities, as the UDA code.
-  The FixMatch repository's ``uda.py`` flags default to temperature 1 and threshold 0.95; the flags behind
-  its Table 2 (= Table 6 here) are not published.
-* Masked images count zero in the mean over all unlabelled images (UDA code, FixMatch reimplementation).
-* Training Signal Annealing is optional and off by default (``tsa=none``, as the FixMatch reimplementation
-  and USB); ``tsa=linear|log|exp`` uses ``batch.progress`` as the paper's ``t/T``; the supervised loss then
-  averages over the labelled examples kept (UDA code, ``max(#kept, 1)``).
-* No unsupervised ramp-up (UDA has none). The entropy-minimisation term of the reimplementation (weight 0
-  by default) is left out.
-* The loss is ``KL(q || p_strong)`` (UDA Eq. 1); USB uses the soft cross-entropy, which differs by the
-  constant entropy of ``q`` and has the same gradient.
+The original paper differs: confidence threshold 0.8 and temperature 0.4 on CIFAR-10 / SVHN ("Sharpening
+Predictions"; also USB's defaults), TSA over all of training: ``--alg-arg threshold=0.8 --alg-arg
+temperature=0.4`` (and ``--alg-arg tsa=linear --alg-arg tsa_end=1`` for its annealing).
+
+Other choices:
+
+* The mask is computed on the unsharpened weak-view probabilities (``>=``, reference ``pseudo_mask``); masked
+  images count zero in the mean over all unlabelled images.
+* With TSA, the supervised loss averages over the labelled examples kept (reference ``max(#kept, 1)``).
+* The loss is ``KL(q || p_strong)`` (UDA Eq. 1, reference ``kl_divergence_from_logits``).
+* One forward over labelled, weak and strong images updates the BatchNorm running statistics (the reference's
+  single ``para_cat`` call).
 """
 
 from __future__ import annotations
@@ -31,26 +37,23 @@ import torch
 import torch.nn.functional as F
 
 from ssl_bench import functional as SF
-from ssl_bench.algorithm import AlgorithmError, Batch, Losses, register
+from ssl_bench.algorithm import Batch, Losses, hp, register
 
 
 @register("uda")
 @dataclass
 class UDA:
-    threshold: float = 0.8      # confidence-based masking beta, UDA paper "Sharpening Predictions" (CIFAR-10/SVHN)
-    temperature: float = 0.4    # softmax temperature tau of the target, UDA paper "Sharpening Predictions"; USB
-    lambda_u: float = 1.0       # weight of the consistency loss, UDA paper Eq. 1 (lambda = 1); reimplementation wu
-    tsa: str = "none"           # Training Signal Annealing, UDA paper "Training Signal Annealing" (none/linear/log/exp)
+    threshold: float = hp(0.95, low=0.0, high=1.0)                 # uda.py flag confidence (paper: 0.8)
+    temperature: float = hp(1.0, low=0.0, open_low=True)           # uda.py flag temperature (paper: 0.4)
+    lambda_u: float = hp(1.0, low=0.0)                             # uda.py flag wu
+    tsa: str = hp("none", choices=SF.TSA_SCHEDULES)                # uda.py flag tsa='no'
+    tsa_end: float = hp(1 / 16, low=0.0, open_low=True, high=1.0)  # uda.py tsa_pos 8: 2^22 of 2^26 images
     targets_from = "student"
     unlabeled_views = ("weak", "strong")
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise AlgorithmError(f"uda: threshold={self.threshold} must lie in [0, 1]")
-        if self.temperature <= 0 or self.lambda_u < 0:
-            raise AlgorithmError(f"uda: temperature={self.temperature} must be > 0 and lambda_u={self.lambda_u} >= 0")
-        if self.tsa not in SF.TSA_SCHEDULES:
-            raise AlgorithmError(f"uda: tsa={self.tsa!r}; expected one of {SF.TSA_SCHEDULES}")
+    reference = {
+        # uda.py: flag uratio 7; set_default('lr', 0.03); flag wd 0.0005.
+        "*": {"mu": 7, "lr": 0.03, "weight_decay": 5e-4},
+    }
 
     def loss(self, student, teacher, batch: Batch) -> Losses:
         u_weak, u_strong = batch.u
@@ -58,7 +61,7 @@ class UDA:
         logits_x, logits_w, logits_s = logits.split([len(batch.x), len(u_weak), len(u_strong)])
 
         # Supervised loss with Training Signal Annealing: drop labelled examples already predicted above eta_t.
-        eta = SF.tsa_threshold(self.tsa, batch.progress, batch.num_classes)
+        eta = SF.tsa_threshold(self.tsa, min(batch.progress / self.tsa_end, 1.0), batch.num_classes)
         p_correct = logits_x.detach().float().softmax(dim=-1).gather(1, batch.y[:, None]).squeeze(1)
         sup_mask = (p_correct <= eta).to(p_correct.dtype)
         supervised = ((F.cross_entropy(logits_x, batch.y, reduction="none") * sup_mask).sum()

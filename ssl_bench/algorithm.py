@@ -1,4 +1,4 @@
-"""What an SSL algorithm is, and the registry that finds the files in ``algorithms/``.
+"""What an SSL algorithm is, and the registry that finds the built-in ones and the user's plug-ins.
 
 An algorithm is one small class in one file. It declares
 
@@ -7,37 +7,60 @@ An algorithm is one small class in one file. It declares
   when its targets come from the smoothed teacher, so the smoothing strategy changes the targets
   (Mean Teacher).
 * ``unlabeled_views``: which augmented views of each unlabelled image its loss needs, in order, each
-  ``"weak"`` or ``"strong"`` (FixMatch: ``("weak", "strong")``; MixMatch with K = 2: ``("weak", "weak")``).
+  ``"weak"`` or ``"strong"`` (FixMatch: ``("weak", "strong")``; MixMatch with K = 2: ``("weak", "weak")``);
+  ``()`` for an algorithm that uses no unlabelled images (the ``supervised`` baseline). Read it from the
+  built instance: it may depend on a hyper-parameter (ReMixMatch's K).
+* ``reference``: the training settings of the code that produced its published number, per dataset
+  family (see :func:`loop_settings`), each with its source in a comment.
 * ``loss(student, teacher, batch) -> Losses``.
 
-and registers itself with ``@register("name")``. Hyper-parameters are dataclass fields with their
-source beside them; ``--alg-arg key=value`` overrides them. The training loop (``ssl_bench.train``) owns
-the optimizer, the data, the smoothing and the checkpoints; an algorithm never sees them.
+and registers itself with ``@register("name")``. Hyper-parameters are dataclass fields declared with
+:func:`hp` (default, valid range, source beside them); ``--alg-arg key=value`` overrides them and
+:func:`build_algorithm` checks every value against its declared range. The training loop
+(``ssl_bench.train``) owns the optimizer, the data, the smoothing and the checkpoints; an algorithm never
+sees them. Random draws (MixUp) come from ``batch.generator``, which the loop seeds and checkpoints.
 
 An algorithm that needs trainable parts or state of its own (ReMixMatch's rotation head, a running
 class distribution) returns them as one ``nn.Module`` from the optional ``setup(student, num_classes)``;
 the loop moves it to the device, trains its parameters with the student's and saves it in checkpoints.
+
+Built-in algorithms live in the top-level ``algorithms/`` folder, installed as the package
+``ssl_bench_algorithms``; their names are reserved. Plug-ins are found in ``./algorithms`` of the working
+directory or by path (``--alg path/to/my_alg.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib
 import importlib.util
 import inspect
+import math
+import pkgutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from ssl_bench.functional import frozen_batchnorm_stats
+
 TARGET_SOURCES = ("student", "teacher")
 VIEWS = ("weak", "strong")
+BUILTIN_PACKAGE = "ssl_bench_algorithms"   # the top-level algorithms/ folder, as installed (pyproject.toml)
+PLUGIN_FOLDER = "algorithms"               # ./algorithms in the working directory holds the user's plug-ins
 
-# Folders searched for ``--alg NAME``: the user's working directory first, then the suite's own.
-_REPO_ALGORITHMS = Path(__file__).resolve().parents[1] / "algorithms"
+# Training-loop settings an algorithm's ``reference`` may set, beside its hyper-parameters.
+LOOP_SETTINGS = ("mu", "lr", "weight_decay")
+# For a plug-in that declares none: FixMatch's (google-research/fixmatch, fixmatch.py: flag uratio = 7,
+# FLAGS.set_default('lr', 0.03), flag wd = 0.0005). algorithms/fixmatch.py declares the same values as its
+# own reference (this module cannot import a built-in); a test checks that they agree.
+DEFAULT_LOOP_SETTINGS: dict[str, Any] = {"mu": 7, "lr": 0.03, "weight_decay": 5e-4}
+ALL_FAMILIES = "*"
 
 
 @dataclass
@@ -48,6 +71,8 @@ class Batch:
     ``u``: the unlabelled views in the order ``unlabeled_views`` names them, each ``(mu * B, C, H, W)``;
     view ``i`` of every tensor shows the same underlying images.
     ``progress``: training progress ``step / total_steps`` in ``[0, 1]`` for ramp-ups and schedules.
+    ``generator``: the seeded, checkpointed generator on the batch's device that every random draw of the
+    algorithm uses (MixUp); read it with :func:`generator_of`.
     """
 
     x: Tensor
@@ -55,6 +80,7 @@ class Batch:
     u: tuple[Tensor, ...]
     progress: float
     num_classes: int
+    generator: torch.Generator | None = None
 
 
 @dataclass
@@ -71,13 +97,13 @@ class Losses:
     logs: dict[str, Tensor | float] = field(default_factory=dict)
 
 
-@runtime_checkable
 class Algorithm(Protocol):
-    """The protocol every registered algorithm follows (no base class to inherit)."""
+    """The type of a built algorithm (what :func:`build_algorithm` returns); no base class to inherit."""
 
     name: str
     targets_from: str
     unlabeled_views: tuple[str, ...]
+    reference: dict[str, dict[str, Any]]
 
     def loss(self, student: nn.Module, teacher: nn.Module, batch: Batch) -> Losses: ...
 
@@ -85,6 +111,77 @@ class Algorithm(Protocol):
 class AlgorithmError(ValueError):
     """A registered algorithm or an algorithm file is unusable; the message names the file and the problem."""
 
+
+# --- hyper-parameters with their valid range ----------------------------------------------------------------
+
+
+def hp(default: Any, *, low: float | None = None, high: float | None = None, open_low: bool = False,
+       choices: tuple[str, ...] | None = None) -> Any:
+    """A hyper-parameter field whose valid range is declared once, beside its default.
+
+    ``low``/``high`` bound a number (inclusive; ``open_low=True`` makes ``low`` exclusive, for a value that
+    must be ``> low``); ``choices`` lists the valid strings. :func:`build_algorithm` checks every value.
+    """
+    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "choices": choices})
+
+
+def describe_range(f: dataclasses.Field) -> str | None:
+    """The declared valid range of a hyper-parameter field, in words (``[0, 1]``, ``(0, inf)``), or None."""
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        return f"one of {tuple(meta['choices'])}"
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None:
+        return None
+    left = "(-inf" if low is None else ("(" if meta.get("open_low") else "[") + f"{low:g}"
+    right = "inf)" if high is None else f"{high:g}]"
+    return f"{left}, {right}"
+
+
+def _in_range(f: dataclasses.Field, value: Any) -> bool:
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        return value in meta["choices"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return meta.get("low") is None and meta.get("high") is None
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value <= low if meta.get("open_low") else value < low):
+        return False
+    return high is None or value <= high
+
+
+def hyperparameter_fields(cls: type) -> tuple[dataclasses.Field, ...]:
+    """The hyper-parameters of an algorithm class: its dataclass fields set at construction (``init=True``).
+
+    Fields with ``init=False`` are declared state (ReMixMatch's module), not hyper-parameters.
+    """
+    return tuple(f for f in dataclasses.fields(cls) if f.init)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def check_hyperparameters(algorithm: Any, given: dict[str, str] | None = None) -> None:
+    """Raise one clear line for the first hyper-parameter outside its declared range.
+
+    ``given``: the ``--alg-arg`` strings, so the message can say which flag to change.
+    """
+    cls = type(algorithm)
+    for f in hyperparameter_fields(cls):
+        value = getattr(algorithm, f.name)
+        if _in_range(f, value):
+            continue
+        source = f"--alg-arg {f.name}={given[f.name]}" if given and f.name in given else f"{f.name}={value!r}"
+        raise AlgorithmError(f"{source}: {cls.__name__}.{f.name} must lie in {describe_range(f)}; "
+                             f"pass a value in that range (default {_default(f)!r})")
+
+
+# --- the registry -------------------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type] = {}
 
@@ -96,11 +193,60 @@ def _source_file(cls: type) -> str:
         return "<unknown file>"
 
 
+def _is_builtin(cls: type) -> bool:
+    return cls.__module__.startswith(BUILTIN_PACKAGE + ".")
+
+
+def _builtin_package() -> Any:
+    try:
+        return importlib.import_module(BUILTIN_PACKAGE)
+    except ImportError as exc:
+        raise AlgorithmError(f"the built-in algorithms package {BUILTIN_PACKAGE!r} is not installed ({exc}); "
+                             "reinstall ssl-bench: pip install . (or pip install -e . in a checkout)") from exc
+
+
+def builtin_algorithms() -> dict[str, Path]:
+    """Names of the built-in algorithms (reserved) and their files, without importing them."""
+    package = _builtin_package()
+    return {m.name: Path(package.__path__[0]) / f"{m.name}.py"
+            for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+
+
+def _check_views(views: Any, where: str, owner: str) -> None:
+    if not isinstance(views, tuple) or any(v not in VIEWS for v in views):
+        raise AlgorithmError(f"{where}: {owner}.unlabeled_views = {views!r}; expected a tuple of {VIEWS}, "
+                             "e.g. ('weak', 'strong') (or () for no unlabelled images)")
+
+
+def _check_reference(cls: type, where: str) -> None:
+    reference = getattr(cls, "reference", {})
+    fields = {f.name: f for f in hyperparameter_fields(cls)}
+    if not isinstance(reference, dict) or any(not isinstance(v, dict) for v in reference.values()):
+        raise AlgorithmError(f"{where}: {cls.__name__}.reference must map '*' or a dataset family to a dict of "
+                             f"settings, e.g. {{'*': {{'mu': 7, 'lr': 0.03}}}}")
+    for family, settings in reference.items():
+        for key, value in settings.items():
+            if key in LOOP_SETTINGS:
+                valid = (isinstance(value, int) and value >= 1) if key == "mu" else (
+                    isinstance(value, (int, float)) and value >= 0 and (key != "lr" or value > 0))
+                if not valid:
+                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = {value!r}; "
+                                         "expected mu an integer >= 1, lr > 0, weight_decay >= 0")
+            elif key in fields:
+                if not _in_range(fields[key], value):
+                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = {value!r} "
+                                         f"must lie in {describe_range(fields[key])}")
+            else:
+                raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}] sets {key!r}, which is neither "
+                                     f"a loop setting {LOOP_SETTINGS} nor a hyper-parameter {sorted(fields)}")
+
+
 def register(name: str) -> Callable[[type], type]:
     """Class decorator: make ``cls`` available as ``--alg name``.
 
     The class must be a dataclass (its fields are the hyper-parameters) with ``targets_from``,
-    ``unlabeled_views`` and ``loss``. Mistakes are reported at import time with the file name.
+    ``unlabeled_views`` and ``loss``. Mistakes are reported at import time with the file name; a plug-in may
+    not take a built-in algorithm's name.
     """
 
     def decorate(cls: type) -> type:
@@ -114,11 +260,22 @@ def register(name: str) -> Callable[[type], type]:
             raise AlgorithmError(f"{where}: {cls.__name__}.targets_from = {getattr(cls, 'targets_from', None)!r}; "
                                  f"expected one of {TARGET_SOURCES}")
         views = getattr(cls, "unlabeled_views", None)
-        if not isinstance(views, tuple) or not views or any(v not in VIEWS for v in views):
-            raise AlgorithmError(f"{where}: {cls.__name__}.unlabeled_views = {views!r}; "
-                                 f"expected a non-empty tuple of {VIEWS}, e.g. ('weak', 'strong')")
+        if not isinstance(views, property):   # a property is checked on the built instance
+            _check_views(views, where, cls.__name__)
         if not callable(getattr(cls, "loss", None)):
             raise AlgorithmError(f"{where}: {cls.__name__} has no loss(self, student, teacher, batch) method")
+        clashing = [f.name for f in hyperparameter_fields(cls) if f.name in LOOP_SETTINGS]
+        if clashing:
+            raise AlgorithmError(f"{where}: hyper-parameter {clashing[0]!r} has the name of a loop setting "
+                                 f"{LOOP_SETTINGS}; rename it")
+        _check_reference(cls, where)
+        builtin = _is_builtin(cls)
+        if builtin and name != cls.__module__.rsplit(".", 1)[-1]:
+            raise AlgorithmError(f"{where}: a built-in algorithm registers the name of its file; expected "
+                                 f"@register({cls.__module__.rsplit('.', 1)[-1]!r})")
+        if not builtin and name in builtin_algorithms():
+            raise AlgorithmError(f"{where}: algorithm name {name!r} is reserved for the built-in "
+                                 f"{builtin_algorithms()[name]}; pick another name, e.g. @register('my_{name}')")
         if name in _REGISTRY and _source_file(_REGISTRY[name]) != where:
             raise AlgorithmError(f"{where}: algorithm name {name!r} is already registered by "
                                  f"{_source_file(_REGISTRY[name])}; pick another name")
@@ -129,9 +286,11 @@ def register(name: str) -> Callable[[type], type]:
     return decorate
 
 
-def _import_file(path: Path) -> None:
-    module_name = f"ssl_bench_algorithms.{path.stem}"
-    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == str(path):
+def _import_plugin(path: Path) -> None:
+    # A plug-in's module name is unique per file, so two plug-ins with the same file name never collide and
+    # none can shadow a built-in module.
+    module_name = f"ssl_bench_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if module_name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
@@ -148,52 +307,107 @@ def _import_file(path: Path) -> None:
         raise AlgorithmError(f"{path}: importing the algorithm file failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _plugin_dir() -> Path | None:
+    """``./algorithms`` of the working directory, unless it is the built-in folder itself (a checkout)."""
+    folder = Path.cwd() / PLUGIN_FOLDER
+    if not folder.is_dir():
+        return None
+    builtin_dir = Path(_builtin_package().__path__[0]).resolve()
+    return None if folder.resolve() == builtin_dir else folder
+
+
 def algorithm_dirs() -> list[Path]:
-    """Folders searched for ``--alg NAME``: ``./algorithms`` (the user's) then the suite's ``algorithms/``."""
-    dirs = [Path.cwd() / "algorithms", _REPO_ALGORITHMS]
-    unique: list[Path] = []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
-            unique.append(d)
-    return unique
+    """Folders searched for ``--alg NAME``: the built-in package's folder, then ``./algorithms`` (plug-ins)."""
+    plugins = _plugin_dir()
+    return [Path(_builtin_package().__path__[0])] + ([plugins] if plugins is not None else [])
+
+
+def _plugin_names() -> list[str]:
+    plugins = _plugin_dir()
+    return [] if plugins is None else [p.stem for p in plugins.glob("*.py") if not p.name.startswith("_")]
 
 
 def available_algorithms() -> list[str]:
-    """Names of every algorithm file in the searched folders (without importing them)."""
-    return sorted({p.stem for d in algorithm_dirs() for p in d.glob("*.py") if not p.name.startswith("_")})
+    """Names of every built-in algorithm and every plug-in file in ``./algorithms`` (without importing them)."""
+    return sorted(set(builtin_algorithms()) | set(_plugin_names()))
+
+
+def _check_not_shadowing(name: str) -> None:
+    plugins = _plugin_dir()
+    if plugins is not None and (plugins / f"{name}.py").is_file():
+        raise AlgorithmError(f"{(plugins / f'{name}.py').resolve()}: the file has the name of the built-in algorithm "
+                             f"{name!r} ({builtin_algorithms()[name]}), which is reserved; rename your file and its "
+                             f"@register(...), e.g. my_{name}.py")
 
 
 def load_algorithm_class(name_or_path: str) -> type:
     """Find an algorithm by registered name (``fixmatch``) or by file (``path/to/my_alg.py``).
 
-    A name is looked up as ``algorithms/<name>.py``; the file must register an algorithm under that
-    name. A path is imported and must register exactly one algorithm.
+    A name is a built-in (reserved: a plug-in file of the same name in ``./algorithms`` is an error) or a
+    plug-in ``./algorithms/<name>.py``, which must register that name. A path is imported and must register
+    exactly one algorithm.
     """
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).resolve()
         if not path.is_file():
             raise AlgorithmError(f"--alg {name_or_path!r}: no such file; pass an existing .py file or a name from "
                                  f"{available_algorithms()}")
-        before = {n: c for n, c in _REGISTRY.items()}
-        _import_file(path)
-        mine = [n for n, c in _REGISTRY.items() if _source_file(c) == str(path)]
+        builtins = {p.resolve(): n for n, p in builtin_algorithms().items()}
+        if path in builtins:
+            return load_algorithm_class(builtins[path])
+        before = dict(_REGISTRY)
+        _import_plugin(path)
+        mine = [n for n, c in _REGISTRY.items() if Path(_source_file(c)).resolve() == path]
         new = [n for n in mine if before.get(n) is not _REGISTRY[n]] or mine
         if len(new) != 1:
-            raise AlgorithmError(f"{path}: expected exactly one @register(...) algorithm in the file, found {new or 'none'}; "
-                                 "decorate your class with @register('my_alg')")
+            raise AlgorithmError(f"{path}: expected exactly one @register(...) algorithm in the file, found "
+                                 f"{new or 'none'}; decorate your class with @register('my_alg')")
         return _REGISTRY[new[0]]
+    if name_or_path in builtin_algorithms():
+        _check_not_shadowing(name_or_path)
+        if name_or_path not in _REGISTRY:
+            importlib.import_module(f"{BUILTIN_PACKAGE}.{name_or_path}")
+        return _REGISTRY[name_or_path]
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]
-    for d in algorithm_dirs():
-        path = (d / f"{name_or_path}.py").resolve()
-        if path.is_file():
-            _import_file(path)
-            if name_or_path not in _REGISTRY:
-                raise AlgorithmError(f"{path}: the file registers no algorithm named {name_or_path!r}; "
-                                     f"add @register({name_or_path!r}) above the class")
-            return _REGISTRY[name_or_path]
+    plugins = _plugin_dir()
+    if plugins is not None and (plugins / f"{name_or_path}.py").is_file():
+        path = (plugins / f"{name_or_path}.py").resolve()
+        _import_plugin(path)
+        if name_or_path not in _REGISTRY:
+            raise AlgorithmError(f"{path}: the file registers no algorithm named {name_or_path!r}; "
+                                 f"add @register({name_or_path!r}) above the class")
+        return _REGISTRY[name_or_path]
     raise AlgorithmError(f"unknown algorithm {name_or_path!r}; valid choices: {available_algorithms()} "
                          "or a path to your own file (--alg path/to/my_alg.py)")
+
+
+# --- reference settings and building -----------------------------------------------------------------------
+
+
+def _reference_for(cls: type, dataset_family: str | None) -> dict[str, Any]:
+    """The class's reference settings for a family: the ``"*"`` entry overridden by the family's entry."""
+    reference = getattr(cls, "reference", {})
+    merged = dict(reference.get(ALL_FAMILIES, {}))
+    if dataset_family is not None:
+        merged.update(reference.get(dataset_family, {}))
+    return merged
+
+
+def _class_of(algorithm_or_cls: Any) -> type:
+    if isinstance(algorithm_or_cls, str):
+        return load_algorithm_class(algorithm_or_cls)
+    return algorithm_or_cls if isinstance(algorithm_or_cls, type) else type(algorithm_or_cls)
+
+
+def loop_settings(algorithm_or_cls: Any, dataset_family: str | None) -> dict[str, Any]:
+    """The training-loop settings (``mu``, ``lr``, ``weight_decay``) an algorithm's reference uses.
+
+    :data:`DEFAULT_LOOP_SETTINGS`, overridden by the algorithm's ``reference["*"]``, overridden by its
+    ``reference[dataset_family]``. Accepts an instance, a class or a name.
+    """
+    reference = _reference_for(_class_of(algorithm_or_cls), dataset_family)
+    return {key: reference.get(key, DEFAULT_LOOP_SETTINGS[key]) for key in LOOP_SETTINGS}
 
 
 def _coerce(value: str, like: Any, key: str, cls: type) -> Any:
@@ -210,25 +424,55 @@ def _coerce(value: str, like: Any, key: str, cls: type) -> Any:
                              f"{cls.__name__}.{key} (default {like!r})") from exc
 
 
-def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None) -> Any:
-    """Instantiate an algorithm with its paper defaults, overridden by ``--alg-arg key=value`` strings.
+def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None,
+                    dataset_family: str | None = None) -> Algorithm:
+    """Instantiate an algorithm with its reference defaults for ``dataset_family``, then ``--alg-arg`` overrides.
 
-    Unknown keys raise (they are never silently ignored).
+    Defaults are the field defaults, overridden by the hyper-parameters the class's ``reference`` sets for
+    the family. ``overrides`` are ``--alg-arg`` strings, coerced to each default's type. Unknown keys and
+    values outside a field's declared range raise :class:`AlgorithmError` (never silently ignored).
     """
     cls = load_algorithm_class(name_or_path)
-    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
-    kwargs = {}
+    fields = {f.name: f for f in hyperparameter_fields(cls)}
+    defaults = {name: _default(f) for name, f in fields.items()}
+    defaults.update({k: v for k, v in _reference_for(cls, dataset_family).items() if k in fields})
+    kwargs = dict(defaults)
     for key, value in (overrides or {}).items():
-        if key not in defaults:
-            raise AlgorithmError(f"--alg-arg {key}=...: {cls.__name__} has no hyper-parameter {key!r}; "
-                                 f"valid keys: {sorted(defaults)}")
+        if key not in fields:
+            hint = f" ({key} is a loop setting: use --{key.replace('_', '-')})" if key in LOOP_SETTINGS else ""
+            raise AlgorithmError(f"--alg-arg {key}=...: {cls.__name__} has no hyper-parameter {key!r}{hint}; "
+                                 f"valid keys: {sorted(fields)}")
         kwargs[key] = _coerce(value, defaults[key], key, cls)
-    return cls(**kwargs)
+    algorithm = cls(**kwargs)
+    check_hyperparameters(algorithm, overrides)
+    _check_views(algorithm.unlabeled_views, _source_file(cls), cls.__name__)
+    return algorithm
 
 
 def hyperparameters(algorithm: Any) -> dict[str, Any]:
-    """The algorithm's resolved hyper-parameters, for the run record."""
-    return dataclasses.asdict(algorithm)
+    """The algorithm's resolved hyper-parameters, for the run record (declared state is left out)."""
+    return {f.name: getattr(algorithm, f.name) for f in hyperparameter_fields(type(algorithm))}
+
+
+def reference_configuration(name: str, dataset_family: str | None) -> dict[str, Any]:
+    """The hyper-parameters and loop settings a default run of algorithm ``name`` has on ``dataset_family``.
+
+    A run whose effective settings equal these ran the reference configuration (the leaderboard shows the
+    paper's number beside it), however they were given.
+    """
+    return {**hyperparameters(build_algorithm(name, None, dataset_family)), **loop_settings(name, dataset_family)}
+
+
+# --- helpers the algorithms and the loop share -------------------------------------------------------------
+
+
+def generator_of(batch: Batch, algorithm: Any) -> torch.Generator:
+    """``batch.generator``, or a clear error naming the algorithm when the caller passed none."""
+    if batch.generator is None:
+        name = getattr(algorithm, "name", type(algorithm).__name__)
+        raise AlgorithmError(f"{name}: its loss draws random numbers (MixUp) from batch.generator, which is None; "
+                             "pass Batch(..., generator=torch.Generator(device).manual_seed(seed))")
+    return batch.generator
 
 
 def check_losses(result: Any, algorithm: Any) -> Losses:
@@ -252,6 +496,10 @@ def set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 
 def teacher_forward(teacher: nn.Module, x: Tensor) -> Tensor:
-    """The teacher's logits as constants (no graph): targets never carry gradient."""
-    with torch.no_grad():
+    """The teacher's logits as constants (no graph): targets never carry gradient.
+
+    The teacher's BatchNorm running statistics are left alone (google-research/fixmatch, mean_teacher.py:
+    the EMA pass's update ops are not among the ``post_ops`` it runs); the smoother owns them.
+    """
+    with torch.no_grad(), frozen_batchnorm_stats(teacher):
         return teacher(x)

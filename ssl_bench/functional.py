@@ -7,17 +7,21 @@ temperature, ``lambda`` a MixUp coefficient, ``t`` training progress in ``[0, 1]
 
 Losses upcast logits to float32, so their values do not depend on bf16 autocast.
 
-The only function that draws random numbers is :func:`mixup_sample`; it uses torch's global generator on the
-CPU (whose state the loop seeds and checkpoints), so a run draws the same coefficients on any device.
+The only function that draws random numbers is :func:`mixup_sample`; it draws from the generator it is
+given (the loop's seeded, checkpointed ``batch.generator``), never from torch's global one.
+:func:`frozen_batchnorm_stats` lets a forward pass leave BatchNorm running statistics alone, for the passes
+the reference code does not update them with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 RAMPUP_SHAPES = ("sigmoid", "linear")
 TSA_SCHEDULES = ("none", "linear", "log", "exp")
@@ -47,13 +51,15 @@ def sharpen(probs: Tensor, temperature: float) -> Tensor:
     return torch.softmax(torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny)) / temperature, dim=-1)
 
 
-def confidence_mask(probs: Tensor, threshold: float) -> Tensor:
+def confidence_mask(probs: Tensor, threshold: float, inclusive: bool = True) -> Tensor:
     """Which rows are confident enough to train on: ``1[max_c p_c >= threshold]`` as a float ``(N,)`` mask.
 
-    FixMatch Eq. 2 (tau = 0.95), UDA's confidence-based masking (beta = 0.8), and Pseudo-Label with a
-    threshold as in the FixMatch/MixMatch reimplementation. ``threshold = 0`` keeps every row.
+    FixMatch Eq. 2 and google-research/fixmatch ``fixmatch.py`` / ``uda.py`` compare with ``>=``;
+    ``inclusive=False`` gives ``>`` (that repository's ``pseudo_label.py``, ``tf.greater``).
+    ``threshold = 0`` with ``>=`` keeps every row.
     """
-    return (probs.max(dim=-1).values >= threshold).to(probs.dtype)
+    top = probs.max(dim=-1).values
+    return (top >= threshold if inclusive else top > threshold).to(probs.dtype)
 
 
 def distribution_alignment(probs: Tensor, p_model: Tensor, p_target: Tensor, eps: float = 1e-6) -> Tensor:
@@ -80,20 +86,24 @@ def push_history(history: Tensor, row: Tensor) -> Tensor:
 # --- MixUp --------------------------------------------------------------------------------------------------
 
 
-def mixup_sample(num: int, alpha: float, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+def mixup_sample(num: int, alpha: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Draw one MixUp coefficient per row and the partner permutation (MixMatch Eqs. 8-9).
 
     ``lambda ~ Beta(alpha, alpha)``, ``lambda' = max(lambda, 1 - lambda)`` (so ``lambda' >= 0.5``: each mixed
     row stays closer to its own example), one per row as in the official MixMatch code; the partner of row
-    ``i`` is row ``perm[i]`` of a uniform random permutation. Drawn on the CPU from torch's global generator,
-    then moved to ``device``.
+    ``i`` is row ``perm[i]`` of a uniform random permutation. Both are drawn from ``generator`` on its
+    device (no host-device copy).
     """
     if alpha <= 0:
         raise ValueError(f"MixUp alpha must be > 0, got {alpha}")
-    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((num,))
+    device = generator.device
+    # torch.distributions.Beta takes no generator; Beta(a, a) is the first coordinate of Dirichlet(a, a), and
+    # torch._sample_dirichlet (what torch.distributions.Dirichlet samples with) does take one.
+    concentration = torch.full((num, 2), float(alpha), device=device)
+    lam = torch._sample_dirichlet(concentration, generator=generator)[:, 0]
     lam = torch.maximum(lam, 1.0 - lam)
-    perm = torch.randperm(num)
-    return to_device(lam, device), to_device(perm, device)
+    perm = torch.randperm(num, generator=generator, device=device)
+    return lam, perm
 
 
 def to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
@@ -116,6 +126,36 @@ def mixup(x: Tensor, targets: Tensor, lam: Tensor | float, perm: Tensor) -> tupl
     lam_x = lam.reshape(-1, *([1] * (x.dim() - 1))) if lam.dim() else lam
     lam_t = lam.to(targets.dtype).reshape(-1, *([1] * (targets.dim() - 1))) if lam.dim() else lam.to(targets.dtype)
     return lam_x * x + (1 - lam_x) * x[perm], lam_t * targets + (1 - lam_t) * targets[perm]
+
+
+# --- BatchNorm running statistics ---------------------------------------------------------------------------
+
+
+# torch's BatchNorm layers, whose forward reads ``track_running_stats`` at call time.
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave every BatchNorm layer's running statistics as they were.
+
+    The layers still normalise with the batch's statistics in training mode, as the reference code's extra
+    passes do (they run with ``training=True`` but their update ops are not among the ``post_ops`` it
+    runs, google-research/fixmatch ``mixmatch.py``, ``remixmatch_no_cta.py``, ``mean_teacher.py``).
+    Implemented by switching ``track_running_stats`` off for the duration: torch's BatchNorm then uses
+    batch statistics and updates neither ``running_mean``/``running_var`` nor ``num_batches_tracked``.
+    Copying the buffers back afterwards would not do: the in-place copy invalidates them for the backward
+    pass of a pass with gradient (ReMixMatch's rotation pass). Evaluation mode is unaffected. Layers of
+    the ``BATCHNORM_TYPES`` (and their subclasses, e.g. timm's ``BatchNormAct2d``) are frozen.
+    """
+    layers = [m for m in module.modules() if isinstance(m, BATCHNORM_TYPES) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
 
 
 # --- losses -------------------------------------------------------------------------------------------------

@@ -98,19 +98,32 @@ def test_fixmatch_mask_pseudo_labels_and_total_hand_worked():
     assert_same_gradient(losses.total, expected, w)
 
 
+def test_fixmatch_weak_probability_exactly_at_the_threshold_is_confident():
+    # Logits (0, 0, -100) give probabilities exactly (0.5, 0.5, ~0) in float32 (exp(0) / 2 is exact; e^-100 is
+    # lost in the sum). tau = 0.5 keeps that row (fixmatch.py: pseudo_mask = max p >= confidence); the row
+    # (0, 0, 0), at 1/3, is masked.
+    model = LinearLogits(torch.eye(3))
+    u_weak = t([[0, 0, -100], [0, 0, 0]])
+    assert softmax(u_weak)[0, :2].tolist() == [0.5, 0.5]
+    alg = build_algorithm("fixmatch", {"threshold": "0.5"})
+    losses = alg.loss(model, None, Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u_weak, u_weak), progress=0.5,
+                                         num_classes=3))
+    assert losses.logs["mask_rate"].item() == 0.5
+
+
 # --- Pi-Model -----------------------------------------------------------------------------------------------
 
 
-def test_pi_model_mse_between_two_passes_with_sigmoid_rampup():
+def test_pi_model_mse_between_two_passes_with_linear_rampup():
     model = LinearLogits(t([[1, 0], [0.5, 1]]))
     w = model.classifier.weight
     x, y = t([[1, 0], [0, 2]]), torch.tensor([0, 1])
     u_1, u_2 = t([[2, 0], [0, 1]]), t([[1, 1], [0, 3]])
     alg = build_algorithm("pi_model")
-    # progress 0.2 of a ramp ending at 0.4: t = 0.5, weight = 10 exp(-5 * 0.25).
+    # progress 0.2 of a linear ramp ending at 0.4 (pi_model.py warmup_pos): weight = 10 * 0.5.
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.2, num_classes=2))
 
-    weight = 10.0 * math.exp(-1.25)
+    weight = 10.0 * 0.5
     target = softmax(u_1 @ w.T).detach()   # the first pass is the constant target
     consistency = ((softmax(u_2 @ w.T) - target) ** 2).sum(-1).div(2).mean()
     expected = ce_rows(x @ w.T, y).mean() + weight * consistency
@@ -166,6 +179,16 @@ def test_pseudo_label_trains_confident_rows_on_their_own_argmax():
     assert_same_gradient(losses.total, expected, w)
 
 
+def test_pseudo_label_probability_exactly_at_the_threshold_is_not_confident():
+    # pseudo_label.py compares strictly (tf.greater): p = 0.5 exactly (logits (0, 0, -100), see the FixMatch
+    # test) does not clear tau = 0.5; the row (1e-3, 0, -100), just above 0.5, does.
+    model = LinearLogits(torch.eye(3))
+    u = t([[0, 0, -100], [1e-3, 0, -100]])
+    alg = build_algorithm("pseudo_label", {"threshold": "0.5"})
+    losses = alg.loss(model, None, Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=3))
+    assert losses.logs["mask_rate"].item() == 0.5
+
+
 def test_pseudo_label_with_threshold_zero_is_lee_2013():
     model = LinearLogits(torch.eye(2))
     u = t([[3, 0], [0.5, 0], [0, 4]])
@@ -184,12 +207,12 @@ def kl_row(q, z) -> float:
     return sum(qi * (math.log(qi) - lp) for qi, lp in zip(q, log_p, strict=True) if qi > 0)
 
 
-def test_uda_sharpened_kl_on_confident_rows_hand_worked():
+def test_uda_paper_setting_sharpened_kl_on_confident_rows_hand_worked():
     model = LinearLogits(torch.eye(2))
     x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
     u_weak = t([[2, 0], [0.5, 0], [0, 3]])   # confidences 0.881, 0.622, 0.953 -> mask (1, 0, 1) at 0.8
     u_strong = t([[1, 0], [0, 2], [2, 1]])
-    alg = build_algorithm("uda")
+    alg = build_algorithm("uda", {"threshold": "0.8", "temperature": "0.4"})   # the UDA paper's CIFAR-10 setting
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
 
     # Targets softmax(z_weak / 0.4): row 0 (e^5, 1) / (e^5 + 1), row 2 (1, e^7.5) / (1 + e^7.5).
@@ -208,14 +231,33 @@ def test_uda_sharpened_kl_on_confident_rows_hand_worked():
     assert_same_gradient(losses.total, expected, w)   # KL and soft CE differ by a constant
 
 
+def test_uda_reference_defaults_unsharpened_kl_at_threshold_095():
+    # uda.py flags: confidence 0.95, temperature 1 (the target is the weak view's own softmax).
+    model = LinearLogits(torch.eye(2))
+    x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
+    u_weak = t([[3, 0], [2, 0], [0, 4]])     # confidences 0.953, 0.881, 0.982 -> mask (1, 0, 1)
+    u_strong = t([[1, 0], [0, 2], [2, 1]])
+    losses = build_algorithm("uda").loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5,
+                                                            num_classes=2))
+    q0 = [math.exp(3) / (math.exp(3) + 1), 1 / (math.exp(3) + 1)]
+    q2 = [1 / (1 + math.exp(4)), math.exp(4) / (1 + math.exp(4))]
+    assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
+    assert losses.terms["unsupervised"].item() == pytest.approx((kl_row(q0, [1, 0]) + kl_row(q2, [2, 1])) / 3,
+                                                                rel=1e-5)
+
+
 def test_uda_linear_tsa_drops_labelled_rows_above_eta():
     model = LinearLogits(torch.eye(2))
-    # eta = 0.5 * (1 - 1/2) + 1/2 = 0.75 at progress 0.5; p(correct) = 0.881 (dropped) and 0.622 (kept).
+    # eta = 0.5 * (1 - 1/2) + 1/2 = 0.75 at t/T = 0.5; p(correct) = 0.881 (dropped) and 0.622 (kept).
     x, y = t([[2, 0], [0, 0.5]]), torch.tensor([0, 1])
     u = t([[0, 0]])
-    alg = build_algorithm("uda", {"tsa": "linear"})
+    alg = build_algorithm("uda", {"tsa": "linear", "tsa_end": "1"})   # the paper's T = all of training
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u, u), progress=0.5, num_classes=2))
     assert losses.terms["supervised"].item() == pytest.approx(ce([0, 0.5], 1), rel=1e-6)
+    assert losses.logs["tsa_rate"].item() == pytest.approx(0.5)
+    # The reference schedule ends at 1/16 of training (uda.py tsa_pos = 8): t/T = 0.5 at progress 1/32.
+    alg = build_algorithm("uda", {"tsa": "linear"})
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u, u), progress=1 / 32, num_classes=2))
     assert losses.logs["tsa_rate"].item() == pytest.approx(0.5)
 
 
@@ -229,13 +271,15 @@ def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
     lam = t([0.9, 0.8, 0.7, 0.6, 0.75, 0.55])
     perm = torch.tensor([5, 4, 3, 2, 1, 0])
 
-    def fixed_mixup_sample(num, alpha, device=None):
-        assert num == 6 and alpha == 0.75
+    generator = torch.Generator()
+
+    def fixed_mixup_sample(num, alpha, gen):
+        assert num == 6 and alpha == 0.5 and gen is generator   # mixmatch.py flag beta 0.5; the batch's draws
         return lam, perm
 
     monkeypatch.setattr(SF, "mixup_sample", fixed_mixup_sample)
     alg = build_algorithm("mixmatch")
-    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.5, num_classes=2))
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.5, num_classes=2, generator=generator))
 
     # Guess: mean of the K = 2 predictions, sharpened with T = 0.5 (square and renormalise).
     p_bar = (softmax(u_1) + softmax(u_2)) / 2
@@ -250,7 +294,7 @@ def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
     logits = mixed_in @ w.T
     l_x = soft_ce_rows(logits[:2], mixed_t[:2]).mean()
     l_u = ((softmax(logits[2:]) - mixed_t[2:]) ** 2).mean()   # 1 / (L |U'|) sum of squares
-    expected = l_x + 75.0 * l_u                                # lambda_U ramp finished (1/64 < 0.5)
+    expected = l_x + 100.0 * l_u                               # lambda_U ramp finished (1/64 < 0.5)
     assert losses.terms["supervised"].item() == pytest.approx(l_x.item(), rel=1e-6)
     assert losses.logs["l2u"].item() == pytest.approx(l_u.item(), rel=1e-6)
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -261,9 +305,9 @@ def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
 def test_mixmatch_lambda_u_ramps_linearly_over_the_first_64th():
     model = LinearLogits(torch.eye(2))
     batch = Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(t([[1, 0]]), t([[0, 1]])), progress=1 / 128,
-                  num_classes=2)
+                  num_classes=2, generator=torch.Generator())
     losses = build_algorithm("mixmatch").loss(model, None, batch)
-    assert losses.logs["unsup_weight"] == pytest.approx(75.0 / 2)
+    assert losses.logs["unsup_weight"] == pytest.approx(100.0 / 2)   # mixmatch.py w_match 100, half-way up
 
 
 # --- ReMixMatch ---------------------------------------------------------------------------------------------
@@ -276,7 +320,7 @@ def img(a, b, c, d) -> list:
 def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
     # Logits are the top row of each 2 x 2 image.
     model = LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]]))
-    alg = build_algorithm("remixmatch")
+    alg = build_algorithm("remixmatch", {"k": "2"})   # two strong views
     state = alg.setup(model, 2)
     with torch.no_grad():
         state.rotation_head.weight.copy_(torch.eye(4))
@@ -288,8 +332,9 @@ def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
     s_2 = t([img(0, 0, 1, 1), img(1, 1, 0, 0)])
     lam = t([0.9, 0.8, 0.7, 0.6, 0.75, 0.55, 0.95, 0.65])
     perm = torch.tensor([7, 6, 5, 4, 3, 2, 1, 0])
-    monkeypatch.setattr(SF, "mixup_sample", lambda num, alpha, device=None: (lam, perm))
-    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, s_1, s_2), progress=1.0, num_classes=2))
+    monkeypatch.setattr(SF, "mixup_sample", lambda num, alpha, generator: (lam, perm))
+    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, s_1, s_2), progress=1.0, num_classes=2,
+                                         generator=torch.Generator()))
 
     # Guess: p * p(y) / p~(y) = p * (0.5, 0.5) / (0.75, 0.25), i.e. proportional to (p_0, 3 p_1); then T = 0.5.
     p = softmax(t([[2, 0], [0, 1]]))
@@ -326,8 +371,8 @@ def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
 
 def test_remixmatch_state_is_one_module_with_head_and_windows_and_loss_needs_setup():
     alg = build_algorithm("remixmatch", {"da_window": "8"})
-    batch = Batch(x=t([img(1, 0, 0, 0)]), y=torch.tensor([0]), u=(t([img(1, 0, 0, 0)]),) * 3, progress=1.0,
-                  num_classes=2)
+    batch = Batch(x=t([img(1, 0, 0, 0)]), y=torch.tensor([0]), u=(t([img(1, 0, 0, 0)]),) * 2, progress=1.0,
+                  num_classes=2, generator=torch.Generator())
     with pytest.raises(AlgorithmError, match="setup"):
         alg.loss(LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]])), None, batch)
     state = alg.setup(LinearLogits(t([[1, 0, 0, 0], [0, 1, 0, 0]])), 2)

@@ -1,13 +1,30 @@
-"""A plug-in file with a mistake is a loud error that names the file and the problem."""
+"""The registry: a plug-in file with a mistake is a loud error that names the file and the problem; built-in
+names are reserved; built-ins are found through the installed package; every hyper-parameter's declared
+range is enforced."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
-from ssl_bench.algorithm import AlgorithmError, Batch, build_algorithm, check_losses, load_algorithm_class
+from ssl_bench.algorithm import (
+    AlgorithmError,
+    Batch,
+    available_algorithms,
+    build_algorithm,
+    builtin_algorithms,
+    check_losses,
+    describe_range,
+    generator_of,
+    hyperparameter_fields,
+    load_algorithm_class,
+)
+
+REPO = Path(__file__).resolve().parents[1]
 
 HEADER = """
 from dataclasses import dataclass
@@ -79,3 +96,123 @@ def test_alg_args_override_and_are_type_checked():
         build_algorithm("fixmatch", {"threshold": "high"})
     with pytest.raises(AlgorithmError, match="valid keys"):
         build_algorithm("fixmatch", {"tau": "0.9"})
+
+
+# --- reserved built-in names ---------------------------------------------------------------------------------
+
+
+def test_plugin_by_path_registering_a_builtin_name_names_both_files(tmp_path):
+    path = write(tmp_path, "my_copy", '@register("fixmatch")' + GOOD_BODY)
+    with pytest.raises(AlgorithmError, match=r"my_copy.py: algorithm name 'fixmatch' is reserved for the built-in "
+                                             r".*algorithms/fixmatch.py"):
+        load_algorithm_class(path)
+    assert load_algorithm_class("fixmatch").__module__ == "ssl_bench_algorithms.fixmatch"   # untouched
+
+
+def test_plugin_in_working_directory_named_like_a_builtin_names_both_files(tmp_path, monkeypatch):
+    (tmp_path / "algorithms").mkdir()
+    write(tmp_path / "algorithms", "mixmatch", '@register("my_mixmatch")' + GOOD_BODY)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AlgorithmError, match=r"algorithms/mixmatch.py: the file has the name of the built-in "
+                                             r"algorithm 'mixmatch' \(.*algorithms/mixmatch.py\), which is reserved"):
+        build_algorithm("mixmatch")
+
+
+def test_plugin_in_working_directory_is_found_beside_the_builtins(tmp_path, monkeypatch):
+    (tmp_path / "algorithms").mkdir()
+    write(tmp_path / "algorithms", "my_local_alg", '@register("my_local_alg")' + GOOD_BODY)
+    monkeypatch.chdir(tmp_path)
+    assert set(builtin_algorithms()) < set(available_algorithms())
+    assert "my_local_alg" in available_algorithms()
+    assert build_algorithm("my_local_alg", {"weight": "2"}).weight == 2.0
+
+
+def test_builtins_are_found_through_the_installed_package_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # no algorithms/ folder here
+    import ssl_bench_algorithms
+
+    names = builtin_algorithms()
+    assert set(names) == {"fixmatch", "mixmatch", "remixmatch", "uda", "mean_teacher", "pi_model",
+                          "pseudo_label", "supervised"}
+    assert all(path.parent == Path(ssl_bench_algorithms.__path__[0]) for path in names.values())
+    assert available_algorithms() == sorted(names)
+    for name in names:
+        assert load_algorithm_class(name).__module__ == f"ssl_bench_algorithms.{name}"
+
+
+def test_the_wheel_lists_every_package_under_ssl_bench_and_the_algorithms():
+    tomllib = pytest.importorskip("tomllib")   # Python >= 3.11
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "ssl_bench").rglob("__init__.py")}
+    assert found | {"ssl_bench_algorithms"} == set(setuptools["packages"])
+    assert setuptools["package-dir"] == {"ssl_bench_algorithms": "algorithms"}
+
+
+# --- declared ranges, checked for every algorithm ------------------------------------------------------------
+
+
+def out_of_range_values(f: dataclasses.Field) -> list:
+    """Values just outside a field's declared range (one per bound), or an unknown choice."""
+    meta = f.metadata
+    if meta.get("choices") is not None:
+        return ["not_a_choice"]
+    values = []
+    if meta.get("low") is not None:
+        values.append(meta["low"] if meta["open_low"] else meta["low"] - 1)
+    if meta.get("high") is not None:
+        values.append(meta["high"] + 1)
+    return values
+
+
+@pytest.mark.parametrize("name", available_algorithms())
+def test_every_hyperparameter_declares_a_range_and_values_outside_it_are_refused(name):
+    cls = load_algorithm_class(name)
+    for f in hyperparameter_fields(cls):
+        if f.type in ("bool", bool):
+            continue
+        assert describe_range(f) is not None, f"{name}.{f.name}: declare its range with hp(...)"
+        bad_values = out_of_range_values(f)
+        assert bad_values, f"{name}.{f.name}"
+        for bad in bad_values:
+            text = str(int(bad)) if f.type in ("int", int) else str(bad)
+            with pytest.raises(AlgorithmError, match=rf"--alg-arg {f.name}={text}: {cls.__name__}.{f.name} must "
+                                                     r"lie in .*; pass a value in that range"):
+                build_algorithm(name, {f.name: text})
+    build_algorithm(name)   # the defaults themselves are in range
+
+
+def test_fixmatch_threshold_five_is_refused_in_one_line():
+    with pytest.raises(AlgorithmError) as info:
+        build_algorithm("fixmatch", {"threshold": "5"})
+    assert str(info.value) == ("--alg-arg threshold=5: FixMatch.threshold must lie in [0, 1]; "
+                               "pass a value in that range (default 0.95)")
+
+
+def test_a_plugin_range_is_checked_and_a_reference_with_unknown_keys_is_refused(tmp_path):
+    body = GOOD_BODY.replace("weight: float = 1.0", "weight: float = hp(1.0, low=0.0, open_low=True)")
+    path = write(tmp_path, "ranged", "from ssl_bench.algorithm import hp\n@register('ranged')" + body)
+    with pytest.raises(AlgorithmError, match=r"Alg.weight must lie in \(0, inf\)"):
+        build_algorithm(path, {"weight": "0"})
+    body = GOOD_BODY.replace('targets_from = "student"', 'targets_from = "student"\n    reference = {"*": {"wd": 1}}')
+    with pytest.raises(AlgorithmError, match=r"bad_reference.py: Alg.reference\['\*'\] sets 'wd'"):
+        load_algorithm_class(write(tmp_path, "bad_reference", "@register('bad_reference')" + body))
+
+
+def test_per_family_reference_sets_hyperparameter_defaults_and_alg_args_still_win(tmp_path):
+    body = GOOD_BODY.replace('targets_from = "student"',
+                             'targets_from = "student"\n    reference = {"*": {"mu": 2}, "cifar100": {"weight": 3.0}}')
+    path = write(tmp_path, "family_alg", "@register('family_alg')" + body)
+    assert build_algorithm(path).weight == 1.0
+    assert build_algorithm(path, None, "cifar10").weight == 1.0
+    assert build_algorithm(path, None, "cifar100").weight == 3.0
+    assert build_algorithm(path, {"weight": "4"}, "cifar100").weight == 4.0
+
+
+def test_an_algorithm_that_draws_needs_the_batch_generator():
+    batch = Batch(x=torch.zeros(1, 2), y=torch.zeros(1, dtype=torch.long), u=(), progress=0.0, num_classes=2)
+    with pytest.raises(AlgorithmError, match=r"mixmatch: .*batch.generator, which is None"):
+        generator_of(batch, build_algorithm("mixmatch"))
+    model = torch.nn.Linear(2, 2)
+    batch.u = (torch.ones(2, 2), torch.ones(2, 2))
+    with pytest.raises(AlgorithmError, match="batch.generator"):
+        build_algorithm("mixmatch").loss(model, model, batch)

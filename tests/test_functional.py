@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+import scipy.stats
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ssl_bench import functional as SF
 
@@ -47,6 +49,12 @@ def test_confidence_mask_keeps_rows_at_or_above_the_threshold():
     torch.testing.assert_close(SF.confidence_mask(probs, 0.0), torch.ones(4))
 
 
+def test_confidence_mask_strict_leaves_out_rows_exactly_at_the_threshold():
+    probs = torch.tensor([[0.5, 0.5], [0.75, 0.25], [0.25, 0.75]])   # exact in binary
+    torch.testing.assert_close(SF.confidence_mask(probs, 0.75), torch.tensor([0.0, 1.0, 1.0]))
+    torch.testing.assert_close(SF.confidence_mask(probs, 0.75, inclusive=False), torch.tensor([0.0, 0.0, 0.0]))
+
+
 # --- MixUp --------------------------------------------------------------------------------------------------
 
 
@@ -71,21 +79,31 @@ def test_mixup_with_one_lambda_per_row_broadcasts_over_image_dimensions():
     torch.testing.assert_close(mixed_y, torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.25, 0.75]]))
 
 
-def test_mixup_sample_gives_lambda_prime_at_least_half_and_a_permutation():
-    torch.manual_seed(0)
-    lam, perm = SF.mixup_sample(1000, 0.75)
-    assert lam.shape == (1000,) and ((lam >= 0.5) & (lam <= 1.0)).all()
-    assert torch.equal(perm.sort().values, torch.arange(1000))
-    # E[max(L, 1 - L)] for L ~ Beta(a, a) lies strictly between 0.5 and 1; for a = 0.75 it is about 0.79.
-    assert 0.75 < lam.mean().item() < 0.83
+def test_mixup_sample_draws_max_of_beta_and_a_permutation_against_scipy():
+    # lambda' = max(L, 1 - L), L ~ Beta(a, a): P(lambda' <= x) = 2 F_Beta(x) - 1 for x in [0.5, 1] (symmetry).
+    # Kolmogorov-Smirnov against scipy's Beta CDF, an independent implementation.
+    alpha = 0.75
+    lam, perm = SF.mixup_sample(4000, alpha, torch.Generator().manual_seed(0))
+    assert lam.shape == (4000,) and ((lam >= 0.5) & (lam <= 1.0)).all()
+    assert torch.equal(perm.sort().values, torch.arange(4000))
+    result = scipy.stats.kstest(lam.double().numpy(), lambda x: 2 * scipy.stats.beta.cdf(x, alpha, alpha) - 1)
+    assert result.pvalue > 0.01, result
+    # The same test rejects a different alpha, so it has the power to notice a wrong distribution.
+    wrong = scipy.stats.kstest(lam.double().numpy(), lambda x: 2 * scipy.stats.beta.cdf(x, 0.3, 0.3) - 1)
+    assert wrong.pvalue < 1e-6
 
 
-def test_mixup_sample_is_reproducible_under_the_global_seed():
-    torch.manual_seed(3)
-    a = SF.mixup_sample(16, 0.5)
-    torch.manual_seed(3)
-    b = SF.mixup_sample(16, 0.5)
+def test_mixup_sample_draws_only_from_the_generator_it_is_given():
+    a = SF.mixup_sample(16, 0.5, torch.Generator().manual_seed(3))
+    torch.manual_seed(123)   # the global generator plays no part
+    b = SF.mixup_sample(16, 0.5, torch.Generator().manual_seed(3))
+    c = SF.mixup_sample(16, 0.5, torch.Generator().manual_seed(4))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    SF.mixup_sample(16, 0.5, generator)
+    assert not torch.equal(generator.get_state(), state)   # the draws advanced the generator that was passed
 
 
 # --- distribution alignment ---------------------------------------------------------------------------------
@@ -109,6 +127,47 @@ def test_push_history_drops_the_oldest_row_and_appends_the_new_one():
     out = SF.push_history(history, torch.tensor([0.25, 0.75]))
     torch.testing.assert_close(out, torch.tensor([[0.5, 0.5], [0.0, 1.0], [0.25, 0.75]]))
     torch.testing.assert_close(out.mean(0), torch.tensor([0.75 / 3, 2.25 / 3]))
+
+
+# --- BatchNorm running statistics ---------------------------------------------------------------------------
+
+
+def bn_net() -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    net(torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1)))   # materialise the lazy layer
+    return net.train()
+
+
+def bn_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def test_frozen_batchnorm_stats_keeps_running_stats_and_normalises_with_batch_stats():
+    net = bn_net()
+    x = torch.randn(6, 3, 5, 5, generator=torch.Generator().manual_seed(2))
+    before = bn_state(net)
+    with SF.frozen_batchnorm_stats(net):
+        frozen_out = net(x)
+    frozen_out.sum().backward()   # a pass with gradient still back-propagates
+    for key, value in bn_state(net).items():
+        assert torch.equal(value, before[key]), key
+    # Same output as an ordinary training-mode pass (batch statistics), which does move the statistics.
+    torch.testing.assert_close(net(x), frozen_out)
+    after = bn_state(net)
+    assert not torch.equal(after["1.running_mean"], before["1.running_mean"])
+    assert after["1.num_batches_tracked"].item() == before["1.num_batches_tracked"].item() + 1
+
+
+def test_frozen_batchnorm_stats_restores_tracking_after_an_error_and_leaves_eval_mode_alone():
+    net = bn_net()
+    with pytest.raises(RuntimeError), SF.frozen_batchnorm_stats(net):
+        raise RuntimeError("inside")
+    assert net[1].track_running_stats
+    net.eval()
+    x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(3))
+    with SF.frozen_batchnorm_stats(net):
+        frozen_eval = net(x)
+    torch.testing.assert_close(frozen_eval, net(x))   # evaluation still uses the running statistics
 
 
 # --- losses -------------------------------------------------------------------------------------------------

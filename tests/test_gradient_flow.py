@@ -62,18 +62,20 @@ def active_overrides(name: str) -> dict[str, str]:
 
 
 def tiny_setup(algorithm, seed: int = 0):
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)   # module initialisation only; the data and the algorithm's draws use generators
+    gen = torch.Generator().manual_seed(seed)
     student = TinyBNNet().train()
     teacher = copy.deepcopy(student).train()
     set_requires_grad(teacher, False)
     module = algorithm.setup(student, NUM_CLASSES) if hasattr(algorithm, "setup") else None
     batch_size, mu = 4, 2
     batch = Batch(
-        x=torch.randn(batch_size, 3, 6, 6),
-        y=torch.randint(0, NUM_CLASSES, (batch_size,)),
-        u=tuple(torch.randn(batch_size * mu, 3, 6, 6) for _ in algorithm.unlabeled_views),
+        x=torch.randn(batch_size, 3, 6, 6, generator=gen),
+        y=torch.randint(0, NUM_CLASSES, (batch_size,), generator=gen),
+        u=tuple(torch.randn(batch_size * mu, 3, 6, 6, generator=gen) for _ in algorithm.unlabeled_views),
         progress=1.0,
         num_classes=NUM_CLASSES,
+        generator=torch.Generator().manual_seed(seed + 1),
     )
     return student, teacher, module, batch
 
@@ -122,11 +124,34 @@ def test_every_term_trains_the_student_and_nothing_reaches_the_teacher(name):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
 
-def test_targets_from_and_views_are_declared_for_every_algorithm():
-    for name in available_algorithms():
-        algorithm = build_algorithm(name)
-        assert algorithm.targets_from in ("student", "teacher")
-        assert algorithm.unlabeled_views and all(v in ("weak", "strong") for v in algorithm.unlabeled_views)
+@pytest.mark.parametrize("name", available_algorithms())
+def test_the_teacher_is_consulted_exactly_when_targets_from_says_so(name):
+    # targets_from decides whether a smoothing strategy changes the targets; a loss that reads the teacher
+    # while declaring "student" (or the reverse) would make the declaration, and the records, wrong.
+    algorithm = build_algorithm(name, active_overrides(name))
+    student, teacher, _, batch = tiny_setup(algorithm)
+    teacher_outputs = record_outputs(teacher)
+    algorithm.loss(student, teacher, batch)
+    assert bool(teacher_outputs) == (algorithm.targets_from == "teacher"), (
+        f"{name}: targets_from = {algorithm.targets_from!r} but the loss called the teacher "
+        f"{len(teacher_outputs)} time(s)")
+
+
+@pytest.mark.parametrize("name", available_algorithms())
+def test_every_declared_view_is_used_by_the_loss(name):
+    # The loop augments and sends every view unlabeled_views declares: each must change the loss.
+    algorithm = build_algorithm(name, active_overrides(name))
+    for i in range(len(algorithm.unlabeled_views)):
+        totals = []
+        for replace in (False, True):
+            fresh = build_algorithm(name, active_overrides(name))   # fresh state (ReMixMatch's windows)
+            student, teacher, _, batch = tiny_setup(fresh)
+            if replace:
+                views = list(batch.u)
+                views[i] = torch.randn(views[i].shape, generator=torch.Generator().manual_seed(99))
+                batch.u = tuple(views)
+            totals.append(fresh.loss(student, teacher, batch).total.item())
+        assert totals[0] != totals[1], f"{name}: view {i} ({algorithm.unlabeled_views[i]}) does not affect the loss"
 
 
 @dataclasses.dataclass
