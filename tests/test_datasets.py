@@ -143,10 +143,16 @@ def write_miniature_cifar(root, name, x_train, y_train, x_test, y_test):
 
 
 @pytest.fixture(scope="module")
-def mini(subset):
-    """60 train / 20 test real images; CIFAR-100 labels spread over 0..99."""
-    x_tr, x_te = subset.x_train[:60], subset.x_test[:20]
-    y_tr, y_te = subset.y_train[:60], subset.y_test[:20]
+def mini():
+    """60 train / 20 test images, all 10 CIFAR-10 classes; CIFAR-100 labels spread over 0..99.
+
+    Seeded random pixels rather than the shared subset: the file format and the download do not depend on
+    what the pixels show, and these tests then run wherever ssl-bench is installed (no shared data needed).
+    """
+    rng = np.random.default_rng(10)
+    x_tr = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    x_te = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    y_tr, y_te = rng.permutation(np.arange(60) % 10), rng.permutation(np.arange(20) % 10)
     return {"cifar10": (x_tr, y_tr, x_te, y_te),
             "cifar100": (x_tr, y_tr * 10 + np.arange(60) % 10, x_te, y_te * 10 + np.arange(20) % 10)}
 
