@@ -39,7 +39,8 @@ class FixMatch:
     reference = {
         # google-research/fixmatch fixmatch.py: flag uratio 7; FLAGS.set_default('lr', 0.03); flag wd 0.0005.
         "*": {"mu": 7, "lr": 0.03, "weight_decay": 5e-4},
-        # FixMatch paper (arXiv 2001.07685), Sec. 4 / appendix: weight decay 0.001 for CIFAR-100 (not in the repo).
+        # FixMatch paper (arXiv 2001.07685), Sec. 4 / appendix: weight decay 0.001 for CIFAR-100 (not in the
+        # repository's files).
         "cifar100": {"weight_decay": 1e-3},
     }
 

@@ -16,7 +16,8 @@ they differ from FixMatch's:
   K = 2 weak views (``nu=2``). Learning rate 0.03 and weight decay 5e-4 are FixMatch's (``set_default('lr',
   0.03)``, flag ``wd``).
 * lambda_U ramps up linearly over ``warmup_kimg = 1024`` of ``train_kimg = 65536`` kibi-images, both counted
-  in images, so over the first 1/64 of training (``rampup_end``); a shortened run ramps over 1/64 of its steps.
+  in images, so over the first 1/64 of training (``rampup_end``); a shortened run ramps over 1/64 of its
+  steps.
 
 The original paper differs: alpha 0.75 and lambda_U 75 on CIFAR-10 (150 on CIFAR-100), Adam with decoupled
 weight decay (MixMatch paper Sec. 4; google-research/mixmatch ``runs/table1.sh``): ``--alg-arg alpha=0.75
@@ -54,7 +55,8 @@ class MixMatch:
     targets_from = "student"
     unlabeled_views = ("weak", "weak")  # K = 2 weak augmentations, mixmatch.py model(nu=2), augment d.d.d
     reference = {
-        # mixmatch.py: y_in [batch, nu] (one unlabelled image per labelled one); set_default('lr', 0.03); wd 0.0005.
+        # mixmatch.py: y_in [batch, nu] (one unlabelled image per labelled one); set_default('lr', 0.03);
+        # flag wd 0.0005.
         "*": {"mu": 1, "lr": 0.03, "weight_decay": 5e-4},
     }
 

@@ -77,7 +77,7 @@ class ReMixMatchState(nn.Module):
 
 
 def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
-    """Rotate row ``i`` of an ``(N, C, H, W)`` batch by ``(i mod 4) x 90`` degrees; return it and the labels."""
+    """Turn row ``i`` of an ``(N, C, H, W)`` batch by ``(i mod 4) x 90`` degrees; return it and the labels."""
     labels = torch.arange(len(images), device=images.device) % 4
     rotated = images.clone()
     for k in (1, 2, 3):  # strided slices, not boolean masks: no host-device sync on a GPU
@@ -89,12 +89,12 @@ def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
 @dataclass
 class ReMixMatch:
     temperature: float = hp(0.5, low=0.0, open_low=True)  # sharpening T, remixmatch_no_cta.py model(T=0.5)
-    alpha: float = hp(0.75, low=0.0, open_low=True)       # MixUp Beta(alpha, alpha), cta_remixmatch.py flag beta
-    lambda_u: float = hp(1.5, low=0.0)                    # mixed unlabelled loss, cta_remixmatch.py flag w_match
+    alpha: float = hp(0.75, low=0.0, open_low=True)       # MixUp Beta(alpha, alpha), cta_remixmatch.py beta
+    lambda_u: float = hp(1.5, low=0.0)                    # mixed unlabelled loss, cta_remixmatch.py w_match
     lambda_u1: float = hp(0.5, low=0.0)                   # pre-mixup loss, cta_remixmatch.py flag w_kl
     lambda_rot: float = hp(0.5, low=0.0)                  # rotation loss, cta_remixmatch.py flag w_rot
-    rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # cta_remixmatch.py warmup_kimg 1024 of train_kimg 1 << 16
-    da_window: int = hp(128, low=1)                       # batches averaged, remixmatch_no_cta.py model(dbuf=128)
+    rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # warmup_kimg 1024 of train_kimg 1 << 16
+    da_window: int = hp(128, low=1)                       # batches averaged, remixmatch_no_cta.py dbuf=128
     da_target: str = hp("uniform", choices=DA_TARGETS)    # p(y): layers.PData = labelled distribution
     k: int = hp(1, low=1)                                 # strong views, libml/augment.py flag K (paper: 8)
     # Declared state, not a hyper-parameter: the module setup() returns (the loop trains and checkpoints it).
@@ -111,14 +111,15 @@ class ReMixMatch:
         return ("weak",) + ("strong",) * self.k
 
     def setup(self, student: nn.Module, num_classes: int) -> nn.Module:
-        """Create the rotation head and the distribution-alignment windows (trained and checkpointed by the loop)."""
+        """Create the rotation head and the distribution-alignment windows (the loop trains, saves them)."""
         self.state = ReMixMatchState(student.num_features, num_classes, self.da_window)
         return self.state
 
     def loss(self, student, teacher, batch: Batch) -> Losses:
         state = self.state
         if state is None:
-            raise AlgorithmError("remixmatch: call setup(student, num_classes) before loss(); the loop does this")
+            raise AlgorithmError("remixmatch: call setup(student, num_classes) before loss(); "
+                                 "the loop does this")
         generator = generator_of(batch, self)
         x, (u_weak, *u_strong) = batch.x, batch.u
         num_classes = batch.num_classes

@@ -60,7 +60,7 @@ class UDA:
         logits = student(torch.cat([batch.x, u_weak, u_strong]))
         logits_x, logits_w, logits_s = logits.split([len(batch.x), len(u_weak), len(u_strong)])
 
-        # Supervised loss with Training Signal Annealing: drop labelled examples already predicted above eta_t.
+        # Supervised loss with Training Signal Annealing: drop labelled rows already predicted above eta_t.
         eta = SF.tsa_threshold(self.tsa, min(batch.progress / self.tsa_end, 1.0), batch.num_classes)
         p_correct = logits_x.detach().float().softmax(dim=-1).gather(1, batch.y[:, None]).squeeze(1)
         sup_mask = (p_correct <= eta).to(p_correct.dtype)

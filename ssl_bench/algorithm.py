@@ -122,7 +122,8 @@ def hp(default: Any, *, low: float | None = None, high: float | None = None, ope
     ``low``/``high`` bound a number (inclusive; ``open_low=True`` makes ``low`` exclusive, for a value that
     must be ``> low``); ``choices`` lists the valid strings. :func:`build_algorithm` checks every value.
     """
-    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "choices": choices})
+    metadata = {"low": low, "high": high, "open_low": open_low, "choices": choices}
+    return field(default=default, metadata=metadata)
 
 
 def describe_range(f: dataclasses.Field) -> str | None:
@@ -202,7 +203,7 @@ def _builtin_package() -> Any:
         return importlib.import_module(BUILTIN_PACKAGE)
     except ImportError as exc:
         raise AlgorithmError(f"the built-in algorithms package {BUILTIN_PACKAGE!r} is not installed ({exc}); "
-                             "reinstall ssl-bench: pip install . (or pip install -e . in a checkout)") from exc
+                             "reinstall ssl-bench: pip install . (pip install -e . in a checkout)") from exc
 
 
 def builtin_algorithms() -> dict[str, Path]:
@@ -222,23 +223,24 @@ def _check_reference(cls: type, where: str) -> None:
     reference = getattr(cls, "reference", {})
     fields = {f.name: f for f in hyperparameter_fields(cls)}
     if not isinstance(reference, dict) or any(not isinstance(v, dict) for v in reference.values()):
-        raise AlgorithmError(f"{where}: {cls.__name__}.reference must map '*' or a dataset family to a dict of "
-                             f"settings, e.g. {{'*': {{'mu': 7, 'lr': 0.03}}}}")
+        raise AlgorithmError(f"{where}: {cls.__name__}.reference must map '*' or a dataset family to a dict "
+                             f"of settings, e.g. {{'*': {{'mu': 7, 'lr': 0.03}}}}")
     for family, settings in reference.items():
         for key, value in settings.items():
             if key in LOOP_SETTINGS:
                 valid = (isinstance(value, int) and value >= 1) if key == "mu" else (
                     isinstance(value, (int, float)) and value >= 0 and (key != "lr" or value > 0))
                 if not valid:
-                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = {value!r}; "
-                                         "expected mu an integer >= 1, lr > 0, weight_decay >= 0")
+                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = "
+                                         f"{value!r}; expected mu an integer >= 1, lr > 0, weight_decay >= 0")
             elif key in fields:
                 if not _in_range(fields[key], value):
-                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = {value!r} "
-                                         f"must lie in {describe_range(fields[key])}")
+                    raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}][{key!r}] = "
+                                         f"{value!r} must lie in {describe_range(fields[key])}")
             else:
-                raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}] sets {key!r}, which is neither "
-                                     f"a loop setting {LOOP_SETTINGS} nor a hyper-parameter {sorted(fields)}")
+                raise AlgorithmError(f"{where}: {cls.__name__}.reference[{family!r}] sets {key!r}, which is "
+                                     f"neither a loop setting {LOOP_SETTINGS} nor a hyper-parameter "
+                                     f"{sorted(fields)}")
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -252,13 +254,14 @@ def register(name: str) -> Callable[[type], type]:
     def decorate(cls: type) -> type:
         where = _source_file(cls)
         if not isinstance(name, str) or not name.isidentifier():
-            raise AlgorithmError(f"{where}: algorithm name {name!r} must be a Python identifier, e.g. 'my_alg'")
+            raise AlgorithmError(f"{where}: algorithm name {name!r} must be a Python identifier, "
+                                 "e.g. 'my_alg'")
         if not dataclasses.is_dataclass(cls):
-            raise AlgorithmError(f"{where}: {cls.__name__} must be a @dataclass (its fields are the hyper-parameters); "
-                                 "put @dataclass under @register(...)")
+            raise AlgorithmError(f"{where}: {cls.__name__} must be a @dataclass (its fields are the "
+                                 "hyper-parameters); put @dataclass under @register(...)")
         if getattr(cls, "targets_from", None) not in TARGET_SOURCES:
-            raise AlgorithmError(f"{where}: {cls.__name__}.targets_from = {getattr(cls, 'targets_from', None)!r}; "
-                                 f"expected one of {TARGET_SOURCES}")
+            raise AlgorithmError(f"{where}: {cls.__name__}.targets_from = "
+                                 f"{getattr(cls, 'targets_from', None)!r}; expected one of {TARGET_SOURCES}")
         views = getattr(cls, "unlabeled_views", None)
         if not isinstance(views, property):   # a property is checked on the built instance
             _check_views(views, where, cls.__name__)
@@ -275,7 +278,8 @@ def register(name: str) -> Callable[[type], type]:
                                  f"@register({cls.__module__.rsplit('.', 1)[-1]!r})")
         if not builtin and name in builtin_algorithms():
             raise AlgorithmError(f"{where}: algorithm name {name!r} is reserved for the built-in "
-                                 f"{builtin_algorithms()[name]}; pick another name, e.g. @register('my_{name}')")
+                                 f"{builtin_algorithms()[name]}; pick another name, "
+                                 f"e.g. @register('my_{name}')")
         if name in _REGISTRY and _source_file(_REGISTRY[name]) != where:
             raise AlgorithmError(f"{where}: algorithm name {name!r} is already registered by "
                                  f"{_source_file(_REGISTRY[name])}; pick another name")
@@ -304,7 +308,8 @@ def _import_plugin(path: Path) -> None:
         raise
     except Exception as exc:  # a broken plug-in is a loud error naming the file, never a silent skip
         del sys.modules[module_name]
-        raise AlgorithmError(f"{path}: importing the algorithm file failed: {type(exc).__name__}: {exc}") from exc
+        raise AlgorithmError(f"{path}: importing the algorithm file failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
 def _plugin_dir() -> Path | None:
@@ -317,7 +322,7 @@ def _plugin_dir() -> Path | None:
 
 
 def algorithm_dirs() -> list[Path]:
-    """Folders searched for ``--alg NAME``: the built-in package's folder, then ``./algorithms`` (plug-ins)."""
+    """Folders searched for ``--alg NAME``: the built-in package's, then ``./algorithms`` (plug-ins)."""
     plugins = _plugin_dir()
     return [Path(_builtin_package().__path__[0])] + ([plugins] if plugins is not None else [])
 
@@ -328,16 +333,16 @@ def _plugin_names() -> list[str]:
 
 
 def available_algorithms() -> list[str]:
-    """Names of every built-in algorithm and every plug-in file in ``./algorithms`` (without importing them)."""
+    """Names of every built-in algorithm and plug-in file in ``./algorithms`` (without importing them)."""
     return sorted(set(builtin_algorithms()) | set(_plugin_names()))
 
 
 def _check_not_shadowing(name: str) -> None:
     plugins = _plugin_dir()
     if plugins is not None and (plugins / f"{name}.py").is_file():
-        raise AlgorithmError(f"{(plugins / f'{name}.py').resolve()}: the file has the name of the built-in algorithm "
-                             f"{name!r} ({builtin_algorithms()[name]}), which is reserved; rename your file and its "
-                             f"@register(...), e.g. my_{name}.py")
+        raise AlgorithmError(f"{(plugins / f'{name}.py').resolve()}: the file has the name of the built-in "
+                             f"algorithm {name!r} ({builtin_algorithms()[name]}), which is reserved; rename "
+                             f"your file and its @register(...), e.g. my_{name}.py")
 
 
 def load_algorithm_class(name_or_path: str) -> type:
@@ -350,8 +355,8 @@ def load_algorithm_class(name_or_path: str) -> type:
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).resolve()
         if not path.is_file():
-            raise AlgorithmError(f"--alg {name_or_path!r}: no such file; pass an existing .py file or a name from "
-                                 f"{available_algorithms()}")
+            raise AlgorithmError(f"--alg {name_or_path!r}: no such file; pass an existing .py file or a name "
+                                 f"from {available_algorithms()}")
         builtins = {p.resolve(): n for n, p in builtin_algorithms().items()}
         if path in builtins:
             return load_algorithm_class(builtins[path])
@@ -426,7 +431,7 @@ def _coerce(value: str, like: Any, key: str, cls: type) -> Any:
 
 def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None,
                     dataset_family: str | None = None) -> Algorithm:
-    """Instantiate an algorithm with its reference defaults for ``dataset_family``, then ``--alg-arg`` overrides.
+    """Instantiate an algorithm with its reference defaults for ``dataset_family``, then ``--alg-arg``s.
 
     Defaults are the field defaults, overridden by the hyper-parameters the class's ``reference`` sets for
     the family. ``overrides`` are ``--alg-arg`` strings, coerced to each default's type. Unknown keys and
@@ -439,7 +444,8 @@ def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None,
     kwargs = dict(defaults)
     for key, value in (overrides or {}).items():
         if key not in fields:
-            hint = f" ({key} is a loop setting: use --{key.replace('_', '-')})" if key in LOOP_SETTINGS else ""
+            flag = "--" + key.replace("_", "-")
+            hint = f" ({key} is a loop setting: use {flag})" if key in LOOP_SETTINGS else ""
             raise AlgorithmError(f"--alg-arg {key}=...: {cls.__name__} has no hyper-parameter {key!r}{hint}; "
                                  f"valid keys: {sorted(fields)}")
         kwargs[key] = _coerce(value, defaults[key], key, cls)
@@ -460,7 +466,8 @@ def reference_configuration(name: str, dataset_family: str | None) -> dict[str, 
     A run whose effective settings equal these ran the reference configuration (the leaderboard shows the
     paper's number beside it), however they were given.
     """
-    return {**hyperparameters(build_algorithm(name, None, dataset_family)), **loop_settings(name, dataset_family)}
+    algorithm = build_algorithm(name, None, dataset_family)
+    return {**hyperparameters(algorithm), **loop_settings(algorithm, dataset_family)}
 
 
 # --- helpers the algorithms and the loop share -------------------------------------------------------------
@@ -470,8 +477,8 @@ def generator_of(batch: Batch, algorithm: Any) -> torch.Generator:
     """``batch.generator``, or a clear error naming the algorithm when the caller passed none."""
     if batch.generator is None:
         name = getattr(algorithm, "name", type(algorithm).__name__)
-        raise AlgorithmError(f"{name}: its loss draws random numbers (MixUp) from batch.generator, which is None; "
-                             "pass Batch(..., generator=torch.Generator(device).manual_seed(seed))")
+        raise AlgorithmError(f"{name}: its loss draws random numbers (MixUp) from batch.generator, which is "
+                             "None; pass Batch(..., generator=torch.Generator(device).manual_seed(seed))")
     return batch.generator
 
 
@@ -479,13 +486,14 @@ def check_losses(result: Any, algorithm: Any) -> Losses:
     """Validate what ``loss`` returned, naming the algorithm's file when it is wrong."""
     where = f"{_source_file(type(algorithm))}: {type(algorithm).__name__}.loss"
     if not isinstance(result, Losses):
-        raise AlgorithmError(f"{where} returned {type(result).__name__}; expected ssl_bench.algorithm.Losses(total=...)")
+        raise AlgorithmError(f"{where} returned {type(result).__name__}; "
+                             "expected ssl_bench.algorithm.Losses(total=...)")
     if not isinstance(result.total, Tensor) or result.total.dim() != 0:
         raise AlgorithmError(f"{where} returned Losses.total = {type(result.total).__name__} "
                              f"{getattr(result.total, 'shape', '')}; expected a scalar torch.Tensor")
     if not result.total.requires_grad:
-        raise AlgorithmError(f"{where}: Losses.total carries no gradient; compute it from the student's outputs "
-                             "(the teacher's outputs and the targets are constants)")
+        raise AlgorithmError(f"{where}: Losses.total carries no gradient; compute it from the student's "
+                             "outputs (the teacher's outputs and the targets are constants)")
     return result
 
 

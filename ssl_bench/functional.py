@@ -124,7 +124,8 @@ def mixup(x: Tensor, targets: Tensor, lam: Tensor | float, perm: Tensor) -> tupl
     """
     lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)
     lam_x = lam.reshape(-1, *([1] * (x.dim() - 1))) if lam.dim() else lam
-    lam_t = lam.to(targets.dtype).reshape(-1, *([1] * (targets.dim() - 1))) if lam.dim() else lam.to(targets.dtype)
+    lam_t = lam.to(targets.dtype)
+    lam_t = lam_t.reshape(-1, *([1] * (targets.dim() - 1))) if lam.dim() else lam_t
     return lam_x * x + (1 - lam_x) * x[perm], lam_t * targets + (1 - lam_t) * targets[perm]
 
 

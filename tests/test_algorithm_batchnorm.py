@@ -82,11 +82,13 @@ def test_one_step_updates_running_statistics_only_from_the_reference_pass(name):
         teacher.bn.running_mean.normal_(generator=gen)
     initial, teacher_before = copy.deepcopy(student), running_stats(teacher)
 
-    algorithm = build_algorithm(name, {"threshold": "0"} if name in ("fixmatch", "uda", "pseudo_label") else None)
+    thresholded = name in ("fixmatch", "uda", "pseudo_label")
+    algorithm = build_algorithm(name, {"threshold": "0"} if thresholded else None)
     if hasattr(algorithm, "setup"):
         algorithm.setup(student, NUM_CLASSES)
     n = 4
-    batch = Batch(x=torch.randn(n, 3, 6, 6, generator=gen), y=torch.randint(0, NUM_CLASSES, (n,), generator=gen),
+    batch = Batch(x=torch.randn(n, 3, 6, 6, generator=gen),
+                  y=torch.randint(0, NUM_CLASSES, (n,), generator=gen),
                   u=tuple(torch.randn(n, 3, 6, 6, generator=gen) for _ in algorithm.unlabeled_views),
                   progress=1.0, num_classes=NUM_CLASSES, generator=torch.Generator().manual_seed(SEED))
     algorithm.loss(student, teacher, batch).total.backward()

@@ -78,7 +78,7 @@ def assert_terms_sum_to_total(losses) -> None:
 def test_fixmatch_mask_pseudo_labels_and_total_hand_worked():
     model = LinearLogits(torch.eye(2))
     x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
-    u_weak = t([[3, 0], [0.5, 0], [0, 4]])   # confidences sigmoid(3)=0.953, sigmoid(0.5)=0.622, sigmoid(4)=0.982
+    u_weak = t([[3, 0], [0.5, 0], [0, 4]])   # confidences sigmoid(3)=.953, sigmoid(0.5)=.622, sigmoid(4)=.982
     u_strong = t([[1, 0], [0, 2], [2, 1]])
     alg = build_algorithm("fixmatch")
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
@@ -106,8 +106,8 @@ def test_fixmatch_weak_probability_exactly_at_the_threshold_is_confident():
     u_weak = t([[0, 0, -100], [0, 0, 0]])
     assert softmax(u_weak)[0, :2].tolist() == [0.5, 0.5]
     alg = build_algorithm("fixmatch", {"threshold": "0.5"})
-    losses = alg.loss(model, None, Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u_weak, u_weak), progress=0.5,
-                                         num_classes=3))
+    batch = Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u_weak, u_weak), progress=0.5, num_classes=3)
+    losses = alg.loss(model, None, batch)
     assert losses.logs["mask_rate"].item() == 0.5
 
 
@@ -143,7 +143,8 @@ def test_mean_teacher_student_view_against_teacher_view_and_teacher_gets_no_grad
     u_teacher, u_student = t([[1, 0], [0, 2]]), t([[0.5, 0], [1, 1]])
     alg = build_algorithm("mean_teacher")
     assert alg.targets_from == "teacher"
-    losses = alg.loss(student, teacher, Batch(x=x, y=y, u=(u_teacher, u_student), progress=1.0, num_classes=2))
+    batch = Batch(x=x, y=y, u=(u_teacher, u_student), progress=1.0, num_classes=2)
+    losses = alg.loss(student, teacher, batch)
 
     w = student.classifier.weight
     target = softmax(u_teacher @ teacher.classifier.weight.T)   # teacher logits (2, 0) and (0, 1)
@@ -175,7 +176,8 @@ def test_pseudo_label_trains_confident_rows_on_their_own_argmax():
     assert_terms_sum_to_total(losses)
 
     w = model.classifier.weight
-    expected = ce_rows(x @ w.T, y).mean() + 0.5 * (ce_rows(u @ w.T, torch.tensor([0, 0, 1])) * t([1, 0, 1])).mean()
+    pseudo_rows = ce_rows(u @ w.T, torch.tensor([0, 0, 1])) * t([1, 0, 1])
+    expected = ce_rows(x @ w.T, y).mean() + 0.5 * pseudo_rows.mean()
     assert_same_gradient(losses.total, expected, w)
 
 
@@ -185,7 +187,8 @@ def test_pseudo_label_probability_exactly_at_the_threshold_is_not_confident():
     model = LinearLogits(torch.eye(3))
     u = t([[0, 0, -100], [1e-3, 0, -100]])
     alg = build_algorithm("pseudo_label", {"threshold": "0.5"})
-    losses = alg.loss(model, None, Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=3))
+    batch = Batch(x=t([[1, 0, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=3)
+    losses = alg.loss(model, None, batch)
     assert losses.logs["mask_rate"].item() == 0.5
 
 
@@ -193,7 +196,8 @@ def test_pseudo_label_with_threshold_zero_is_lee_2013():
     model = LinearLogits(torch.eye(2))
     u = t([[3, 0], [0.5, 0], [0, 4]])
     alg = build_algorithm("pseudo_label", {"threshold": "0"})
-    losses = alg.loss(model, None, Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=2))
+    batch = Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(u,), progress=1.0, num_classes=2)
+    losses = alg.loss(model, None, batch)
     assert losses.logs["mask_rate"].item() == 1.0
     expected = (ce([3, 0], 0) + ce([0.5, 0], 0) + ce([0, 4], 1)) / 3
     assert losses.terms["unsupervised"].item() == pytest.approx(expected, rel=1e-6)
@@ -212,7 +216,7 @@ def test_uda_paper_setting_sharpened_kl_on_confident_rows_hand_worked():
     x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
     u_weak = t([[2, 0], [0.5, 0], [0, 3]])   # confidences 0.881, 0.622, 0.953 -> mask (1, 0, 1) at 0.8
     u_strong = t([[1, 0], [0, 2], [2, 1]])
-    alg = build_algorithm("uda", {"threshold": "0.8", "temperature": "0.4"})   # the UDA paper's CIFAR-10 setting
+    alg = build_algorithm("uda", {"threshold": "0.8", "temperature": "0.4"})   # the UDA paper's CIFAR-10
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
 
     # Targets softmax(z_weak / 0.4): row 0 (e^5, 1) / (e^5 + 1), row 2 (1, e^7.5) / (1 + e^7.5).
@@ -279,7 +283,8 @@ def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
 
     monkeypatch.setattr(SF, "mixup_sample", fixed_mixup_sample)
     alg = build_algorithm("mixmatch")
-    losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.5, num_classes=2, generator=generator))
+    batch = Batch(x=x, y=y, u=(u_1, u_2), progress=0.5, num_classes=2, generator=generator)
+    losses = alg.loss(model, None, batch)
 
     # Guess: mean of the K = 2 predictions, sharpened with T = 0.5 (square and renormalise).
     p_bar = (softmax(u_1) + softmax(u_2)) / 2
@@ -336,7 +341,7 @@ def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, s_1, s_2), progress=1.0, num_classes=2,
                                          generator=torch.Generator()))
 
-    # Guess: p * p(y) / p~(y) = p * (0.5, 0.5) / (0.75, 0.25), i.e. proportional to (p_0, 3 p_1); then T = 0.5.
+    # Guess: p * p(y) / p~(y) = p * (0.5, 0.5) / (0.75, 0.25), proportional to (p_0, 3 p_1); then T = 0.5.
     p = softmax(t([[2, 0], [0, 1]]))
     aligned = p * t([1, 3])
     aligned = aligned / aligned.sum(-1, keepdim=True)
@@ -351,7 +356,8 @@ def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
     l_x = soft_ce_rows(logits[:2], mixed_t[:2]).mean()
     l_u = soft_ce_rows(logits[2:], mixed_t[2:]).mean()
     pre_mixup = soft_ce_rows(s_1.flatten(1) @ w.T, guess).mean()
-    # Rotation: row 0 unrotated (label 0); row 1 [[0, 2], [1, 0]] turned 90 degrees -> [[2, 0], [0, 1]] (label 1).
+    # Rotation: row 0 unrotated (label 0); row 1 [[0, 2], [1, 0]] turned 90 degrees -> [[2, 0], [0, 1]]
+    # (label 1).
     rotation = (ce([1, 0, 0, 2], 0) + ce([2, 0, 0, 1], 1)) / 2
     expected = l_x + 1.5 * l_u + 0.5 * pre_mixup + 0.5 * rotation
 

@@ -22,32 +22,35 @@ from ssl_bench.algorithm import (
     reference_configuration,
 )
 
-# (mu, lr, weight_decay) of a default run on CIFAR-10, from google-research/fixmatch.
+# (mu, lr, weight_decay) of a default run on CIFAR-10, from google-research/fixmatch: mu from the flag uratio
+# or the shape of y_in, lr from FLAGS.set_default('lr', ...), weight decay from the flag wd.
 REFERENCE_LOOP = {
-    "fixmatch": (7, 0.03, 5e-4),        # fixmatch.py: flag uratio 7, set_default('lr', 0.03), flag wd 0.0005
-    "uda": (7, 0.03, 5e-4),             # uda.py: flag uratio 7, set_default('lr', 0.03), flag wd 0.0005
-    "mixmatch": (1, 0.03, 5e-4),        # mixmatch.py: y_in [batch, nu], set_default('lr', 0.03), flag wd 0.0005
-    "remixmatch": (1, 0.002, 0.02),     # cta/cta_remixmatch.py: y_in [batch, K+1], set_default('lr', 0.002), wd 0.02
-    "mean_teacher": (1, 0.03, 5e-4),    # mean_teacher.py: y_in [batch, 2], set_default('lr', 0.03), flag wd 0.0005
-    "pi_model": (1, 0.03, 5e-4),        # pi_model.py: y_in [batch, 2], set_default('lr', 0.03), flag wd 0.0005
-    "pseudo_label": (1, 0.03, 5e-4),    # pseudo_label.py: y_in [batch], set_default('lr', 0.03), flag wd 0.0005
+    "fixmatch": (7, 0.03, 5e-4),        # fixmatch.py: uratio 7
+    "uda": (7, 0.03, 5e-4),             # uda.py: uratio 7
+    "mixmatch": (1, 0.03, 5e-4),        # mixmatch.py: y_in [batch, nu]
+    "remixmatch": (1, 0.002, 0.02),     # cta/cta_remixmatch.py: y_in [batch, K + 1]; lr 0.002; wd 0.02
+    "mean_teacher": (1, 0.03, 5e-4),    # mean_teacher.py: y_in [batch, 2]
+    "pi_model": (1, 0.03, 5e-4),        # pi_model.py: y_in [batch, 2]
+    "pseudo_label": (1, 0.03, 5e-4),    # pseudo_label.py: y_in [batch]
 }
 
-# Hyper-parameters of a default run, from google-research/fixmatch (file: flag).
+# Hyper-parameters of a default run, from google-research/fixmatch (file: flags, in field order).
 REFERENCE_HYPERPARAMETERS = {
-    "fixmatch": {"threshold": 0.95, "lambda_u": 1.0},                     # fixmatch.py: confidence, wu
-    "uda": {"threshold": 0.95, "temperature": 1.0, "lambda_u": 1.0,       # uda.py: confidence, temperature, wu,
-            "tsa": "none", "tsa_end": 2**22 / 2**26},                     # tsa 'no', tsa_pos 8 (2^14 << 8 images)
-    "mixmatch": {"temperature": 0.5, "alpha": 0.5, "lambda_u": 100.0,     # mixmatch.py: T=0.5, beta, w_match,
-                 "rampup_end": 1024 / 65536},                             # warmup_kimg 1024 of train_kimg 1 << 16
-    "remixmatch": {"temperature": 0.5, "alpha": 0.75, "lambda_u": 1.5,    # cta_remixmatch.py: T, beta, w_match,
-                   "lambda_u1": 0.5, "lambda_rot": 0.5,                   # w_kl, w_rot,
-                   "rampup_end": 1024 / 65536, "da_window": 128,          # warmup_kimg, dbuf,
-                   "da_target": "uniform", "k": 1},                       # PData (balanced), libml/augment.py K
-    "mean_teacher": {"lambda_u": 50.0, "rampup_end": 0.4, "rampup": "linear"},   # consistency_weight, warmup_pos
-    "pi_model": {"lambda_u": 10.0, "rampup_end": 0.4, "rampup": "linear"},       # consistency_weight, warmup_pos
-    "pseudo_label": {"threshold": 0.95, "lambda_u": 1.0, "rampup_end": 0.4},     # threshold, consistency_weight,
-}                                                                                # warmup_pos
+    # fixmatch.py: confidence, wu
+    "fixmatch": {"threshold": 0.95, "lambda_u": 1.0},
+    # uda.py: confidence, temperature, wu, tsa 'no', tsa_pos 8 (2^14 << 8 of 2^26 images)
+    "uda": {"threshold": 0.95, "temperature": 1.0, "lambda_u": 1.0, "tsa": "none", "tsa_end": 2**22 / 2**26},
+    # mixmatch.py: T=0.5, beta, w_match, warmup_kimg 1024 of train_kimg 1 << 16
+    "mixmatch": {"temperature": 0.5, "alpha": 0.5, "lambda_u": 100.0, "rampup_end": 1024 / 65536},
+    # cta_remixmatch.py: T, beta, w_match, w_kl, w_rot, warmup_kimg, dbuf, PData (balanced), augment.py K
+    "remixmatch": {"temperature": 0.5, "alpha": 0.75, "lambda_u": 1.5, "lambda_u1": 0.5, "lambda_rot": 0.5,
+                   "rampup_end": 1024 / 65536, "da_window": 128, "da_target": "uniform", "k": 1},
+    # mean_teacher.py, pi_model.py: consistency_weight, warmup_pos (linear)
+    "mean_teacher": {"lambda_u": 50.0, "rampup_end": 0.4, "rampup": "linear"},
+    "pi_model": {"lambda_u": 10.0, "rampup_end": 0.4, "rampup": "linear"},
+    # pseudo_label.py: threshold, consistency_weight, warmup_pos
+    "pseudo_label": {"threshold": 0.95, "lambda_u": 1.0, "rampup_end": 0.4},
+}
 
 # The unlabelled views each reference feeds (augment flags and y_in shapes).
 REFERENCE_VIEWS = {

@@ -76,7 +76,8 @@ def test_missing_declarations_are_named(tmp_path):
 
 def test_import_error_inside_the_plugin_is_not_swallowed(tmp_path):
     path = write(tmp_path, "broken", "import not_a_module_anywhere\n")
-    with pytest.raises(AlgorithmError, match=r"broken.py: importing the algorithm file failed: ModuleNotFoundError"):
+    with pytest.raises(AlgorithmError, match=r"broken.py: importing the algorithm file failed: "
+                                             r"ModuleNotFoundError"):
         load_algorithm_class(path)
 
 
@@ -98,13 +99,13 @@ def test_alg_args_override_and_are_type_checked():
         build_algorithm("fixmatch", {"tau": "0.9"})
 
 
-# --- reserved built-in names ---------------------------------------------------------------------------------
+# --- reserved built-in names ----------------------------------------------------------------------------
 
 
 def test_plugin_by_path_registering_a_builtin_name_names_both_files(tmp_path):
     path = write(tmp_path, "my_copy", '@register("fixmatch")' + GOOD_BODY)
-    with pytest.raises(AlgorithmError, match=r"my_copy.py: algorithm name 'fixmatch' is reserved for the built-in "
-                                             r".*algorithms/fixmatch.py"):
+    with pytest.raises(AlgorithmError, match=r"my_copy.py: algorithm name 'fixmatch' is reserved for the "
+                                             r"built-in .*algorithms/fixmatch.py"):
         load_algorithm_class(path)
     assert load_algorithm_class("fixmatch").__module__ == "ssl_bench_algorithms.fixmatch"   # untouched
 
@@ -114,7 +115,8 @@ def test_plugin_in_working_directory_named_like_a_builtin_names_both_files(tmp_p
     write(tmp_path / "algorithms", "mixmatch", '@register("my_mixmatch")' + GOOD_BODY)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(AlgorithmError, match=r"algorithms/mixmatch.py: the file has the name of the built-in "
-                                             r"algorithm 'mixmatch' \(.*algorithms/mixmatch.py\), which is reserved"):
+                                             r"algorithm 'mixmatch' \(.*algorithms/mixmatch.py\), which is "
+                                             r"reserved"):
         build_algorithm("mixmatch")
 
 
@@ -148,7 +150,7 @@ def test_the_wheel_lists_every_package_under_ssl_bench_and_the_algorithms():
     assert setuptools["package-dir"] == {"ssl_bench_algorithms": "algorithms"}
 
 
-# --- declared ranges, checked for every algorithm ------------------------------------------------------------
+# --- declared ranges, checked for every algorithm -------------------------------------------------------
 
 
 def out_of_range_values(f: dataclasses.Field) -> list:
@@ -175,8 +177,8 @@ def test_every_hyperparameter_declares_a_range_and_values_outside_it_are_refused
         assert bad_values, f"{name}.{f.name}"
         for bad in bad_values:
             text = str(int(bad)) if f.type in ("int", int) else str(bad)
-            with pytest.raises(AlgorithmError, match=rf"--alg-arg {f.name}={text}: {cls.__name__}.{f.name} must "
-                                                     r"lie in .*; pass a value in that range"):
+            message = rf"--alg-arg {f.name}={text}: {cls.__name__}.{f.name} must lie in .*; pass a value in"
+            with pytest.raises(AlgorithmError, match=message):
                 build_algorithm(name, {f.name: text})
     build_algorithm(name)   # the defaults themselves are in range
 
@@ -193,14 +195,16 @@ def test_a_plugin_range_is_checked_and_a_reference_with_unknown_keys_is_refused(
     path = write(tmp_path, "ranged", "from ssl_bench.algorithm import hp\n@register('ranged')" + body)
     with pytest.raises(AlgorithmError, match=r"Alg.weight must lie in \(0, inf\)"):
         build_algorithm(path, {"weight": "0"})
-    body = GOOD_BODY.replace('targets_from = "student"', 'targets_from = "student"\n    reference = {"*": {"wd": 1}}')
+    body = GOOD_BODY.replace('targets_from = "student"',
+                             'targets_from = "student"\n    reference = {"*": {"wd": 1}}')
     with pytest.raises(AlgorithmError, match=r"bad_reference.py: Alg.reference\['\*'\] sets 'wd'"):
         load_algorithm_class(write(tmp_path, "bad_reference", "@register('bad_reference')" + body))
 
 
 def test_per_family_reference_sets_hyperparameter_defaults_and_alg_args_still_win(tmp_path):
     body = GOOD_BODY.replace('targets_from = "student"',
-                             'targets_from = "student"\n    reference = {"*": {"mu": 2}, "cifar100": {"weight": 3.0}}')
+                             'targets_from = "student"\n'
+                             '    reference = {"*": {"mu": 2}, "cifar100": {"weight": 3.0}}')
     path = write(tmp_path, "family_alg", "@register('family_alg')" + body)
     assert build_algorithm(path).weight == 1.0
     assert build_algorithm(path, None, "cifar10").weight == 1.0

@@ -52,7 +52,7 @@ def test_confidence_mask_keeps_rows_at_or_above_the_threshold():
 def test_confidence_mask_strict_leaves_out_rows_exactly_at_the_threshold():
     probs = torch.tensor([[0.5, 0.5], [0.75, 0.25], [0.25, 0.75]])   # exact in binary
     torch.testing.assert_close(SF.confidence_mask(probs, 0.75), torch.tensor([0.0, 1.0, 1.0]))
-    torch.testing.assert_close(SF.confidence_mask(probs, 0.75, inclusive=False), torch.tensor([0.0, 0.0, 0.0]))
+    torch.testing.assert_close(SF.confidence_mask(probs, 0.75, inclusive=False), torch.zeros(3))
 
 
 # --- MixUp --------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_mixup_sample_draws_only_from_the_generator_it_is_given():
 
 
 def test_distribution_alignment_hand_worked():
-    # p * p_target / p_model = (0.5, 0.3, 0.2) * (1/3) / (0.5, 0.25, 0.25) = (1/3, 2/5, 4/15), which sums to 1.
+    # p * p_target / p_model = (0.5, 0.3, 0.2) * (1/3) / (0.5, 0.25, 0.25) = (1/3, 2/5, 4/15), summing to 1.
     probs = torch.tensor([[0.5, 0.3, 0.2]])
     out = SF.distribution_alignment(probs, torch.tensor([0.5, 0.25, 0.25]), torch.full((3,), 1 / 3))
     torch.testing.assert_close(out, torch.tensor([[1 / 3, 2 / 5, 4 / 15]]), atol=1e-5, rtol=0)
@@ -133,7 +133,8 @@ def test_push_history_drops_the_oldest_row_and_appends_the_new_one():
 
 
 def bn_net() -> nn.Module:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                        nn.LazyLinear(2))
     net(torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1)))   # materialise the lazy layer
     return net.train()
 
@@ -177,8 +178,9 @@ def test_soft_cross_entropy_equals_cross_entropy_for_one_hot_targets():
     torch.manual_seed(0)
     logits = torch.randn(5, 4)
     y = torch.tensor([0, 3, 1, 1, 2])
-    torch.testing.assert_close(SF.soft_cross_entropy(logits, F.one_hot(y, 4).float()), F.cross_entropy(logits, y))
-    torch.testing.assert_close(SF.soft_cross_entropy(logits, F.one_hot(y, 4).float(), reduction="none"),
+    one_hot = F.one_hot(y, 4).float()
+    torch.testing.assert_close(SF.soft_cross_entropy(logits, one_hot), F.cross_entropy(logits, y))
+    torch.testing.assert_close(SF.soft_cross_entropy(logits, one_hot, reduction="none"),
                                F.cross_entropy(logits, y, reduction="none"))
 
 
@@ -192,13 +194,15 @@ def test_mse_consistency_value():
     # softmax(0, 0) = (0.5, 0.5); target (1, 0): ((0.5)^2 + (0.5)^2) / 2 classes = 0.25; second row is exact.
     logits = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
     target = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
-    torch.testing.assert_close(SF.mse_consistency(logits, target, reduction="none"), torch.tensor([0.25, 0.0]))
+    torch.testing.assert_close(SF.mse_consistency(logits, target, reduction="none"),
+                               torch.tensor([0.25, 0.0]))
     assert SF.mse_consistency(logits, target).item() == pytest.approx(0.125)
 
 
 def test_kl_consistency_value_and_zero_at_the_target():
     # KL((1, 0) || (0.5, 0.5)) = 1 * log(1 / 0.5) = log 2; the 0 log 0 term is 0 (not NaN).
-    assert SF.kl_consistency(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item() == pytest.approx(math.log(2))
+    kl = SF.kl_consistency(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]))
+    assert kl.item() == pytest.approx(math.log(2))
     logits = torch.tensor([[1.0, -2.0, 0.3]])
     assert SF.kl_consistency(logits, logits.softmax(-1)).item() == pytest.approx(0.0, abs=1e-6)
 

@@ -112,14 +112,14 @@ def test_every_term_trains_the_student_and_nothing_reaches_the_teacher(name):
     for term_name, term in losses.terms.items():
         assert term.dim() == 0 and torch.isfinite(term), f"{name}: term {term_name!r} = {term}"
     torch.testing.assert_close(sum(losses.terms.values()), losses.total)
-    assert terms_without_gradient(losses, student) == [], f"{name}: terms sending no gradient into the student"
+    assert terms_without_gradient(losses, student) == [], f"{name}: terms sending no gradient to the student"
 
     # Targets from the teacher are constants: its outputs carry no graph.
     assert all(not out.requires_grad for out in teacher_outputs)
     losses.total.backward()
     for p in teacher.parameters():
         assert p.grad is None and not p.requires_grad
-    # The loop trains the algorithm's own module with the student: it must receive gradient if it has parameters.
+    # The loop trains the algorithm's own module with the student: it must receive gradient if it has any.
     if module is not None and any(True for _ in module.parameters()):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
 
@@ -151,7 +151,8 @@ def test_every_declared_view_is_used_by_the_loss(name):
                 views[i] = torch.randn(views[i].shape, generator=torch.Generator().manual_seed(99))
                 batch.u = tuple(views)
             totals.append(fresh.loss(student, teacher, batch).total.item())
-        assert totals[0] != totals[1], f"{name}: view {i} ({algorithm.unlabeled_views[i]}) does not affect the loss"
+        view = algorithm.unlabeled_views[i]
+        assert totals[0] != totals[1], f"{name}: view {i} ({view}) does not affect the loss"
 
 
 @dataclasses.dataclass
@@ -168,7 +169,8 @@ class UsbMeanTeacher:
         _ = student(u_student)
         logits_student = logits_teacher   # the bug: should be the student's output just computed
         consistency = (logits_student.softmax(-1) - logits_teacher.softmax(-1)).pow(2).mean()
-        return Losses(total=supervised + consistency, terms={"supervised": supervised, "unsupervised": consistency})
+        return Losses(total=supervised + consistency,
+                      terms={"supervised": supervised, "unsupervised": consistency})
 
 
 def test_the_check_catches_usb_mean_teacher_bug():
