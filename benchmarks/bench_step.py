@@ -1,48 +1,53 @@
-"""Training steps per second of FixMatch: the plain per-image Pillow path against ssl-bench's device-side path.
+"""Training steps per second of FixMatch: the plain per-image Pillow path against ssl-bench's device path.
 
-    python benchmarks/bench_step.py --device cpu --batch 8                      # CPU, one thread, 8 + 56 images
+    python benchmarks/bench_step.py --device cpu --batch 8                  # CPU, one thread, 8 + 56 images
     python benchmarks/bench_step.py --device cpu --models wrn28_8 --batch 1 --steps 3 --warmup 1
-    python benchmarks/bench_step.py --device cuda                               # the paper's batch, 64 + 448
+    python benchmarks/bench_step.py --device cuda                           # the paper's batch, 64 + 448
+
+(``benchmarks/gpu_report.py`` measures these and every other GPU figure in one command, on its own device.)
 
 Both paths train the same thing, built by ``ssl_bench.train.build_run``: FixMatch's loss
-(``build_algorithm("fixmatch")``), Nesterov SGD with the cosine schedule, and the ``tma`` smoother (m = 0.999),
-on WRN-28-2 (CIFAR-10) or WRN-28-8 (CIFAR-100), B labelled + 7 B unlabelled images per step, each unlabelled
-image in a weak and a strong view: 15 B images through the network per step (960 at the paper's B = 64).
-Only the input path and the system options differ:
+(``build_algorithm("fixmatch")``), Nesterov SGD with the cosine schedule, and the ``tma`` smoother
+(m = 0.999), on WRN-28-2 (CIFAR-10) or WRN-28-8 (CIFAR-100), B labelled + 7 B unlabelled images per step,
+each unlabelled image in a weak and a strong view: 15 B images through the network per step (960 at the
+paper's B = 64). Only the input path and the system options differ:
 
 * **plain**: what the common reference implementations do (kekmodel/FixMatch-pytorch, USB / TorchSSL): every
   image is augmented on the CPU on its own with Pillow - flip + reflect-pad-4 crop (weak), the same plus 2
   RandAugment ops with random magnitudes and a 16x16 Cutout (strong), the per-image reference of
   ``benchmarks/bench_augment.py`` - then converted to a tensor on its own (ToTensor + Normalize), collated,
-  copied to the device; eager fp32, contiguous NCHW. The reference code runs this per-image work in DataLoader
-  worker processes that can overlap the model's step when spare CPU cores exist; here it runs in the training
-  process, in series with the step (the "input" column shows how much of the step it is).
-* **fast**: ``next_batch`` + ``training_step``: the data set lives on the device as uint8, indices are drawn by
-  ``IndexStream`` and the batch is augmented in one go on the device (``ssl_bench.augment``); then each option
-  of ``RunConfig`` on its own - ``channels_last``, ``amp`` (bf16 autocast), ``compile`` (the loss sees
-  ``torch.compile(student)``) - and, on CUDA, all three together.
+  copied to the device; eager fp32, contiguous NCHW. The reference code runs this per-image work in
+  DataLoader worker processes that can overlap the model's step when spare CPU cores exist; here it runs in
+  the training process, in series with the step (the "input" column shows how much of the step it is).
+* **fast**: ``next_batch`` + ``training_step``: the data set lives on the device as uint8, indices are drawn
+  by ``IndexStream`` and the batch is augmented in one go on the device (``ssl_bench.augment``); then each
+  option of ``RunConfig`` on its own - ``channels_last``, ``amp`` (bf16 autocast), ``compile`` (the loss
+  sees ``torch.compile(student)``) - and, on CUDA, all three together.
 
-Every path has its own ``Run``; the paths take turns step by step (plain, fast, fast + channels_last, ...) so
-that all of them see the same load on a shared machine, and the table gives the median step time after the
-warm-up steps (which also absorb torch.compile's compilation). On CUDA the clock is the wall clock, every timed
-region is bracketed by ``torch.cuda.synchronize()`` and cuDNN autotuning is on for every path
-(``cudnn.benchmark = True``, as the reference implementations set it). On the CPU with one thread the clock is the
-process's CPU time (``--clock cpu``, the default there): on a machine shared with other jobs the wall clock also
-counts the time the benchmark waits for a core, which varied by 2x between rounds here. The input share of a step (sampling + augmentation + normalisation, or the
-whole Pillow pipeline) and the smoother's share (``run.smoother.update``) are timed on their own, after the
-steps, as medians of repeated calls, and divided by the median step time. A second table times one
-``smoother.update`` of every smoothing configuration (TMA; SE and STS x layer / channel / neuron) on the same
-model against the fast fp32 step.
+Every path has its own ``Run``; the paths take turns step by step (plain, fast, fast + channels_last, ...)
+so that all of them see the same load on a shared machine, and the table gives the median step time after
+the warm-up steps (which also absorb torch.compile's compilation). On CUDA the clock is the wall clock,
+every timed region is bracketed by ``torch.cuda.synchronize()`` and cuDNN autotuning is on for every path
+(``cudnn.benchmark = True``, as the reference implementations set it). On the CPU with one thread the clock
+is the process's CPU time (``--clock cpu``, the default there): on a machine shared with other jobs the wall
+clock also counts the time the benchmark waits for a core, which varied by 2x between rounds here. The input
+share of a step (sampling + augmentation + normalisation, or the whole Pillow pipeline) and the smoother's
+share (``run.smoother.update``) are timed on their own, after the steps, as medians of repeated calls, and
+divided by the median step time. A second table times one ``smoother.update`` of every smoothing
+configuration (TMA; SE and STS x layer / channel / neuron) and a fused EMA on the same model against the
+fast fp32 step.
 
-Data: the official CIFAR-10 / CIFAR-100 files if they are in the data root; otherwise the 5,482 real CIFAR-10
-images of ``cifar10_subset.npz`` (``$SSL_BENCH_DATA``, default ../shared/data), which for CIFAR-100 get 100
-arbitrary classes (a stand-in with CIFAR-100's shape: 32x32 images, 100 logits, its weight decay). The step's
-cost does not depend on the pixels or labels; the output names the data it used.
+Data: the official CIFAR-10 / CIFAR-100 files if they are in the data root; otherwise the 5,482 real
+CIFAR-10 images of ``cifar10_subset.npz`` (``$SSL_BENCH_DATA``, default ../shared/data), which for CIFAR-100
+get 100 arbitrary classes (a stand-in with CIFAR-100's shape: 32x32 images, 100 logits, its weight decay);
+without either, random pixels in CIFAR's sizes. The step's cost does not depend on the pixels or labels; the
+output names the data it used.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import random
@@ -71,10 +76,14 @@ from ssl_bench.train import Run, build_run, next_batch, training_step  # noqa: E
 
 SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", HERE.parents[1] / "shared" / "data"))
 PROTOCOL_STEPS = PROFILES["full"].steps  # 2^20 (Spatial Ensemble paper Sec. 4.1, following FixMatch)
-PAPER_BATCH, PAPER_MU = PROFILES["full"].batch_size, PROFILES["full"].mu  # 64 labelled, 7 x 64 = 448 unlabelled
+PAPER_BATCH = PROFILES["full"].batch_size  # 64 labelled; the unlabelled ratio (7) is the algorithm's
+EVAL_EVERY = PROFILES["full"].eval_every   # steps between evaluations in the protocol
+# The CIFAR-10 / CIFAR-100 training and test set sizes: those of a random stand-in when no images are here.
+CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES = 50_000, 10_000
 # The model and the data set family FixMatch trains it on (FixMatch paper, Sec. 4): labels: 4 per class.
 MODELS = {"wrn28_2": ("cifar10", 10), "wrn28_8": ("cifar100", 100)}
 LABELS_PER_CLASS = 4
+PLAIN_LABEL = "Pillow per image, eager fp32 NCHW"
 # The fast-path variants: name -> (what the row says, RunConfig options).
 FAST_VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
     "fp32": ("device augment, eager fp32", {}),
@@ -85,12 +94,12 @@ FAST_VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The plain input path: per-image Pillow augmentation, per-image conversion to a tensor, collate, copy
 
 
 def to_tensor_normalized(image: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """One HWC uint8 image -> normalised float CHW, as torchvision's ToTensor then Normalize do it per image."""
+    """One HWC uint8 image -> normalised float CHW, as torchvision's ToTensor + Normalize do it per image."""
     t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
     return t.sub_(mean).div_(std)
 
@@ -103,45 +112,73 @@ def pillow_batch(run: Run, rng: random.Random) -> Batch:
     mean = torch.tensor(d.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(d.std, dtype=torch.float32).view(-1, 1, 1)
 
-    def collate(indices: np.ndarray, augment: Callable[[np.ndarray, random.Random], np.ndarray]) -> torch.Tensor:
+    def collate(indices: np.ndarray, augment: Callable[[np.ndarray, random.Random], np.ndarray]
+                ) -> torch.Tensor:
         return torch.stack([to_tensor_normalized(augment(d.x_train[i], rng), mean, std) for i in indices])
 
-    x, u_weak, u_strong = collate(labeled, pillow_weak), collate(unlabeled, pillow_weak), collate(unlabeled, pillow_strong)
+    x = collate(labeled, pillow_weak)
+    u_weak, u_strong = collate(unlabeled, pillow_weak), collate(unlabeled, pillow_strong)
     dev = run.device
-    return Batch(x=x.to(dev), y=torch.from_numpy(d.y_train[labeled]).to(dev), u=(u_weak.to(dev), u_strong.to(dev)),
-                 progress=run.step / c.steps, num_classes=d.num_classes)
+    return Batch(x=x.to(dev), y=torch.from_numpy(d.y_train[labeled]).to(dev),
+                 u=(u_weak.to(dev), u_strong.to(dev)), progress=run.step / c.steps, num_classes=d.num_classes)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Data
 
 
-def resolve_dataset(family: str, num_classes: int, scratch: Path) -> tuple[str, str]:
-    """(the RunConfig dataset argument, a description) for a model's data set family."""
-    try:
-        load_dataset(family)
-        return family, f"{family} (official files)"
-    except DatasetNotFoundError:
-        pass
+STANDIN_IMAGES = (CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES)
+
+
+def resolve_dataset(family: str, num_classes: int, scratch: Path,
+                    standin_images: tuple[int, int] = STANDIN_IMAGES, real: bool = True) -> tuple[str, str]:
+    """(the RunConfig dataset argument, a description) for a model's data set family.
+
+    ``standin_images``: (train, test) sizes of the random-pixel stand-in used when no real images are
+    found, or always with ``real=False``.
+    """
     subset = SHARED_DATA / "cifar10_subset.npz"
-    if family == "cifar10" and subset.is_file():
-        return str(subset), "cifar10_subset (5,482 real CIFAR-10 images; the full files are not here)"
-    if subset.is_file():
+    if real:
+        try:
+            load_dataset(family)
+            return family, f"{family} (official files)"
+        except DatasetNotFoundError:
+            pass
+        if family == "cifar10" and subset.is_file():
+            return str(subset), "cifar10_subset (5,482 real CIFAR-10 images; the full files are not here)"
+    if real and subset.is_file():
         with np.load(subset) as z:
             x_train, x_test = z["x_train"], z["x_test"]
         what = f"{family} stand-in: the real CIFAR-10 subset's images with {num_classes} arbitrary classes"
     else:
         rng = np.random.default_rng(0)
-        x_train = rng.integers(0, 256, (50 * num_classes, 32, 32, 3), dtype=np.uint8)
-        x_test = x_train[: 10 * num_classes]
-        what = f"{family} stand-in: random pixels, {num_classes} classes (no real images found in {SHARED_DATA})"
+        n_train, n_test = standin_images
+        x_train = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+        x_test = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
+        what = (f"{family} stand-in: {n_train:,} + {n_test:,} random-pixel images, {num_classes} classes"
+                + (f" (no real images found in {SHARED_DATA})" if real else ""))
     path = scratch / f"{family}_standin.npz"  # the name marks the family: CIFAR-100's weight decay applies
     np.savez(path, x_train=x_train, y_train=np.arange(len(x_train)) % num_classes, x_test=x_test,
              y_test=np.arange(len(x_test)) % num_classes, num_classes=num_classes)
     return str(path), what
 
 
-# ---------------------------------------------------------------------------------------------------------------
+def step_config(model: str, batch: int, mu: int | None, device: torch.device, scratch: Path,
+                standin_images: tuple[int, int] = STANDIN_IMAGES, real: bool = True,
+                family_of: str | None = None) -> tuple[RunConfig, str]:
+    """The benchmark's FixMatch run of ``model`` at ``batch`` labelled images (``mu=None``: the algorithm's
+    unlabelled ratio) with the ``tma`` smoother, and a description of its data (see ``resolve_dataset``).
+
+    ``family_of``: take the data set family and classes of this entry of MODELS instead of ``model``'s (a
+    small model standing in for a WRN in a quick run)."""
+    family, num_classes = MODELS[family_of or model]
+    dataset, data_desc = resolve_dataset(family, num_classes, scratch, standin_images, real)
+    config = RunConfig(dataset=dataset, labels=LABELS_PER_CLASS * num_classes, model=model, profile="full",
+                       batch_size=batch, mu=mu, device=str(device), smooth="tma", results_dir=str(scratch))
+    return config, data_desc
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Measurement
 
 
@@ -165,25 +202,80 @@ class Contender:
         return statistics.median(self.step_times)
 
 
-def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None], clock: Callable[[], float]) -> float:
+def plain_contender(base: RunConfig, seed: int = 0) -> Contender:
+    """The plain path: ``base``'s run, fed per-image Pillow batches (``pillow_batch``)."""
+    run = build_run(base)
+    rng = random.Random(seed)
+    return Contender("plain", PLAIN_LABEL, run, lambda: pillow_batch(run, rng))
+
+
+def fast_contender(base: RunConfig, variant: str) -> Contender:
+    """A fast-path variant of FAST_VARIANTS: ``base`` with its RunConfig options, fed by ``next_batch``."""
+    label, options = FAST_VARIANTS[variant]
+    run = build_run(dataclasses.replace(base, **options))
+    return Contender(variant, label, run, lambda: next_batch(run))
+
+
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for the device's queued work: ``torch.cuda.synchronize`` on CUDA, nothing on the CPU."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def timed(fn: Callable[[], object], sync: Callable[[], None], clock: Callable[[], float]) -> float:
+    """Seconds of one call of ``fn``, with the device synchronised before and after."""
+    sync()
+    t0 = clock()
+    fn()
+    sync()
+    return clock() - t0
+
+
+def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None],
+                clock: Callable[[], float]) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one untimed call."""
     fn()  # warm-up (builds the smoother's plan, allocates buffers)
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = clock()
-        fn()
-        sync()
-        times.append(clock() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(fn, sync, clock) for _ in range(repeats))
 
 
-def supported(variant: str, device: torch.device) -> str | None:
+def fused_ema(teacher: torch.nn.Module, student: torch.nn.Module, m: float) -> Callable[[], None]:
+    """The reference update: one ``torch._foreach_lerp_`` over all parameters (timm's ModelEmaV3) and one
+    fused copy of the buffers - the same tensors and buffer policy (``copy``) as the smoothers' rows."""
+    t_params = [t.detach() for t in teacher.parameters()]
+    s_params = [s.detach() for s in student.parameters()]
+    t_buffers, s_buffers = list(teacher.buffers()), list(student.buffers())
+
+    @torch.no_grad()
+    def update() -> None:
+        torch._foreach_lerp_(t_params, s_params, 1.0 - m)
+        torch._foreach_copy_(t_buffers, s_buffers)
+
+    return update
+
+
+def smoother_update_times(teacher: torch.nn.Module, student: torch.nn.Module, p: float, m: float,
+                          configs: list[tuple[str, str]], repeats: int, sync: Callable[[], None],
+                          clock: Callable[[], float]) -> dict[tuple[str, str], float]:
+    """Median seconds of one ``smoother.update(teacher, student)`` per (strategy, granularity) with ``p`` and
+    ``m`` and a seeded generator on the student's device; the fused EMA reference as ("fused EMA", "-")."""
+    device = next(student.parameters()).device
+    times = {("fused EMA", "-"): median_time(fused_ema(teacher, student, m), repeats, sync, clock)}
+    for strategy, granularity in configs:
+        unit = "layer" if granularity == "-" else granularity
+        smoother = build_smoother(strategy, p=p, m=m, granularity=unit,
+                                  generator=torch.Generator(device).manual_seed(0))
+        times[strategy, granularity] = median_time(lambda s=smoother: s.update(teacher, student), repeats,
+                                                   sync, clock)
+    return times
+
+
+def supported(variant: str, device: torch.device, compile_backend: str = "inductor") -> str | None:
     """None if the device can run the variant, else why not."""
     options = FAST_VARIANTS[variant][1]
     if options.get("amp") and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "this GPU has no bf16"
-    if options.get("compile"):
-        if device.type == "cpu" and not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")):
+    if options.get("compile") and compile_backend == "inductor":
+        compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++")
+        if device.type == "cpu" and not compiler:
             return "torch.compile on the CPU needs a C++ compiler (g++ / clang++ / $CXX)"
         if device.type == "cuda" and importlib.util.find_spec("triton") is None:
             return "torch.compile on CUDA needs triton"
@@ -210,72 +302,60 @@ def log(message: str) -> None:
 
 def bench_model(model: str, batch: int, args: argparse.Namespace, device: torch.device, scratch: Path,
                 variants: list[str]) -> None:
-    family, num_classes = MODELS[model]
-    dataset, data_desc = resolve_dataset(family, num_classes, scratch)
-    base = RunConfig(dataset=dataset, labels=LABELS_PER_CLASS * num_classes, model=model, profile="full",
-                     batch_size=batch, mu=args.mu, device=str(device), smooth="tma", results_dir=str(scratch))
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    base, data_desc = step_config(model, batch, args.mu, device, scratch)
+    sync = device_sync(device)
 
-    paths: list[Contender] = []
-    run = build_run(base)
-    rng = random.Random(0)
-    paths.append(Contender("plain", "Pillow per image, eager fp32 NCHW", run,
-                           lambda run=run: pillow_batch(run, rng)))
+    paths = [plain_contender(base)]
     skipped = []
     for v in variants:
         why = supported(v, device)
         if why:
             skipped.append(f"{v}: {why}")
             continue
-        label, options = FAST_VARIANTS[v]
-        run = build_run(RunConfig(**{**base.to_dict(), **options}))
-        paths.append(Contender(v, label, run, lambda run=run: next_batch(run)))
+        paths.append(fast_contender(base, v))
     for p in paths:
         p.run.student.train()
         p.run.teacher.train()
 
-    u = batch * args.mu
+    u = batch * paths[0].run.config.mu
     log(f"{model}: {len(paths)} paths x ({args.warmup} warm-up + {args.steps} timed) steps, taking turns ...")
     for r in range(args.warmup + args.steps):
         for p in paths:
-            sync()
-            t0 = args.clock()
-            p.step()
-            sync()
-            dt = args.clock() - t0
+            dt = timed(p.step, sync, args.clock)
             if r >= args.warmup:
                 p.step_times.append(dt)
             log(f"  round {r} {p.name:<13} {dt * 1e3:9.1f} ms{'  (warm-up)' if r < args.warmup else ''}")
     for p in paths:
         p.input_s = median_time(p.make_batch, args.repeats, sync, args.clock)
-        p.smoother_s = median_time(lambda p=p: p.run.smoother.update(p.run.teacher, p.run.student), args.repeats,
-                                   sync, args.clock)
+        p.smoother_s = median_time(lambda p=p: p.run.smoother.update(p.run.teacher, p.run.student),
+                                   args.repeats, sync, args.clock)
 
     plain = paths[0]
-    reduced = "" if (batch, args.mu) == (PAPER_BATCH, PAPER_MU) else \
-        f" - REDUCED from the paper's {PAPER_BATCH} + {PAPER_BATCH * PAPER_MU}"
-    print(f"\n### FixMatch, {model}, {device.type}: batch {batch} labelled + {u} unlabelled x (weak, strong) = "
-          f"{batch + 2 * u} images per step{reduced}")
+    reduced = "" if batch == PAPER_BATCH and args.mu is None else \
+        f" - CHANGED from the paper's {PAPER_BATCH} labelled and the algorithm's unlabelled ratio"
+    print(f"\n### FixMatch, {model}, {device.type}: batch {batch} labelled + {u} unlabelled x (weak, strong) "
+          f"= {batch + 2 * u} images per step{reduced}")
     print(f"data: {data_desc}; torch {torch.__version__}, threads={torch.get_num_threads()}; "
           f"{args.clock_desc}; median of {args.steps} steps after {args.warmup} warm-up, paths taking turns; "
           f"input and smoother: median of {args.repeats} calls on their own")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}; cudnn.benchmark on; cuDNN TF32 "
-              f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} (PyTorch's default for fp32 convolutions)")
+              f"{'on' if torch.backends.cudnn.allow_tf32 else 'off'} (PyTorch's default for fp32 convs)")
     if skipped:
         print("not measured: " + "; ".join(skipped))
     print()
-    print(f"| path  | {'options':<33} | steps/s | ms/step: median (min-max) | fast/plain | 2^20 steps | input "
-          "| smoother (tma) |")
-    print(f"|-------|{'-' * 35}|--------:|--------------------------:|-----------:|-----------:|------:|---------------:|")
+    print(f"| path  | {'options':<33} | steps/s | ms/step: median (min-max) | fast/plain | 2^20 steps "
+          "| input | smoother (tma) |")
+    print(f"|-------|{'-' * 35}|--------:|--------------------------:|-----------:|-----------:|------:|"
+          "---------------:|")
     for p in paths:
         rate = 1.0 / p.step_s
         spread = f"{ms(p.step_s)} ({ms(min(p.step_times))}-{ms(max(p.step_times))})"
         print(f"| {p.name if p.name == 'plain' else 'fast':<5} | {p.label:<33} | {rate:>7.3f} | {spread:>25} "
               f"| {rate * plain.step_s:>9.2f}x | {duration(PROTOCOL_STEPS * p.step_s):>10} "
               f"| {100 * p.input_s / p.step_s:>4.1f}% | {100 * p.smoother_s / p.step_s:>13.2f}% |")
-    print("input = sampling + augmentation + normalisation (+ copy to the device), whole Pillow pipeline for plain; "
-          "2^20 steps = projected time of the full protocol at this batch and clock")
+    print("input = sampling + augmentation + normalisation (+ copy to the device), whole Pillow pipeline for "
+          "plain; 2^20 steps = projected time of the full protocol at this batch and clock")
 
     smoothing_shares(paths[1] if len(paths) > 1 else plain, model, batch, u, args, sync)
 
@@ -287,35 +367,42 @@ def smoothing_shares(ref: Contender, model: str, batch: int, u: int, args: argpa
     configs = [("tma", "-")] + [(s, g) for s in ("se", "sts") for g in GRANULARITIES]
     n_params = sum(t.numel() for t in run.student.parameters())
     print(f"\nSmoothing update vs one '{ref.label}' step ({model}, {n_params / 1e6:.2f} M parameters, batch "
-          f"{batch} + {u}, {step_s * 1e3:.1f} ms/step); p = 0.5, m = 0.999, buffers copied; median of {args.repeats}")
+          f"{batch} + {u}, {step_s * 1e3:.1f} ms/step); p = {run.config.p}, m = {run.config.m}, buffers "
+          f"copied; median of {args.repeats}")
     print()
-    print("| smoother | granularity | update, ms | share of step |")
-    print("|----------|-------------|-----------:|--------------:|")
-    for strategy, granularity in configs:
-        smoother = build_smoother(strategy, p=0.5, m=0.999, granularity="layer" if granularity == "-" else granularity,
-                                  generator=torch.Generator(run.device).manual_seed(0))
-        t = median_time(lambda s=smoother: s.update(run.teacher, run.student), args.repeats, sync, args.clock)
-        print(f"| {strategy:<8} | {granularity:<11} | {t * 1e3:>10.3f} | {100 * t / step_s:>12.3f}% |")
+    print("| smoother  | granularity | update, ms | share of step |")
+    print("|-----------|-------------|-----------:|--------------:|")
+    times = smoother_update_times(run.teacher, run.student, run.config.p, run.config.m, configs, args.repeats,
+                                  sync, args.clock)
+    for (strategy, granularity), t in times.items():
+        print(f"| {strategy:<9} | {granularity:<11} | {t * 1e3:>10.3f} | {100 * t / step_s:>12.3f}% |")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    parser.add_argument("--models", default="wrn28_2,wrn28_8", help="comma-separated: wrn28_2 (CIFAR-10), wrn28_8 (CIFAR-100)")
+    parser.add_argument("--models", default="wrn28_2,wrn28_8",
+                        help="comma-separated: wrn28_2 (CIFAR-10), wrn28_8 (CIFAR-100)")
     parser.add_argument("--batch", default=None,
-                        help=f"labelled images per step, one value or one per model (default: {PAPER_BATCH} on CUDA, "
-                             "8 on the CPU); the unlabelled batch is mu times it")
-    parser.add_argument("--mu", type=int, default=PAPER_MU, help="unlabelled images per labelled image")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per path (default: 50 CUDA, 5 CPU)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per path first (default: 10 CUDA, 2 CPU)")
-    parser.add_argument("--repeats", type=int, default=None, help="calls per input / smoother timing (default: 50 CUDA, 11 CPU)")
+                        help=f"labelled images per step, one value or one per model (default: {PAPER_BATCH} "
+                             "on CUDA, 8 on the CPU); the unlabelled batch is mu times it")
+    parser.add_argument("--mu", type=int, default=None,
+                        help="unlabelled images per labelled image (default: the algorithm's reference, 7)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per path (default: 50 CUDA, 5 CPU)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed steps per path first (default: 10 CUDA, 2 CPU)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="calls per input / smoother timing (default: 50 CUDA, 11 CPU)")
     parser.add_argument("--fast", default=None,
-                        help=f"fast-path variants, from {','.join(FAST_VARIANTS)} (default: all on CUDA, all but 'all' on the CPU)")
+                        help=f"fast-path variants, from {','.join(FAST_VARIANTS)} (default: all on CUDA, all "
+                             "but 'all' on the CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
-                        help="wall: time.perf_counter (default on CUDA); cpu: the process's CPU time, time.process_time "
-                             "(default on the CPU with one thread: it leaves out the time the job waits for a core "
-                             "that other jobs hold on a shared machine)")
+                        help="wall: time.perf_counter (default on CUDA); cpu: the process's CPU time, "
+                             "time.process_time (default on the CPU with one thread: it leaves out the time "
+                             "the job waits for a core that other jobs hold on a shared machine)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -335,10 +422,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (50 if cuda else 11)
     args.clock_name = args.clock or ("wall" if cuda or args.threads != 1 else "cpu")
     if args.clock_name == "cpu" and cuda:
-        parser.error("--clock cpu: the CPU time of the host process does not include the GPU's work; use wall")
+        parser.error("--clock cpu: the CPU time of the host process leaves out the GPU's work; use wall")
     args.clock = time.perf_counter if args.clock_name == "wall" else time.process_time
     args.clock_desc = ("wall clock" + (", torch.cuda.synchronize() around each timed region" if cuda else "")
-                       if args.clock_name == "wall" else "process CPU time (one thread; waits for the core excluded)")
+                       if args.clock_name == "wall"
+                       else "process CPU time (one thread; waits for the core excluded)")
     default_fast = list(FAST_VARIANTS) if cuda else [v for v in FAST_VARIANTS if v != "all"]
     args.fast = default_fast if args.fast is None else [v.strip() for v in args.fast.split(",") if v.strip()]
     bad = [v for v in args.fast if v not in FAST_VARIANTS]
