@@ -91,14 +91,14 @@ def _protocol_settings() -> dict[str, Any]:
     return {"strong_augment": spec.default} if spec is not None and isinstance(spec.default, str) else {}
 
 
+_RECORD_FIELDS = frozenset(RunRecord.__dataclass_fields__)
+
+
 def effective_value(record: RunRecord, name: str) -> Any:
     """The run's effective value of a reference setting: its hyper-parameters first, then record fields."""
     if record.alg_args and name in record.alg_args:
         return record.alg_args[name]
     return getattr(record, name, None) if name in _RECORD_FIELDS else None
-
-
-_RECORD_FIELDS = frozenset(RunRecord.__dataclass_fields__)
 
 
 def same_value(a: Any, b: Any) -> bool:

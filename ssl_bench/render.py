@@ -267,32 +267,38 @@ _ARM_HEADER = ["difference", "n", "mean", "std", "95 % CI", "arm", "baseline", "
 
 
 def render_compare(comparisons: Sequence[Comparison]) -> str:
-    """Markdown: per section, each smoothing strategy minus TMA, then each row's gain over ``supervised``."""
-    out = []
+    """Markdown, per section: each smoothing strategy minus TMA, then each row's gain over ``supervised``."""
+    by_section: dict[Any, list[Comparison]] = {}
     for comp in comparisons:
+        by_section.setdefault((comp.section, comp.labels, comp.stat), []).append(comp)
+    out = []
+    for (section, labels, stat), comps in by_section.items():
+        names = ", ".join(comp.algorithm for comp in comps)
         out += [
-            f"## {comp.algorithm}, {comp.labels} labels — {section_title(comp.section)}",
+            f"## {names}, {labels} labels — {section_title(section)}",
             "",
-            f"Statistic: {STAT_DESCRIPTIONS.get(comp.stat, comp.stat)} (`{comp.stat}`). Paired by seed; "
+            f"Statistic: {STAT_DESCRIPTIONS.get(stat, stat)} (`{stat}`). Paired by seed; "
             "95 % interval: mean ± t(0.975, n-1) · std / √n.",
             "",
             "### Smoothing strategy minus TMA",
             "",
         ]
-        if comp.baseline is None:
-            out += ["No TMA runs in this section: nothing to compare against."]
-        elif not comp.arms:
-            out += [f"Only the baseline `{comp.baseline}` was run here: nothing to compare."]
-        else:
-            out += md_table(_ARM_HEADER, _arm_rows(comp.arms))
-        out += ["", f"### Gain over `{SUPERVISED}` (same data, budget, profile, model, steps, smoothing)",
-                ""]
-        if comp.algorithm == SUPERVISED:
-            out += [f"`{SUPERVISED}` is the baseline itself."]
-        elif comp.over_supervised:
-            out += md_table(_ARM_HEADER, _arm_rows(comp.over_supervised))
-        else:
-            out += [f"No `{SUPERVISED}` runs with the same smoothing in this section: run "
-                    f"`--alg {SUPERVISED}` with the same settings and seeds."]
-        out.append("")
+        arms = [arm for comp in comps for arm in comp.arms]
+        out += md_table(_ARM_HEADER, _arm_rows(arms)) + [""] if arms else []
+        for comp in comps:
+            if comp.baseline is None:
+                out += [f"- {comp.algorithm}: no TMA runs in this section, nothing to compare against."]
+            elif not comp.arms:
+                out += [f"- {comp.algorithm}: only the baseline `{comp.baseline}` was run here."]
+        if out[-1] != "":
+            out.append("")
+        out += [f"### Gain over `{SUPERVISED}` (same data, budget, profile, model, steps, smoothing)", ""]
+        gains = [arm for comp in comps for arm in comp.over_supervised]
+        out += md_table(_ARM_HEADER, _arm_rows(gains)) + [""] if gains else []
+        missing = ", ".join(c.algorithm for c in comps if c.algorithm != SUPERVISED and not c.over_supervised)
+        if missing:
+            out += [f"- {missing}: no `{SUPERVISED}` runs with the same smoothing in this section; run "
+                    f"`--alg {SUPERVISED}` with the same settings and seeds.", ""]
+        if out[-1] != "":
+            out.append("")
     return "\n".join(out)

@@ -395,7 +395,7 @@ def test_compare_pairs_seeds_per_arm(tmp_path):
     assert (se.mean, se.std, se.high < 0) == (-10.0, 0.0, True)
     assert (none.n, none.mean) == (1, -5.0)
     text = render.render_compare([comp_cpu, comp_smoke])
-    assert "[-0.48, +4.48]" in text and "fixmatch · sts: 7" in text and "Only the baseline" in text
+    assert "[-0.48, +4.48]" in text and "fixmatch · sts: 7" in text and "only the baseline" in text
     with pytest.raises(lb.LeaderboardError, match="finished .algorithm, labels. there: fixmatch/40"):
         cmp.compare(tmp_path, alg="fixmatch", dataset="cifar10_subset", labels=250)
 
