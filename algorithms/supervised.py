@@ -6,8 +6,10 @@ labels, so ``targets_from = "student"`` (the smoothed teacher is only the evalua
 
 Loop settings: FixMatch's learning rate and weight decay for every dataset family (taken from
 ``fixmatch.py``'s ``reference``, so there is one source), because FixMatch is the suite's main algorithm and
-the baseline is meant to differ from it in the unlabelled loss only. The FixMatch paper reports no
-supervised baseline with its own settings; ``mu`` is unused (no unlabelled images).
+the baseline is meant to differ from it in the unlabelled loss only; ``mu`` is unused (no unlabelled images).
+The reference's own ``fully_supervised/fs_baseline.py`` (all labels, Adam with lr 0.002, decoupled weight
+decay ``wd * lr`` with wd 0.02 in ``runs/all.sh``, label smoothing 0.001) trains a different protocol, the
+fully-labelled ceiling, and is not reproduced here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Each algorithm's loss on a tiny hand-made batch against a hand-worked value.
 
+Loss weights are read from the built algorithm (their reference values are pinned once, in
+``test_algorithm_reference.py``); masks, targets, mixing and ramps are worked out here.
+
 The "model" is a linear map ``logits = flatten(x) @ W^T`` with ``W`` chosen by the test (``W = I`` makes each
 input row its own logits), so every mask, target, mixed row and loss can be written out by hand. Expected
 values use plain torch arithmetic written here (``logsumexp``, explicit softmax / squares), not
@@ -80,7 +83,7 @@ def test_fixmatch_mask_pseudo_labels_and_total_hand_worked():
     x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
     u_weak = t([[3, 0], [0.5, 0], [0, 4]])   # confidences sigmoid(3)=.953, sigmoid(0.5)=.622, sigmoid(4)=.982
     u_strong = t([[1, 0], [0, 2], [2, 1]])
-    alg = build_algorithm("fixmatch")
+    alg = build_algorithm("fixmatch", {"lambda_u": "2"})   # a weight other than 1, so it must be applied
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_weak, u_strong), progress=0.5, num_classes=2))
 
     # Mask (1, 0, 1) at tau = 0.95; pseudo-labels (0, -, 1); the masked row counts zero in the mean over 3.
@@ -88,13 +91,13 @@ def test_fixmatch_mask_pseudo_labels_and_total_hand_worked():
     unsupervised = (ce([1, 0], 0) + 0.0 + ce([2, 1], 1)) / 3
     assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
     assert losses.terms["supervised"].item() == pytest.approx(supervised, rel=1e-6)
-    assert losses.terms["unsupervised"].item() == pytest.approx(unsupervised, rel=1e-6)
-    assert losses.total.item() == pytest.approx(supervised + unsupervised, rel=1e-6)
+    assert losses.terms["unsupervised"].item() == pytest.approx(2 * unsupervised, rel=1e-6)
+    assert losses.total.item() == pytest.approx(supervised + 2 * unsupervised, rel=1e-6)
     assert_terms_sum_to_total(losses)
 
     w = model.classifier.weight
-    expected = ce_rows(x @ w.T, y).mean() + (ce_rows(u_strong @ w.T, torch.tensor([0, 0, 1]))
-                                             * t([1, 0, 1])).mean()
+    expected = ce_rows(x @ w.T, y).mean() + 2 * (ce_rows(u_strong @ w.T, torch.tensor([0, 0, 1]))
+                                                 * t([1, 0, 1])).mean()
     assert_same_gradient(losses.total, expected, w)
 
 
@@ -120,10 +123,10 @@ def test_pi_model_mse_between_two_passes_with_linear_rampup():
     x, y = t([[1, 0], [0, 2]]), torch.tensor([0, 1])
     u_1, u_2 = t([[2, 0], [0, 1]]), t([[1, 1], [0, 3]])
     alg = build_algorithm("pi_model")
-    # progress 0.2 of a linear ramp ending at 0.4 (pi_model.py warmup_pos): weight = 10 * 0.5.
+    # progress 0.2 of a linear ramp ending at 0.4 (pi_model.py warmup_pos): half the weight.
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u_1, u_2), progress=0.2, num_classes=2))
 
-    weight = 10.0 * 0.5
+    weight = alg.lambda_u * 0.5
     target = softmax(u_1 @ w.T).detach()   # the first pass is the constant target
     consistency = ((softmax(u_2 @ w.T) - target) ** 2).sum(-1).div(2).mean()
     expected = ce_rows(x @ w.T, y).mean() + weight * consistency
@@ -149,7 +152,7 @@ def test_mean_teacher_student_view_against_teacher_view_and_teacher_gets_no_grad
     w = student.classifier.weight
     target = softmax(u_teacher @ teacher.classifier.weight.T)   # teacher logits (2, 0) and (0, 1)
     consistency = ((softmax(u_student @ w.T) - target) ** 2).sum(-1).div(2).mean()
-    expected = ce_rows(x @ w.T, y).mean() + 50.0 * consistency   # ramp finished at progress 1
+    expected = ce_rows(x @ w.T, y).mean() + alg.lambda_u * consistency   # ramp finished at progress 1
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
     assert_terms_sum_to_total(losses)
     assert_same_gradient(losses.total, expected, w)
@@ -165,19 +168,19 @@ def test_pseudo_label_trains_confident_rows_on_their_own_argmax():
     model = LinearLogits(torch.eye(2))
     x, y = t([[2, 0], [0, 1]]), torch.tensor([0, 1])
     u = t([[3, 0], [0.5, 0], [0, 4]])   # mask (1, 0, 1), pseudo-labels (0, 0, 1)
-    alg = build_algorithm("pseudo_label")
-    # Linear ramp over 40 % of training: weight 0.5 at progress 0.2.
+    alg = build_algorithm("pseudo_label", {"lambda_u": "3"})   # a weight other than 1, so it must be applied
+    # Linear ramp over 40 % of training: half the weight at progress 0.2.
     losses = alg.loss(model, None, Batch(x=x, y=y, u=(u,), progress=0.2, num_classes=2))
 
     supervised = (ce([2, 0], 0) + ce([0, 1], 1)) / 2
     pseudo = (ce([3, 0], 0) + 0.0 + ce([0, 4], 1)) / 3
     assert losses.logs["mask_rate"].item() == pytest.approx(2 / 3)
-    assert losses.total.item() == pytest.approx(supervised + 0.5 * pseudo, rel=1e-6)
+    assert losses.total.item() == pytest.approx(supervised + 0.5 * alg.lambda_u * pseudo, rel=1e-6)
     assert_terms_sum_to_total(losses)
 
     w = model.classifier.weight
     pseudo_rows = ce_rows(u @ w.T, torch.tensor([0, 0, 1])) * t([1, 0, 1])
-    expected = ce_rows(x @ w.T, y).mean() + 0.5 * pseudo_rows.mean()
+    expected = ce_rows(x @ w.T, y).mean() + 0.5 * alg.lambda_u * pseudo_rows.mean()
     assert_same_gradient(losses.total, expected, w)
 
 
@@ -299,7 +302,7 @@ def test_mixmatch_guess_sharpen_mixup_and_losses_hand_worked(monkeypatch):
     logits = mixed_in @ w.T
     l_x = soft_ce_rows(logits[:2], mixed_t[:2]).mean()
     l_u = ((softmax(logits[2:]) - mixed_t[2:]) ** 2).mean()   # 1 / (L |U'|) sum of squares
-    expected = l_x + 100.0 * l_u                               # lambda_U ramp finished (1/64 < 0.5)
+    expected = l_x + alg.lambda_u * l_u                        # lambda_U ramp finished (1/64 < 0.5)
     assert losses.terms["supervised"].item() == pytest.approx(l_x.item(), rel=1e-6)
     assert losses.logs["l2u"].item() == pytest.approx(l_u.item(), rel=1e-6)
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -311,8 +314,9 @@ def test_mixmatch_lambda_u_ramps_linearly_over_the_first_64th():
     model = LinearLogits(torch.eye(2))
     batch = Batch(x=t([[1, 0]]), y=torch.tensor([0]), u=(t([[1, 0]]), t([[0, 1]])), progress=1 / 128,
                   num_classes=2, generator=torch.Generator())
-    losses = build_algorithm("mixmatch").loss(model, None, batch)
-    assert losses.logs["unsup_weight"] == pytest.approx(100.0 / 2)   # mixmatch.py w_match 100, half-way up
+    alg = build_algorithm("mixmatch")
+    losses = alg.loss(model, None, batch)
+    assert losses.logs["unsup_weight"] == pytest.approx(alg.lambda_u / 2)   # half-way up the ramp
 
 
 # --- ReMixMatch ---------------------------------------------------------------------------------------------
@@ -359,12 +363,12 @@ def test_remixmatch_alignment_mixup_pre_mixup_rotation_hand_worked(monkeypatch):
     # Rotation: row 0 unrotated (label 0); row 1 [[0, 2], [1, 0]] turned 90 degrees -> [[2, 0], [0, 1]]
     # (label 1).
     rotation = (ce([1, 0, 0, 2], 0) + ce([2, 0, 0, 1], 1)) / 2
-    expected = l_x + 1.5 * l_u + 0.5 * pre_mixup + 0.5 * rotation
+    expected = l_x + alg.lambda_u * l_u + alg.lambda_u1 * pre_mixup + alg.lambda_rot * rotation
 
     assert losses.terms["supervised"].item() == pytest.approx(l_x.item(), rel=1e-5)
-    assert losses.terms["unsupervised"].item() == pytest.approx(1.5 * l_u.item(), rel=1e-5)
-    assert losses.terms["pre_mixup"].item() == pytest.approx(0.5 * pre_mixup.item(), rel=1e-5)
-    assert losses.terms["rotation"].item() == pytest.approx(0.5 * rotation, rel=1e-6)
+    assert losses.terms["unsupervised"].item() == pytest.approx(alg.lambda_u * l_u.item(), rel=1e-5)
+    assert losses.terms["pre_mixup"].item() == pytest.approx(alg.lambda_u1 * pre_mixup.item(), rel=1e-5)
+    assert losses.terms["rotation"].item() == pytest.approx(alg.lambda_rot * rotation, rel=1e-6)
     assert losses.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert_terms_sum_to_total(losses)
     assert_same_gradient(losses.total, expected, w)
