@@ -1,19 +1,35 @@
 """Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``plot`` and ``sweep``.
 
-    python run_bench.py --alg fixmatch --smooth sts --labels 40 --profile cpu --dataset cifar10_subset
+    ssl-bench --alg fixmatch --smooth sts --labels 40            (or: python run_bench.py ...)
+
+Every run option is generated from the field table ``ssl_bench.config.RunConfig``: its flag, type, default,
+help and valid values are declared there once.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
-from ssl_bench.config import DEFAULT_M, DEFAULT_P, PROFILES, RunConfig
-from ssl_bench.smoothing import BUFFER_POLICIES, GRANULARITIES, STRATEGIES
+from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
 
 SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep")
+# The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
+# of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
+GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
+
+
+# -- the field table as argparse options ----------------------------------------------------------------------------
+
+def _value_type(f: dataclasses.Field) -> type:
+    """int, float, bool or str, from the field's annotation (``"int | None"`` -> int)."""
+    first = str(f.type).split("|")[0].strip()
+    return {"int": int, "float": float, "bool": bool}.get(first, str)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -23,117 +39,235 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of one run (shared by ``run`` and ``sweep``). Defaults are printed by --help."""
-    d = RunConfig()
-    g = parser.add_argument_group("experiment")
-    g.add_argument("--alg", default=d.algorithm, help="algorithm name (a file in algorithms/) or path/to/my_alg.py")
-    g.add_argument("--alg-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="override one of the algorithm's hyper-parameters (repeatable)")
-    g.add_argument("--smooth", default=d.smooth, choices=STRATEGIES, help="teacher smoothing strategy")
-    g.add_argument("--p", type=float, default=DEFAULT_P, help="SE/STS preserving probability (paper Sec. 4.1: 0.5)")
-    g.add_argument("--m", type=float, default=None,
-                   help=f"TMA/STS momentum (default: the profile's; FixMatch's EMA {DEFAULT_M} for full/short)")
-    g.add_argument("--granularity", default=d.granularity, choices=GRANULARITIES, help="SE/STS unit")
-    g.add_argument("--buffers", default=d.buffers, choices=BUFFER_POLICIES,
-                   help="teacher BatchNorm statistics: copied from the student or averaged")
-    g.add_argument("--dataset", default=d.dataset,
-                   help="cifar10, cifar100, digits (embedded), NAME for DATA_ROOT/NAME.npz, or path/to/data.npz")
-    g.add_argument("--labels", type=int, default=d.labels, help="label budget N (N / classes per class)")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed of the run (model init, batches, masks)")
-    g.add_argument("--split-seed", type=int, default=None, help="seed of the label split (default: --seed)")
-    g.add_argument("--profile", default=d.profile, choices=list(PROFILES),
-                   help="budget: " + "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()))
-    g.add_argument("--model", default=None, help="wrn28_2, wrn28_8, wrn<depth>_<width>, tiny or timm:<name> "
-                                                 "(default: the profile's, else the dataset's)")
-    o = parser.add_argument_group("budget overrides (default: the profile's)")
-    o.add_argument("--steps", type=int, default=None, help="training steps")
-    o.add_argument("--eval-every", type=int, default=None, help="steps between evaluations")
-    o.add_argument("--batch-size", type=int, default=None, help="labelled images per step")
-    o.add_argument("--mu", type=int, default=None, help="unlabelled images per labelled image")
-    o.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (cosine decay, FixMatch)")
-    o.add_argument("--weight-decay", type=float, default=None, help="default: 5e-4 (CIFAR-10), 1e-3 (CIFAR-100)")
-    s = parser.add_argument_group("system")
-    s.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    s.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp, help="bf16 autocast")
-    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
-                   help="channels_last memory format")
-    s.add_argument("--compile", action=argparse.BooleanOptionalAction, default=d.compile, help="torch.compile the model")
-    s.add_argument("--data-root", default=None, help="data folder (default: $SSL_BENCH_DATA, else ./datasets)")
-    s.add_argument("--download", action="store_true", help="download a missing CIFAR (needs internet)")
-    s.add_argument("--results-dir", default=d.results_dir, help="where run directories are created")
-    s.add_argument("--log-every", type=int, default=d.log_every, help="steps between progress-bar updates")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+def parse_values(f: dataclasses.Field, text: str) -> list[Any]:
+    """``"tma,sts"`` -> ``["tma", "sts"]`` for the field ``f`` (ints also ``a-b`` ranges); order kept, no duplicates.
+
+    Raises ValueError naming the flag, the element and what was expected.
+    """
+    kind, flag = _value_type(f), flag_of(f)
+    values: list[Any] = []
+    for item in (t.strip() for t in str(text).split(",")):
+        if not item:
+            raise ValueError(f"{flag} {text!r}: empty element; expected a comma-separated list such as a,b,c")
+        try:
+            if kind is int and re.fullmatch(r"\d+-\d+", item):
+                lo, hi = (int(t) for t in item.split("-"))
+                if lo > hi:
+                    raise ValueError
+                parsed: list[Any] = list(range(lo, hi + 1))
+            else:
+                parsed = [kind(item)]
+        except ValueError:
+            raise ValueError(f"{flag} {item!r} is not a valid {kind.__name__}"
+                             f"{' or range a-b (a <= b)' if kind is int else ''}") from None
+        values += parsed
+    return list(dict.fromkeys(values))   # linear de-duplication, order kept
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        algorithm=args.alg, alg_args=dict(args.alg_arg), smooth=args.smooth, p=args.p, m=args.m,
-        granularity=args.granularity, buffers=args.buffers, dataset=args.dataset, labels=args.labels,
-        seed=args.seed, split_seed=args.split_seed, profile=args.profile, steps=args.steps,
-        eval_every=args.eval_every, batch_size=args.batch_size, mu=args.mu, model=args.model, lr=args.lr,
-        weight_decay=args.weight_decay, device=args.device, amp=args.amp, channels_last=args.channels_last,
-        compile=args.compile, data_root=args.data_root, download=args.download, results_dir=args.results_dir,
-        log_every=args.log_every)
+def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collection[str] = ()) -> None:
+    """One option per ``RunConfig`` field, in groups; fields in ``list_fields`` take comma-separated lists."""
+    defaults = RunConfig()
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
+    for f in run_settings():
+        meta, default = f.metadata, getattr(defaults, f.name)
+        kind, group = _value_type(f), groups[meta["group"]]
+        help_text = meta["help"] + (" (comma list)" if f.name in list_fields else "")
+        if f.name == "alg_args":
+            group.add_argument(flag_of(f), dest=f.name, action="append", type=_key_value, default=[],
+                               metavar="KEY=VALUE", help=help_text)
+        elif kind is bool:
+            group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                               help=help_text)
+        elif f.name in list_fields:
+            group.add_argument(flag_of(f), dest=f.name, default=None, metavar=f.name.upper() + "S",
+                               help=help_text + (f" (default: {default})" if default is not None else ""))
+        else:
+            group.add_argument(flag_of(f), dest=f.name, type=kind, default=default, choices=meta["choices"],
+                               help=help_text)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ssl_bench.train import train
+def settings_from_args(args: argparse.Namespace,
+                       list_fields: Collection[str] = ()) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """The base configuration and, for each list field given on the command line, its list of values."""
+    defaults = RunConfig()
+    values: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {}
+    for f in run_settings():
+        value = getattr(args, f.name)
+        if f.name == "alg_args":
+            value = dict(value)
+        elif f.name in list_fields:
+            if value is None:
+                value = getattr(defaults, f.name)
+            else:
+                lists[f.name] = parse_values(f, value)
+                value = lists[f.name][0]
+        values[f.name] = value
+    return RunConfig(**values), lists
 
-    config = config_from_args(args)
-    config.validate()
-    if config.profile == "full":
-        print("profile 'full' is the paper's protocol: 2^20 steps of 64 + 448 images through WRN-28-2/8 - "
-              "GPU-hours to GPU-days (see benchmarks/bench_step.py). Pass --profile short|cpu|smoke for a scaled run.",
-              file=sys.stderr)
-    record, run_dir = train(config, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
-                            sync_bn=args.sync_bn)
-    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 speaks for the run
-        return 0
-    res = record.get("results") or {}
-    print(f"{record['status']}: {run_dir}")
-    if res.get("teacher_median_last20") is not None:
-        print(f"teacher top-1: median of last 20 evals {res['teacher_median_last20']:.2f} | best {res['teacher_best']:.2f}"
-              f" | student median {res['student_median_last20']:.2f}  ({record['steps_done']}/{record['steps']} steps,"
-              f" profile {record['profile']}, dataset {record['dataset']} [{record['dataset_kind']}])")
+
+# -- run ------------------------------------------------------------------------------------------------------------
+
+def _show_config(configs: Sequence[RunConfig]) -> int:
+    """Print the effective settings of a run without training (no data needed for the built-in data sets)."""
+    from ssl_bench.algorithm import build_algorithm, hyperparameters, loop_settings
+    from ssl_bench.data import family_of_name
+    from ssl_bench.models import default_model
+    from ssl_bench.train import teacher_variants
+
+    variants = teacher_variants(configs)
+    family = family_of_name(variants[0].dataset)
+    algorithm = build_algorithm(variants[0].algorithm, variants[0].alg_args, family)
+    resolved = [v.resolved(family, default_model(family), loop_settings(algorithm, family)) for v in variants]
+    print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}); dataset family {family}")
+    print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyperparameters(algorithm).items()))
+    shared = {k: v for k, v in resolved[0].to_dict().items() if k not in TEACHER_AXES}
+    print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
+    for v in resolved:
+        print(f"  teacher: {v.teacher_key()}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _run(args: argparse.Namespace) -> int:
+    from ssl_bench.train import teacher_configs, train_teachers
+
+    base, axes = settings_from_args(args, TEACHER_AXES)
+    configs = teacher_configs(base, axes)
+    for c in configs:
+        c.validate()
+    if args.dry_run:
+        return _show_config(configs)
+    if base.profile == "full":
+        print("profile 'full' is the paper's protocol: 2^20 steps through WRN-28-2/8 - GPU-hours to GPU-days "
+              "(see benchmarks/gpu_report.py). Pass --profile short|cpu|smoke for a scaled run.", file=sys.stderr)
+    outcomes = train_teachers(configs, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
+                              sync_bn=args.sync_bn)
+    if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 speaks for the run
+        return 0
+    for record, run_dir in outcomes:
+        res = record.get("results") or {}
+        print(f"{record['status']}: {run_dir}")
+        if res.get("teacher_median_last20") is not None:
+            print(f"  teacher top-1: median of last 20 evals {res['teacher_median_last20']:.2f} | best "
+                  f"{res['teacher_best']:.2f} | student median {res['student_median_last20']:.2f}  "
+                  f"({record['steps_done']}/{record['steps']} steps, profile {record['profile']}, dataset "
+                  f"{record['dataset']} [{record['dataset_kind']}])")
+    return 0
+
+
+# -- sweep ----------------------------------------------------------------------------------------------------------
+
+def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    from ssl_bench.sweep import EXECUTORS
+
+    e = parser.add_argument_group("execution")
+    e.add_argument("--executor", default="local", choices=EXECUTORS,
+                   help="local: one training after another in this process; submitit-local: submitit subprocesses "
+                        "on this machine; slurm: one SLURM job array (requeued on preemption / time-out)")
+    e.add_argument("--dry-run", action="store_true", help="print the plan (trainings and their teachers) and stop")
+    e.add_argument("--skip-failed", action="store_true",
+                   help="do not resume trainings whose record says failed (e.g. diverged)")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads per training")
+    e.add_argument("--parallel", type=int, default=1, help="submitit-local: trainings at the same time")
+    e.add_argument("--log-dir", default=None, help="submitit logs and pickles (default: <results-dir>/_submitit)")
+    e.add_argument("--timeout-min", type=int, default=24 * 60,
+                   help="time limit of one job attempt; at the limit the job checkpoints and requeues itself")
+    e.add_argument("--max-num-timeout", type=int, default=30,
+                   help="requeues after time-outs before a job gives up (preemptions do not count)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s = parser.add_argument_group("slurm (--executor slurm)")
+    s.add_argument("--partition", default=None, help="SLURM partition")
+    s.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per training: 1, or 0 for CPU jobs")
+    s.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per training")
+    s.add_argument("--mem-gb", type=float, default=None, help="memory per job")
+    s.add_argument("--slurm-array-parallelism", type=int, default=64, help="jobs of the array running at once")
+    s.add_argument("--account", default=None, help="SLURM account")
+    s.add_argument("--qos", default=None, help="SLURM quality of service")
+    s.add_argument("--constraint", default=None, help="SLURM node constraint, e.g. a100")
+    s.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
+    s.add_argument("--job-name", default="ssl-bench", help="SLURM job name")
+    s.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the summary")
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ssl_bench import sweep
+
+    base, grid = settings_from_args(args, GRID_FIELDS)
+    options = sweep.SweepOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(sweep.SweepOptions)})
+    return sweep.run_sweep(base, grid, options)
+
+
+# -- the parser -----------------------------------------------------------------------------------------------------
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Print a default only where it says something (not None / False / [], not already explained)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; ``prog``: the name shown by --help (default: the name that was typed)."""
+    prog = prog or os.path.basename(sys.argv[0] or "ssl-bench")
     parser = argparse.ArgumentParser(
-        prog="run_bench.py",
+        prog=prog, formatter_class=_HelpFormatter,
         description="ssl-bench: SSL algorithms x teacher smoothing (none / TMA / SE / STS) on CIFAR label budgets. "
-                    "Without a sub-command, runs one experiment.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Without a sub-command, runs one experiment.")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    run = sub.add_parser("run", help="train one experiment (the default)",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_run_arguments(run)
-    run.add_argument("--resume", action="store_true",
-                     help="continue the latest unfinished run with the same settings instead of starting a new one")
-    run.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
-    run.add_argument("--sync-bn", action="store_true",
-                     help="with torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    run = sub.add_parser("run", help="train one experiment (the default)", formatter_class=_HelpFormatter,
+                         description="Train one student; comma lists of the teacher options train one teacher per "
+                                     "combination from the same student (see README: one student, many teachers).")
+    add_setting_arguments(run, TEACHER_AXES)
+    r = run.add_argument_group("this invocation")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the latest unfinished run with the same identifying settings")
+    r.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
+    r.add_argument("--sync-bn", action="store_true",
+                   help="with torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", "--show-config", dest="dry_run", action="store_true",
+                   help="print the effective settings (the algorithm's reference, the profile's budget) and stop")
     run.set_defaults(func=_run)
 
-    from ssl_bench import leaderboard, plots, sweep
+    sweep = sub.add_parser("sweep", formatter_class=_HelpFormatter,
+                           help="run a grid of experiments (comma lists), skipping finished ones",
+                           description="Every combination of the list options is one run; runs that differ only "
+                                       "in the teacher options share one training when the algorithm allows it.")
+    add_setting_arguments(sweep, GRID_FIELDS)
+    sweep.add_argument("--seeds", dest="seed", default=None, help="alias of --seed: seeds, e.g. 0,1,2 or 0-4")
+    _add_sweep_options(sweep)
+    sweep.set_defaults(func=_sweep)
+
+    from ssl_bench import leaderboard, plots
 
     leaderboard.add_subcommands(sub)
     plots.add_subcommands(sub)
-    sweep.add_subcommands(sub, add_run_arguments)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The failures a user can cause and fix (bad values, files, a diverged run, a held lock): one line each."""
+    from ssl_bench.lock import RunLockedError
+    from ssl_bench.train import DivergedError
+
+    return (ValueError, OSError, ImportError, DivergedError, RunLockedError)
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        # Errors at the boundary are the user's to fix: print the message, not a traceback.
+    except KeyboardInterrupt:
+        print("interrupted: the run is recorded as interrupted; continue it with --resume", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        # A failure the user can fix: the message names the value or file and the fix; a bug keeps its traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

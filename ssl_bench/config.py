@@ -1,8 +1,14 @@
-"""Run configuration: the budget profiles and the resolved settings of one run.
+"""Run configuration: the budget profiles, and the one table of run settings.
 
-A profile names a compute budget honestly. Only ``full`` is the paper's protocol; every other profile
-is scaled down and its numbers are not comparable with published ones (the run record says which
-profile produced each number).
+``RunConfig`` *is* the field table: each field declares, beside its default, its command-line flag, its
+help, its group and whether it **identifies** a run (changes its numbers: ``--resume`` matches on those
+only). The CLI parser, ``config_from_args``, the sweep's per-job arguments and resume matching are all
+derived from it, so adding a run setting is one field here plus its use.
+
+A profile names a compute budget honestly. Only ``full`` is the paper's protocol; every other profile is
+scaled down and its numbers are not comparable with published ones (the record says which profile produced
+each number). Profiles scale steps, batch, model and evaluation cadence; never an algorithm's own settings
+(its unlabelled ratio, learning rate, weight decay: those live in its file, see ``ssl_bench.algorithm``).
 """
 
 from __future__ import annotations
@@ -12,121 +18,174 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssl_bench.smoothing import BUFFER_POLICIES, GRANULARITIES, STRATEGIES
+from ssl_bench.augment import STRONG_POLICIES
+from ssl_bench.smoothing import (
+    BUFFER_POLICIES,
+    GRANULARITIES,
+    PARAMETER_DEFAULTS,
+    STRATEGIES,
+    relevant_settings,
+)
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A training budget: steps, batch composition, evaluation cadence and (optionally) a model."""
+    """A training budget: steps, labelled batch, evaluation cadence, (optionally) a model and the EMA momentum."""
 
     name: str
     steps: int
-    batch_size: int          # labelled images per step
-    mu: int                  # unlabelled images per labelled image
+    batch_size: int          # labelled images per step (the unlabelled batch is the algorithm's ratio times this)
     eval_every: int          # steps between evaluations
     model: str | None        # None: the dataset's default (WRN-28-2 for CIFAR-10, WRN-28-8 for CIFAR-100)
     description: str
-    m: float = 0.999         # TMA/STS momentum; FixMatch's 0.999 averages over ~1000 steps
-
-    @property
-    def evaluations(self) -> int:
-        return self.steps // self.eval_every
+    m: float = PARAMETER_DEFAULTS["m"]   # TMA/STS momentum; FixMatch's 0.999 averages over ~1000 steps
 
 
 PROFILES: dict[str, Profile] = {
-    # The paper's protocol (Spatial Ensemble paper Sec. 4.1, following FixMatch): 2^20 steps of 64 labelled +
-    # 448 unlabelled images. FixMatch evaluates every 2^16 training images = 1024 steps of 64.
-    "full": Profile("full", 2**20, 64, 7, 1024, None,
-                    "the paper's protocol: 2^20 steps, batch 64+448, WRN-28-2/8; GPU-days in common implementations"),
-    # 2^15 steps at the paper's batch and model: under an hour on one GPU even at USB's reported ~20 h per 2^20-step
-    # run (USB issue #177: 2^15 / (2^20 / 20 h) = 37 min). Not measured here (no GPU); see bench_step.py --device cuda.
-    "short": Profile("short", 2**15, 64, 7, 512, None,
-                     "scaled: 2^15 steps (1/32 of the protocol) at the paper's batch and model; meant for about a GPU hour"),
-    # A few CPU minutes: a 95 k-weight CNN, batch 16 + 112, 1024 steps, 64 evaluations (so the median of the
-    # last 20 covers the last third of training). Real images, but not comparable with the paper.
-    # m = 0.99: with 0.999 the teacher would average over about as many steps as the whole run has and still
-    # carry its random initialisation at the end (measured: teacher 16 % vs student 37 % at 250 labels).
-    "cpu": Profile("cpu", 1024, 16, 7, 16, "small",
-                   "scaled: 1024 steps, batch 16+112, a 95k-weight CNN, m=0.99; minutes on a CPU with the CIFAR-10 subset",
+    # The paper's protocol (Spatial Ensemble paper Sec. 4.1, following FixMatch): 2^20 steps of 64 labelled
+    # images. google-research/fixmatch evaluates every 2^16 training images (--report_kimg=64) = 1024 steps of 64.
+    "full": Profile("full", 2**20, 64, 1024, None,
+                    "the paper's protocol: 2^20 steps, batch 64, WRN-28-2/8; GPU-days in common implementations"),
+    # 2^15 steps at the paper's batch and model. A target of about a GPU hour, not a measurement
+    # (USB issue #177 reports ~20 h per 2^20-step run: 2^15 steps ~ 37 min); see benchmarks/gpu_report.py.
+    "short": Profile("short", 2**15, 64, 512, None,
+                     "scaled: 2^15 steps (1/32 of the protocol) at the paper's batch and model; about a GPU hour"),
+    # Where SSL is visible on a 2-core CPU (issue 16): the embedded digits (real scanned digits, no download),
+    # 20 labels, a 95k-weight CNN, 2048 steps of 16 labelled images. Measured in results/LEADERBOARD.md:
+    # FixMatch beats the supervised baseline by more than the seed noise. m = 0.99: 0.999 would average over
+    # about half the run and leave the teacher near its initialisation (measured on the old cpu profile).
+    "cpu": Profile("cpu", 2048, 16, 32, "small",
+                   "scaled: 2048 steps, batch 16, a 95k-weight CNN, m=0.99; minutes on a CPU (use --dataset digits)",
                    m=0.99),
     # Seconds, for tests: checks that everything runs, measures nothing.
-    "smoke": Profile("smoke", 8, 8, 2, 4, "tiny", "seconds: 8 steps of a tiny CNN, for tests; measures nothing"),
+    "smoke": Profile("smoke", 8, 8, 4, "tiny", "seconds: 8 steps of a tiny CNN, for tests; measures nothing"),
 }
 
-# FixMatch's optimisation settings (FixMatch paper Sec. 4 and Table 9; Spatial Ensemble paper Sec. 4.1).
-DEFAULT_LR = 0.03
+# SGD with Nesterov momentum 0.9 for every algorithm: google-research/fixmatch, every algorithm's
+# `tf.train.MomentumOptimizer(lr, 0.9, use_nesterov=True)` (fixmatch.py, mixmatch.py, uda.py, ...).
 DEFAULT_MOMENTUM = 0.9
-DEFAULT_WEIGHT_DECAY = {"cifar100": 1e-3}    # 5e-4 for everything else (CIFAR-10)
-FALLBACK_WEIGHT_DECAY = 5e-4
-# Paper Sec. 4.1: "The masking probability p is set to ... 0.5 for FixMatch"; m = 0.999 is FixMatch's EMA.
-DEFAULT_P = 0.5
-DEFAULT_M = 0.999
 
 
 def cosine_lr_factor(step: int, total_steps: int) -> float:
-    """FixMatch's cosine decay: lr(k) = lr0 * cos(7 pi k / (16 K)) (FixMatch paper, Sec. 4 / Table 9)."""
+    """FixMatch's cosine decay: lr(k) = lr0 * cos(7 pi k / (16 K)) (google-research/fixmatch fixmatch.py:
+    ``lr *= tf.cos(lrate * (7 * np.pi) / (2 * 8))`` with ``lrate = step / total``)."""
     return math.cos(7.0 * math.pi * step / (16.0 * total_steps))
+
+
+# -- the field table ----------------------------------------------------------------------------------------------
+
+GROUPS = ("experiment", "teacher", "budget", "system")
+# The smoothing settings: a run may list several values of each (comma lists); their cross product is the set
+# of teachers of one training (ssl_bench.train). Every other setting has one value per training.
+TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers")
+
+
+def setting(default: Any = None, *, help: str, group: str, identifies: bool = True, flag: str | None = None,
+            choices: tuple[Any, ...] | None = None, minimum: float | None = None, maximum: float | None = None,
+            factory: Any = None) -> Any:
+    """One run setting: a dataclass field whose metadata the CLI, the sweep and resume matching read.
+
+    ``identifies``: the setting changes the run's numbers, so ``--resume`` must match it. ``minimum`` /
+    ``maximum``: inclusive bounds checked by ``RunConfig.validate``.
+    """
+    meta = {"help": help, "group": group, "identifies": identifies, "flag": flag, "choices": choices,
+            "minimum": minimum, "maximum": maximum}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run's numbers. Saved in ``config.json`` beside every result."""
+    """Everything that determines a run. Saved in ``config.json`` beside every result.
 
-    algorithm: str = "fixmatch"
-    alg_args: dict[str, str] = field(default_factory=dict)
-    smooth: str = "sts"
-    p: float = DEFAULT_P
-    m: float | None = None              # None: the profile's (FixMatch's 0.999 for full/short)
-    granularity: str = "layer"
-    buffers: str = "copy"
-    dataset: str = "cifar10"
-    labels: int = 40
-    seed: int = 0
-    split_seed: int | None = None       # None: the run's seed
-    profile: str = "full"
-    steps: int | None = None            # None: the profile's
-    eval_every: int | None = None
-    batch_size: int | None = None
-    mu: int | None = None
-    model: str | None = None            # None: the profile's, else the dataset's default
-    lr: float = DEFAULT_LR
-    momentum: float = DEFAULT_MOMENTUM
-    weight_decay: float | None = None   # None: FixMatch's for the dataset
-    device: str = "auto"
-    amp: bool = False                   # bf16 autocast (CUDA)
-    channels_last: bool = False
-    compile: bool = False
-    data_root: str | None = None
-    download: bool = False
-    results_dir: str = "results"
-    eval_batch_size: int = 1024
-    log_every: int = 50
+    ``None`` means "the profile's / the algorithm's / the dataset's default"; ``resolved`` fills them in,
+    so the saved config is complete.
+    """
+
+    algorithm: str = setting("fixmatch", flag="--alg", group="experiment",
+                             help="algorithm name (a file in algorithms/) or path/to/my_alg.py")
+    alg_args: dict[str, str] = setting(factory=dict, flag="--alg-arg", group="experiment",
+                                       help="override one of the algorithm's hyper-parameters, KEY=VALUE (repeatable)")
+    dataset: str = setting("cifar10", group="experiment",
+                           help="cifar10, cifar100, digits (embedded), NAME (DATA_ROOT/NAME.npz) or path/to/data.npz")
+    labels: int = setting(40, group="experiment", minimum=1, help="label budget N (N / classes per class)")
+    seed: int = setting(0, group="experiment", minimum=0, maximum=2**32 - 1,
+                        help="seed of the run (model init, batches, augmentation, masks)")
+    split_seed: int | None = setting(None, group="experiment", minimum=0, maximum=2**32 - 1,
+                                     help="seed of the label split (default: --seed)")
+    profile: str = setting("full", group="experiment", choices=tuple(PROFILES),
+                           help="budget: " + "; ".join(f"{p.name}: {p.description}" for p in PROFILES.values()))
+    model: str | None = setting(None, group="experiment",
+                                help="wrn28_2, wrn28_8, wrn<depth>_<width>, small, tiny or timm:<name> "
+                                     "(default: the profile's, else the dataset's)")
+    strong_augment: str = setting("ramc", group="experiment", choices=STRONG_POLICIES,
+                                  help="strong augmentation: ramc = google-research/fixmatch's CIFAR RandAugment "
+                                       "pool; table12 = the FixMatch paper's Table 12 ranges")
+
+    smooth: str = setting("sts", group="teacher", choices=STRATEGIES,
+                          help="teacher smoothing strategy; a comma list trains one student for several teachers")
+    p: float = setting(PARAMETER_DEFAULTS["p"], group="teacher", minimum=0.0, maximum=1.0,
+                       help="SE/STS preserving probability (paper Sec. 4.1: 0.5)")
+    m: float | None = setting(None, group="teacher", minimum=0.0, maximum=1.0,
+                              help=f"TMA/STS momentum (default: the profile's; FixMatch's {PARAMETER_DEFAULTS['m']})")
+    granularity: str = setting(PARAMETER_DEFAULTS["granularity"], group="teacher", choices=GRANULARITIES,
+                               help="SE/STS fragment: layer, channel or neuron")
+    buffers: str = setting(PARAMETER_DEFAULTS["buffers"], group="teacher", choices=BUFFER_POLICIES,
+                           help="teacher BatchNorm statistics: copied from the student or averaged")
+
+    steps: int | None = setting(None, group="budget", minimum=1, help="training steps (default: the profile's)")
+    eval_every: int | None = setting(None, group="budget", minimum=1,
+                                     help="steps between evaluations (default: the profile's)")
+    batch_size: int | None = setting(None, group="budget", minimum=1,
+                                     help="labelled images per step (default: the profile's)")
+    mu: int | None = setting(None, group="budget", minimum=1,
+                             help="unlabelled images per labelled image (default: the algorithm's reference)")
+    lr: float | None = setting(None, group="budget", minimum=0.0,
+                               help="initial learning rate, cosine decay (default: the algorithm's reference)")
+    momentum: float = setting(DEFAULT_MOMENTUM, group="budget", minimum=0.0, maximum=1.0,
+                              help="SGD Nesterov momentum")
+    weight_decay: float | None = setting(None, group="budget", minimum=0.0,
+                                         help="L2 on kernels (default: the algorithm's reference for the dataset)")
+
+    device: str = setting("auto", group="system", identifies=False, help="auto, cpu, cuda or cuda:N")
+    amp: bool = setting(False, group="system", help="bf16 autocast (CUDA)")
+    channels_last: bool = setting(False, group="system", help="channels_last memory format")
+    compile: bool = setting(False, group="system", help="torch.compile the student")
+    data_root: str | None = setting(None, group="system", identifies=False,
+                                    help="data folder (default: $SSL_BENCH_DATA, else ./datasets in a checkout, "
+                                         "else ~/.cache/ssl-bench)")
+    download: bool = setting(True, group="system", identifies=False,
+                             help="download a missing CIFAR into the data root (--no-download forbids it)")
+    results_dir: str = setting("results", group="system", identifies=False, help="where run directories are created")
+    eval_batch_size: int = setting(1024, group="system", identifies=False, minimum=1,
+                                   help="images per evaluation forward pass")
+    log_every: int = setting(50, group="system", identifies=False, minimum=1,
+                             help="steps between progress-bar updates")
+    tensorboard: bool = setting(False, group="system", identifies=False,
+                                help="also write TensorBoard event files beside metrics.csv (pip install "
+                                     "'ssl-bench[tensorboard]')")
 
     def validate(self) -> None:
-        """Fail at the boundary with a message that names the value and the valid choices."""
-        if self.smooth not in STRATEGIES:
-            raise ValueError(f"--smooth {self.smooth!r} is not a smoothing strategy; choose from {list(STRATEGIES)}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"--granularity {self.granularity!r} is unknown; choose from {list(GRANULARITIES)}")
-        if self.buffers not in BUFFER_POLICIES:
-            raise ValueError(f"--buffers {self.buffers!r} is unknown; choose from {list(BUFFER_POLICIES)}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"--profile {self.profile!r} is unknown; choose from {list(PROFILES)}")
-        for name in ("p", "m"):
-            value = getattr(self, name)
-            if value is not None and not (0.0 <= value <= 1.0):
-                raise ValueError(f"--{name} {value} is outside [0, 1]")
-        for name in ("steps", "eval_every", "batch_size", "mu", "labels", "eval_batch_size", "log_every"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} {value} must be a positive integer")
-        if self.seed < 0:
-            raise ValueError(f"--seed {self.seed} must be >= 0")
+        """Fail at the boundary with one line that names the value, the valid choices or range, and the flag."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if value is None:
+                continue
+            if meta["choices"] is not None and value not in meta["choices"]:
+                raise ValueError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                low, high = meta["minimum"], meta["maximum"]
+                if (low is not None and value < low) or (high is not None and value > high):
+                    where = (f"in [{low}, {high}]" if low is not None and high is not None
+                             else f">= {low}" if low is not None else f"<= {high}")
+                    raise ValueError(f"{flag_of(f)} {value} is out of range; expected a value {where}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
 
-    def resolved(self, dataset_family: str | None, default_model: str) -> RunConfig:
-        """Fill every ``None`` from the profile and the dataset, so the saved config is complete."""
+    def resolved(self, dataset_family: str | None, default_model: str, loop_settings: dict[str, Any]) -> RunConfig:
+        """Fill every ``None`` from the profile, the dataset and the algorithm's reference ``loop_settings``
+        (``ssl_bench.algorithm.loop_settings``: mu, lr, weight_decay), so the saved config is complete."""
         prof = PROFILES[self.profile]
         return dataclasses.replace(
             self,
@@ -135,10 +194,10 @@ class RunConfig:
             steps=self.steps or prof.steps,
             eval_every=self.eval_every or prof.eval_every,
             batch_size=self.batch_size or prof.batch_size,
-            mu=self.mu or prof.mu,
+            mu=self.mu or loop_settings["mu"],
+            lr=loop_settings["lr"] if self.lr is None else self.lr,
+            weight_decay=loop_settings["weight_decay"] if self.weight_decay is None else self.weight_decay,
             model=self.model or prof.model or default_model,
-            weight_decay=(self.weight_decay if self.weight_decay is not None
-                          else DEFAULT_WEIGHT_DECAY.get(dataset_family or "", FALLBACK_WEIGHT_DECAY)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,3 +210,54 @@ class RunConfig:
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}; this ssl-bench knows {sorted(known)}")
         return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that determine the numbers (what ``--resume`` matches on)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["identifies"]}
+
+    def teacher_key(self) -> str:
+        """This variant's teacher within a shared training, from the settings its strategy reads:
+        ``none``, ``tma-m0.999-copy``, ``sts-layer-p0.5-m0.999-copy``."""
+        read = relevant_settings(self.smooth, self.to_dict())
+        parts = [self.smooth] + [str(read[k]) if k in ("granularity", "buffers") else f"{k}{read[k]}"
+                                 for k in ("granularity", "p", "m", "buffers") if k in read]
+        return "-".join(parts)
+
+    def training_identity(self) -> dict[str, Any]:
+        """What variants sharing one training must agree on: every identifying setting but the teacher axes."""
+        return {k: v for k, v in self.identity().items() if k not in TEACHER_AXES}
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """A field's command-line flag (``--batch-size`` for ``batch_size`` unless the table names another)."""
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+
+
+def run_settings() -> tuple[dataclasses.Field, ...]:
+    """The field table, in declaration order."""
+    return dataclasses.fields(RunConfig)
+
+
+def config_to_argv(configs: RunConfig | list[RunConfig]) -> list[str]:
+    """The ``run`` options that reproduce ``configs`` (one run, or the teachers of one training: their teacher
+    settings as comma lists); only settings that differ from the defaults are written."""
+    configs = configs if isinstance(configs, list) else [configs]
+    defaults = RunConfig()
+    argv: list[str] = []
+    for f in run_settings():
+        values = list(dict.fromkeys(getattr(c, f.name) for c in configs)) if f.name in TEACHER_AXES else \
+            [getattr(configs[0], f.name)]
+        if values == [getattr(defaults, f.name)]:
+            continue
+        if f.name == "alg_args":
+            argv += [a for k, v in values[0].items() for a in (flag_of(f), f"{k}={v}")]
+        elif isinstance(values[0], bool):
+            argv.append(flag_of(f) if values[0] else "--no-" + flag_of(f)[2:])
+        elif values != [None]:
+            argv += [flag_of(f), ",".join(str(v) for v in values)]
+    return argv
+
+
+def config_with(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of ``config`` with some fields changed (sweeps, tests)."""
+    return dataclasses.replace(config, **changes)

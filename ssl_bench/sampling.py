@@ -49,5 +49,15 @@ class IndexStream:
 def rank_seed(seed: int, stream: str, rank: int = 0) -> int:
     """A distinct, reproducible seed per (run seed, stream, data-parallel rank)."""
     # A fixed mixing of the three (not Python's hash(), which is salted per process).
-    code = {"labeled": 1, "unlabeled": 2, "augment": 3, "smoother": 4}[stream]
+    code = {"labeled": 1, "unlabeled": 2, "augment": 3, "smoother": 4, "algorithm": 5}[stream]
     return int(np.random.SeedSequence([int(seed), code, int(rank)]).generate_state(1)[0])
+
+
+def to_device(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without a host-device sync (pinned + non_blocking on CUDA)."""
+    if device is None:
+        return t
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

@@ -1,5 +1,5 @@
 """THE training loop. It knows no single algorithm: it feeds batches to ``algorithm.loss``, steps the
-optimizer, lets the smoother turn the student into the teacher, evaluates, and records.
+optimizer, lets each smoother turn the student into its teacher, evaluates, and records.
 
 One step, top to bottom:
 
@@ -7,22 +7,36 @@ One step, top to bottom:
     u_1..u_k  <- the algorithm's unlabelled views          (weak / strong augmentation, on the device)
     losses    <- algorithm.loss(student, teacher, batch)
     optimizer step on losses.total, cosine learning rate
-    smoother.update(teacher, student)                      (none / tma / se / sts)
-    every eval_every steps: accuracy of teacher and student, Figure-3 smoothness, metrics.csv,
-    checkpoint, record.json
+    smoother.update(teacher, student) for every teacher    (none / tma / se / sts)
+    every eval_every steps: accuracy of every teacher and of the student, Figure-3 smoothness,
+    metrics.csv, checkpoint, record.json
 
-Under ``torchrun --nproc_per_node N`` every rank runs this loop on batch_size / N images; the ranks meet
-only in the ``ddp.*`` calls (see ssl_bench/distributed.py). Only rank 0 evaluates and writes.
+**One student, many teachers.** A training may serve several smoothing variants (``--smooth none,tma,se,sts``,
+comma lists of ``--p``, ``--m``, ``--granularity``, ``--buffers``). When an algorithm's targets come from the
+student (FixMatch, MixMatch, ...), the student's trajectory does not depend on the teacher, so each variant's
+teacher is built exactly as a run with only that variant builds it (its own smoother, its own generator seeded
+the same way) and its numbers are bit-identical to that run's. Each variant has an ordinary run directory and
+record; the first variant's directory holds the one checkpoint of the training. An algorithm whose targets come
+from the teacher (Mean Teacher) trains a different student per strategy and refuses a list.
+
+**Data parallel** (``torchrun --nproc_per_node N``): every rank runs this loop on ``batch_size / N`` labelled
+images from its own streams (seeded per rank; rank 0's are the single-process streams), gradients and float
+buffers are averaged with one all-reduce after ``backward`` (``ssl_bench.ranks``), the smoothers' generators
+are seeded from the run seed so every rank draws the same masks, and only rank 0 evaluates and writes. A resume
+with the same N continues every rank's streams exactly; with another N the new ranks' streams are re-seeded from
+(seed, stream, rank, step): deterministic, but not the uninterrupted run (the record lists every stretch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import itertools
 import math
-import random
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,62 +46,159 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ssl_bench import results as rec
-from ssl_bench.algorithm import Batch, build_algorithm, check_losses, hyperparameters, set_requires_grad
-from ssl_bench.augment import normalize, strong_augment, weak_augment
-from ssl_bench.checkpoint import (
-    CHECKPOINT_NAME,
-    check_identity,
-    global_rng_state,
-    load_checkpoint,
-    save_checkpoint,
-    set_global_rng_state,
-    shapes,
+from ssl_bench.algorithm import (
+    Batch,
+    build_algorithm,
+    check_losses,
+    hyperparameters,
+    loop_settings,
+    set_requires_grad,
 )
-from ssl_bench.config import RunConfig, cosine_lr_factor
+from ssl_bench.augment import normalize, strong_augment, weak_augment
+from ssl_bench.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint, save_checkpoint, shapes
+from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
-from ssl_bench.distributed import SINGLE_PROCESS, DataParallel, from_env
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
-from ssl_bench.functional import to_device
+from ssl_bench.lock import RunLock
 from ssl_bench.models import build_model, default_model
-from ssl_bench.sampling import IndexStream, rank_seed
-from ssl_bench.smoothing import build_smoother
+from ssl_bench.ranks import SINGLE_PROCESS, Ranks, join
+from ssl_bench.sampling import IndexStream, rank_seed, to_device
+from ssl_bench.smoothing import STRATEGY_PARAMETERS, Smoother, build_smoother
 
 METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc",
                   "teacher_param_msd", "teacher_output_msd", "elapsed_s")
 # Images of the test set whose teacher outputs are compared between evaluations (Figure 3, right).
 FIGURE3_BATCH = 256
-AUGMENTERS = {"weak": weak_augment, "strong": strong_augment}
 
 
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the run is recorded as failed, never as a number."""
 
 
-@dataclass
-class Run:
-    """Everything a training run holds, built once by ``build_run`` (tests use it directly)."""
+# -- the state of a training ----------------------------------------------------------------------------------------
 
-    config: RunConfig
-    dataset: ImageDataset
-    split: LabelSplit
-    algorithm: Any
-    algorithm_module: nn.Module | None
-    student: nn.Module
-    teacher: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    smoother: Any
+@dataclass
+class Streams:
+    """This rank's random streams: labelled and unlabelled indices, augmentation draws, the algorithm's draws."""
+
     labeled: IndexStream
     unlabeled: IndexStream
-    augment_generator: torch.Generator
+    augment: torch.Generator
+    algorithm: torch.Generator
+
+    @classmethod
+    def seeded(cls, split: LabelSplit, seed: int, device: torch.device, rank: int = 0,
+               step: int | None = None) -> Streams:
+        """Fresh streams for ``rank`` (``step``: re-seeded for a resume with another world size)."""
+        def s(stream: str) -> int:
+            base = rank_seed(seed, stream, rank)
+            return base if step is None else int(np.random.SeedSequence([base, step]).generate_state(1)[0])
+        return cls(IndexStream(split.labeled, s("labeled")), IndexStream(split.unlabeled, s("unlabeled")),
+                   torch.Generator(device).manual_seed(s("augment")),
+                   torch.Generator(device).manual_seed(s("algorithm")))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labeled": self.labeled.state_dict(), "unlabeled": self.unlabeled.state_dict(),
+                "augment": self.augment.get_state(), "algorithm": self.algorithm.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.labeled.load_state_dict(state["labeled"])
+        self.unlabeled.load_state_dict(state["unlabeled"])
+        self.augment.set_state(state["augment"])
+        self.algorithm.set_state(state["algorithm"])
+
+
+@dataclass
+class Evaluations:
+    """One teacher's evaluation rows and the Figure-3 snapshots of its previous evaluation."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    params: Tensor | None = None
+    outputs: Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "params": self.params, "outputs": self.outputs}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.rows = list(state["rows"])
+        self.params = state["params"].to(device) if state["params"] is not None else None
+        self.outputs = state["outputs"].to(device) if state["outputs"] is not None else None
+
+
+@dataclass
+class Teacher:
+    """One smoothed teacher of a training: its settings (a resolved single-variant config), model and smoother."""
+
+    config: RunConfig
+    model: nn.Module
+    smoother: Smoother
+    evaluations: Evaluations = field(default_factory=Evaluations)
+
+    @property
+    def key(self) -> str:
+        return self.config.teacher_key()
+
+
+class LogWindow:
+    """Running sums of the step logs (device tensors) since the last evaluation; read at log intervals only."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, logs: dict[str, Tensor]) -> None:
+        for key, value in logs.items():
+            self.sums[key] = self.sums[key] + value.float() if key in self.sums else value.float()
+        self.count += 1
+
+    def means(self, ranks: Ranks, step: int) -> dict[str, float]:
+        """The window's means over its steps and the ranks (the loop's only host sync); diverged -> error."""
+        keys = sorted(self.sums)
+        if keys:
+            stacked = torch.stack([self.sums[k] for k in keys])
+            ranks.all_reduce_mean_([stacked])   # every rank: the same numbers, the same verdict
+            self.sums = dict(zip(keys, stacked.unbind(), strict=True))
+        means = {k: round(v.item() / max(self.count, 1), 6) for k, v in self.sums.items()}
+        if not all(math.isfinite(v) for v in means.values()):
+            raise DivergedError(f"the loss is not finite at step {step} ({means}): the run diverged. Lower --lr or "
+                                "check the algorithm's loss; the record keeps the evaluations made so far.")
+        return means
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+@dataclass
+class Run:
+    """Everything a training holds, built once by ``build_run`` (tests and benchmarks use it directly)."""
+
+    config: RunConfig                # the training's settings (the first teacher's variant)
+    dataset: ImageDataset
+    split: LabelSplit
+    algorithm: Any                   # a registered algorithm (ssl_bench.algorithm)
+    algorithm_module: nn.Module | None
+    student: nn.Module
+    teachers: list[Teacher]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    streams: Streams
+    ranks: Ranks
     device: torch.device
     x_train: Tensor
     y_train: Tensor
     x_test: Tensor
     y_test: Tensor
-    train_model: nn.Module | None = None   # the student as the loss sees it (compiled with --compile)
-    ddp: DataParallel = SINGLE_PROCESS     # this process's data-parallel rank (set by DataParallel.setup)
+    train_model: nn.Module           # the student as the loss sees it (compiled with --compile)
     step: int = 0
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The teacher passed to ``algorithm.loss`` (the only one when the targets come from the teacher)."""
+        return self.teachers[0].model
 
     def prepare(self, images: Tensor) -> Tensor:
         """uint8 NCHW images -> the model's float input."""
@@ -95,13 +206,10 @@ class Run:
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
     def identity(self) -> dict[str, Any]:
-        """What a checkpoint must agree on to be resumed by this run."""
-        c = self.config
-        return {"algorithm": self.algorithm.name, "alg_args": hyperparameters(self.algorithm), "model": c.model,
+        """What a checkpoint must agree on to be resumed by this training."""
+        return {**self.config.training_identity(), "alg_args": hyperparameters(self.algorithm),
                 "dataset_fingerprint": self.dataset.fingerprint, "split_hash": self.split.hash,
-                "smooth": c.smooth, "p": c.p, "m": c.m, "granularity": c.granularity, "buffers": c.buffers,
-                "steps": c.steps, "batch_size": c.batch_size, "mu": c.mu, "seed": c.seed, "lr": c.lr,
-                "weight_decay": c.weight_decay, "shapes": shapes(self.student.state_dict())}
+                "teachers": [t.key for t in self.teachers], "shapes": shapes(self.student.state_dict())}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,301 +221,496 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _to_nchw(images: np.ndarray, device: torch.device) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-
-
-def _optimizer(params_decay: list[Tensor], params_no_decay: list[Tensor], c: RunConfig) -> torch.optim.SGD:
-    # Weight decay on conv / linear kernels only, as the official FixMatch (its L2 term sums the 'kernel'
-    # variables), not on biases and BatchNorm affine parameters.
-    groups = [{"params": params_decay, "weight_decay": c.weight_decay},
+def build_optimizer(params_decay: list[Tensor], params_no_decay: list[Tensor], lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; weight decay on conv / linear kernels only, as google-research/fixmatch
+    (its L2 term sums the variables named 'kernel'), not on biases and BatchNorm affine parameters."""
+    groups = [{"params": params_decay, "weight_decay": weight_decay},
               {"params": params_no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=True)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
 
 
-def build_run(config: RunConfig) -> Run:
-    """Resolve the configuration and build data, split, models, optimizer and smoother, seeded."""
-    config.validate()
-    algorithm = build_algorithm(config.algorithm, config.alg_args)
-    dataset = load_dataset(config.dataset, root=config.data_root, download=config.download)
-    c = config.resolved(dataset.family, default_model(dataset.family))
+def teacher_variants(configs: Sequence[RunConfig]) -> list[RunConfig]:
+    """Check that ``configs`` can share one training and drop duplicates (keeping the order).
+
+    They must agree on every setting but the smoothing axes. A setting a strategy does not read is set to its
+    default first (``tma`` with two values of ``p`` is one teacher, not two).
+    """
+    defaults = RunConfig()
+    unique: list[RunConfig] = []
+    for c in configs:
+        ignored = {k: getattr(defaults, k) for k in TEACHER_AXES
+                   if k != "smooth" and k not in STRATEGY_PARAMETERS[c.smooth]}
+        c = dataclasses.replace(c, **ignored)
+        if c not in unique:
+            unique.append(c)
+    first = unique[0].training_identity()
+    for c in unique[1:]:
+        diff = sorted(k for k, v in c.training_identity().items() if first.get(k) != v)
+        if diff:
+            raise ValueError(f"teachers of one training must share every setting but {list(TEACHER_AXES)}; "
+                             f"these differ: {diff}. Run them as separate trainings (or use `sweep`).")
+    return unique
+
+
+def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PROCESS,
+              sync_bn: bool = False) -> Run:
+    """Resolve the settings and build data, split, student, teachers, optimizer and streams, seeded.
+
+    ``configs``: one run, or several smoothing variants of one training (see the module docstring).
+    """
+    variants = teacher_variants([configs] if isinstance(configs, RunConfig) else list(configs))
+    for c in variants:
+        c.validate()
+    first = variants[0]
+    dataset = load_dataset(first.dataset, root=first.data_root, download=first.download)
+    algorithm = build_algorithm(first.algorithm, first.alg_args, dataset.family)
+    if len(variants) > 1 and algorithm.targets_from == "teacher":
+        raise ValueError(f"--alg {first.algorithm} takes its targets from the teacher, so each smoothing variant "
+                         "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
+                         "time (`run_bench.py sweep` plans separate trainings for it)")
+    settings = loop_settings(algorithm, dataset.family)
+    model_default = default_model(dataset.family)
+    variants = [c.resolved(dataset.family, model_default, settings) for c in variants]
+    c = variants[0]
     split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
-    device = resolve_device(c.device)
+    device = ranks.device or resolve_device(c.device)
+    ranks.per_rank(c.batch_size)
 
-    torch.manual_seed(c.seed)
-    np.random.seed(c.seed)
-    random.seed(c.seed)
-
-    student = build_model(c.model, dataset.num_classes).to(device)
+    # Model initialisation is the only draw from torch's global generator; seeded here, then never used again.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(c.seed)
+        student = build_model(c.model, dataset.num_classes)
+        algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
+    if sync_bn:
+        if device.type != "cuda":
+            raise ValueError(f"--sync-bn: torch's SyncBatchNorm runs on GPUs only and this run is on {device}; drop "
+                             "--sync-bn (the ranks' running statistics are then averaged after every step)")
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student = student.to(device)
     if c.channels_last:
         student = student.to(memory_format=torch.channels_last)
-    # The teacher starts as an exact copy of the student (the official SE code sends its first copy
-    # through the random gate, which leaves most teacher tensors at their random initialisation).
-    teacher = copy.deepcopy(student)
-    set_requires_grad(teacher, False)
-
-    algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
     if algorithm_module is not None:
         algorithm_module.to(device)
-    trainable = [p for p in student.parameters()]
-    if algorithm_module is not None:
-        trainable += [p for p in algorithm_module.parameters()]
-    optimizer = _optimizer([p for p in trainable if p.dim() > 1], [p for p in trainable if p.dim() <= 1], c)
+
+    teachers = []
+    for v in variants:
+        # Each teacher starts as an exact copy of the student (the official SE code sends its first copy
+        # through the random gate, which leaves most teacher tensors at their random initialisation).
+        model = copy.deepcopy(student)
+        set_requires_grad(model, False)
+        smoother = build_smoother(v.smooth, p=v.p, m=v.m, granularity=v.granularity, buffers=v.buffers,
+                                  generator=torch.Generator(device).manual_seed(rank_seed(v.seed, "smoother")))
+        teachers.append(Teacher(v, model, smoother))
+
+    trainable = list(student.parameters()) + (list(algorithm_module.parameters()) if algorithm_module else [])
+    optimizer = build_optimizer([p for p in trainable if p.dim() > 1], [p for p in trainable if p.dim() <= 1],
+                                c.lr, c.momentum, c.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: cosine_lr_factor(k, c.steps))
 
-    smoother = build_smoother(c.smooth, p=c.p, m=c.m, granularity=c.granularity, buffers=c.buffers,
-                              generator=torch.Generator(device).manual_seed(rank_seed(c.seed, "smoother")))
-    augment_generator = torch.Generator(device).manual_seed(rank_seed(c.seed, "augment"))
-    return Run(config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
-               student=student, teacher=teacher, optimizer=optimizer, scheduler=scheduler, smoother=smoother,
-               labeled=IndexStream(split.labeled, rank_seed(c.seed, "labeled")),
-               unlabeled=IndexStream(split.unlabeled, rank_seed(c.seed, "unlabeled")),
-               augment_generator=augment_generator, device=device,
-               x_train=_to_nchw(dataset.x_train, device), y_train=torch.from_numpy(dataset.y_train).to(device),
-               x_test=_to_nchw(dataset.x_test, device), y_test=torch.from_numpy(dataset.y_test).to(device),
-               # torch.compile wraps the same parameters, so the smoother and the checkpoints see the plain module.
-               train_model=torch.compile(student) if c.compile else student)
+    def to_nchw(images: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
 
+    run = Run(config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
+              student=student, teachers=teachers, optimizer=optimizer, scheduler=scheduler,
+              streams=Streams.seeded(split, c.seed, device, ranks.rank), ranks=ranks, device=device,
+              x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
+              x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
+              # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
+              train_model=torch.compile(student) if c.compile else student)
+    ranks.broadcast_(_states(run))   # every rank starts from rank 0's weights
+    return run
+
+
+def check_ranks_agree(run: Run) -> None:
+    """Fail loudly (on every rank) unless every rank holds the same student, teachers and algorithm module."""
+    named = {f"student.{k}": v for k, v in run.student.state_dict().items()}
+    for t in run.teachers:
+        named.update({f"teacher[{t.key}].{k}": v for k, v in t.model.state_dict().items()})
+    if run.algorithm_module is not None:
+        named.update({f"algorithm_module.{k}": v for k, v in run.algorithm_module.state_dict().items()})
+    found = run.ranks.first_difference(named)
+    if found is not None:
+        raise RuntimeError(f"data-parallel ranks diverged by step {run.step}: rank {found[0]} differs from rank 0, "
+                           f"first in {found[1]}. Does the algorithm give some parameters a gradient on some ranks "
+                           "only (data-dependent branches)? Every rank must produce gradients for the same parameters.")
+
+
+def _states(run: Run) -> list[Tensor]:
+    modules = [run.student, *(t.model for t in run.teachers), run.algorithm_module]
+    return [t for m in modules if m is not None for t in m.state_dict().values()]
+
+
+# -- one step ----------------------------------------------------------------------------------------------------
 
 def next_batch(run: Run) -> Batch:
     """Draw and augment one step's batch on the device."""
-    c = run.config
-    batch_size = c.batch_size // run.ddp.world_size   # this rank's share of the global batch
-    # Indices are drawn on the CPU (cheap, the same on every device); pinned non-blocking copies keep the step sync-free.
-    labeled = to_device(run.labeled.next(batch_size), run.device)
-    unlabeled = to_device(run.unlabeled.next(batch_size * c.mu), run.device)
-    g = run.augment_generator
-    x = run.prepare(weak_augment(run.x_train[labeled], g))
-    u_images = run.x_train[unlabeled]
-    views = tuple(run.prepare(AUGMENTERS[view](u_images, g)) for view in run.algorithm.unlabeled_views)
+    c, s, flip = run.config, run.streams, run.dataset.hflip
+    batch_size = run.ranks.per_rank(c.batch_size)
+    # Indices are drawn on the CPU (cheap, the same on every device); pinned non-blocking copies keep the step
+    # free of host-device syncs.
+    labeled = to_device(s.labeled.next(batch_size), run.device)
+    x = run.prepare(weak_augment(run.x_train[labeled], s.augment, flip=flip))
+    views: tuple[Tensor, ...] = ()
+    if run.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
+        u_images = run.x_train[to_device(s.unlabeled.next(batch_size * c.mu), run.device)]
+        views = tuple(run.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
+                                  strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
+                      for view in run.algorithm.unlabeled_views)
     return Batch(x=x, y=run.y_train[labeled], u=views, progress=run.step / c.steps,
-                 num_classes=run.dataset.num_classes)
+                 num_classes=run.dataset.num_classes, generator=s.algorithm)
 
 
 def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
-    """One optimizer step and one smoother update; returns the step's logs as device tensors (no sync)."""
-    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.config.amp)
-    with autocast:
+    """One optimizer step and every teacher's smoother update; returns the step's logs as device tensors."""
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.config.amp):
         losses = run.algorithm.loss(run.train_model, run.teacher, batch)
     if run.step == 0:
         check_losses(losses, run.algorithm)
     run.optimizer.zero_grad(set_to_none=True)
     losses.total.backward()
-    run.ddp.average_gradients_and_buffers(run)   # data parallel: one all-reduce (no-op in a single process)
+    if run.ranks.enabled:   # data parallel: every gradient and float buffer becomes its mean over the ranks
+        modules = [m for m in (run.student, run.algorithm_module, *(t.model for t in run.teachers)) if m is not None]
+        params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
+        for p in params:    # a parameter without a gradient here contributes zeros (and keeps grad=None after)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        run.ranks.all_reduce_mean_([p.grad for p in params] + [b for m in modules for b in m.buffers()
+                                                                 if b.is_floating_point()])
     run.optimizer.step()
     run.scheduler.step()
-    run.smoother.update(run.teacher, run.student)
+    for teacher in run.teachers:
+        teacher.smoother.update(teacher.model, run.student)
     run.step += 1
     logs = {"loss": losses.total.detach()}
     for key, value in losses.logs.items():
-        # Python numbers (a ramp-up weight) go to the device too (the log window is all-reduced there under nccl),
-        # through a pinned non-blocking copy so the step stays free of host-device syncs.
+        # Python numbers (a ramp-up weight) go to the device too, through a pinned non-blocking copy.
         logs[key] = value.detach() if isinstance(value, Tensor) else to_device(torch.tensor(float(value)), run.device)
     return logs
 
 
-def checkpoint_state(run: Run, history: list[dict[str, Any]], snapshots: dict[str, Tensor | None],
-                     window: dict[str, Any]) -> dict[str, Any]:
+def evaluate(run: Run) -> list[dict[str, Any]]:
+    """Top-1 accuracy of every teacher and of the student, and each teacher's Figure-3 quantities.
+
+    Returns one row per teacher (the student's accuracy is shared) and advances the Figure-3 snapshots.
+    """
+    c = run.config
+    figure3_inputs = run.prepare(run.x_test[:FIGURE3_BATCH])
+    student_acc = accuracy(run.student, run.x_test, run.y_test, c.eval_batch_size, run.prepare)
+    rows = []
+    for t in run.teachers:
+        ev = t.evaluations
+        params, outputs = parameter_vector(t.model), output_probabilities(t.model, figure3_inputs)
+        rows.append({"teacher_acc": accuracy(t.model, run.x_test, run.y_test, c.eval_batch_size, run.prepare),
+                     "student_acc": student_acc,
+                     "teacher_param_msd": mean_squared_difference(ev.params, params),
+                     "teacher_output_msd": mean_squared_difference(ev.outputs, outputs)})
+        ev.params, ev.outputs = params, outputs
+    return rows
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------
+
+def checkpoint_state(run: Run, window: LogWindow) -> dict[str, Any]:
+    """Everything that determines the rest of the training, as tensors and plain types (weights_only loads)."""
     return {
         "step": run.step,
         "identity": run.identity(),
         "config": run.config.to_dict(),
         "student": run.student.state_dict(),
-        "teacher": run.teacher.state_dict(),
         "algorithm_module": run.algorithm_module.state_dict() if run.algorithm_module is not None else None,
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
-        "smoother": run.smoother.state_dict(),
-        "labeled_stream": run.labeled.state_dict(),
-        "unlabeled_stream": run.unlabeled.state_dict(),
-        "augment_generator": run.augment_generator.get_state(),
-        "global_rng": global_rng_state(),
-        "history": history,
-        "snapshots": snapshots,
-        "log_window": window,   # the partial sums of the logs since the last evaluation
+        "teachers": {t.key: {"model": t.model.state_dict(), "smoother": t.smoother.state_dict(),
+                             "evaluations": t.evaluations.state_dict()} for t in run.teachers},
+        "streams": run.ranks.gather(run.streams.state_dict()),   # every rank's, in rank order (a collective)
+        "log_window": window.state_dict(),   # the partial sums of the logs since the last evaluation
     }
 
 
-def restore(run: Run, state: dict[str, Any], path: Path
-            ) -> tuple[list[dict[str, Any]], dict[str, Tensor | None], dict[str, Any]]:
-    """Load a checkpoint into ``run``; a checkpoint of another run is refused before anything is loaded."""
+def restore(run: Run, state: dict[str, Any], path: Path) -> LogWindow:
+    """Load a checkpoint into ``run``; a checkpoint of another training is refused before anything is loaded.
+
+    With the world size it was saved with, every rank continues its own streams exactly; with another one,
+    the ranks' streams are re-seeded from (seed, stream, rank, step).
+    """
     check_identity(state["identity"], run.identity(), path)
     run.student.load_state_dict(state["student"])
-    run.teacher.load_state_dict(state["teacher"])
     if run.algorithm_module is not None:
         run.algorithm_module.load_state_dict(state["algorithm_module"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
-    run.smoother.load_state_dict(state["smoother"])
-    run.labeled.load_state_dict(state["labeled_stream"])
-    run.unlabeled.load_state_dict(state["unlabeled_stream"])
-    run.augment_generator.set_state(state["augment_generator"])
-    set_global_rng_state(state["global_rng"])
+    for t in run.teachers:
+        saved = state["teachers"][t.key]
+        t.model.load_state_dict(saved["model"])
+        t.smoother.load_state_dict(saved["smoother"])
+        t.evaluations.load_state_dict(saved["evaluations"], run.device)
     run.step = int(state["step"])
-    snapshots = {k: (v.to(run.device) if v is not None else None) for k, v in state["snapshots"].items()}
-    window = {"sums": {k: v.to(run.device) for k, v in state["log_window"]["sums"].items()},
-              "count": state["log_window"]["count"]}
-    return list(state["history"]), snapshots, window
+    if len(state["streams"]) == run.ranks.world_size:
+        run.streams.load_state_dict(state["streams"][run.ranks.rank])
+    else:
+        run.streams = Streams.seeded(run.split, run.config.seed, run.device, run.ranks.rank, step=run.step)
+    window = LogWindow()
+    window.load_state_dict(state["log_window"], run.device)
+    return window
 
 
-def base_record(run: Run, run_dir: Path, started: str) -> dict[str, Any]:
-    c, d = run.config, run.dataset
-    return {
-        "schema": rec.SCHEMA_VERSION, "run_id": run_dir.name, "status": "running", "error": None,
-        "algorithm": run.algorithm.name, "alg_args": hyperparameters(run.algorithm),
-        # the hyper-parameters changed with --alg-arg: the leaderboard gives them a row of their own
-        "alg_overrides": {k: hyperparameters(run.algorithm)[k] for k in c.alg_args},
-        "targets_from": run.algorithm.targets_from,
-        "smooth": c.smooth, "granularity": c.granularity, "p": c.p, "m": c.m, "buffers": c.buffers,
-        "dataset": d.name, "dataset_kind": d.kind, "dataset_family": d.family, "dataset_fingerprint": d.fingerprint,
-        "labels": c.labels, "seed": c.seed, "split_seed": c.split_seed, "split_hash": run.split.hash,
-        "profile": c.profile, "steps": c.steps, "steps_done": run.step, "model": c.model,
-        "batch_size": c.batch_size, "mu": c.mu, "eval_every": c.eval_every,
-        "results": None, "versions": rec.versions(), "device": rec.device_description(run.device),
-        "commit": rec.git_commit(), "command": rec.command_line(), "started": started, "finished": None,
-        "wall_seconds": None,
-    }
+# -- run directories and records (rank 0) ---------------------------------------------------------------------------
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / rec.CONFIG_FILE
+    try:
+        data = rec.read_json(path)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); move the run directory "
+                         f"{run_dir} aside to start this run anew") from None
 
 
 def matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
-    """The latest existing directory of a run with exactly this configuration, if any."""
-    ignore = {"device", "results_dir", "data_root", "download"}
-    wanted = {k: v for k, v in config.to_dict().items() if k not in ignore}
+    """The latest existing directory of a run with the same identifying settings (``RunConfig.identity``)."""
+    wanted = config.identity()
     for path in reversed(rec.find_runs(results_dir, base)):
-        cfg_path = path / "config.json"
-        if not cfg_path.exists():
-            continue
-        saved = rec.read_json(cfg_path).get("config", {})
-        if {k: v for k, v in saved.items() if k not in ignore} == wanted:
+        saved = _saved_config(path).get("config", {})
+        if {k: saved.get(k) for k in wanted} == wanted:
             return path
     return None
 
 
-def _open_run_dir(run: Run, base: str, resume: bool) -> tuple[Path, dict[str, Any] | None, bool]:
-    """The run directory (rank 0 only): the run to resume, its record and whether it has a checkpoint, or a new one."""
-    c = run.config
-    run_dir = matching_run_dir(Path(c.results_dir), base, c) if resume else None
-    if run_dir is not None:
-        # A run killed between writing config.json and its first record has no record yet: start it over there.
-        record_path = run_dir / "record.json"
-        previous = rec.read_json(record_path) if record_path.exists() else None
-        return run_dir, previous, (run_dir / CHECKPOINT_NAME).exists()
-    run_dir = rec.create_run_dir(Path(c.results_dir), base)
-    rec.atomic_write_json(run_dir / "config.json", {"config": c.to_dict(), "command": rec.command_line()})
-    run.split.save(run_dir / "split.json")
-    return run_dir, None, False
+def _closest_difference(results_dir: Path, base: str, config: RunConfig) -> str:
+    """Why no run matched, for the message of a ``--resume`` with nothing to resume."""
+    wanted = config.identity()
+    for path in reversed(rec.find_runs(results_dir, base)):
+        saved = _saved_config(path).get("config", {})
+        diff = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
+        return f"{path.name} differs in {'; '.join(diff)}"
+    return f"no run named {base}* in {results_dir}"
 
 
-def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None,
-          progress: bool = True, sync_bn: bool = False) -> tuple[dict[str, Any], Path]:
-    """Run (or resume) one experiment; returns its record and its directory.
+@dataclass
+class RunDirs:
+    """Where a training writes: one run directory per teacher; the first holds the checkpoint."""
 
-    ``resume``: continue the latest unfinished run with the same configuration (or return the record
-    of a finished one) instead of starting a new directory. ``stop_at``: checkpoint and stop after
-    this step (a preemptible job's time limit, or a test of exact resumption). Under torchrun every
-    rank calls this and gets the same record; ``sync_bn``: SyncBatchNorm across the ranks (GPUs only).
+    dirs: list[Path]
+    previous: list[rec.RunRecord | None]   # each teacher's record before this attempt (resume), else None
+    has_checkpoint: bool
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.dirs[0] / CHECKPOINT_NAME
+
+
+def open_run_dirs(run: Run, resume: bool, command: str) -> RunDirs:
+    """The directories to resume (``resume`` and a match), or new ones; never reuses another run's directory."""
+    results_dir = Path(run.config.results_dir)
+    keys = [t.key for t in run.teachers]
+    lead = run.teachers[0].config
+    found = matching_run_dir(results_dir, rec.run_base_name(lead), lead) if resume else None
+    if resume and found is None:
+        print(f"--resume: nothing to resume ({_closest_difference(results_dir, rec.run_base_name(lead), lead)}); "
+              "starting a new run", flush=True)
+    if found is not None:
+        saved = _saved_config(found)
+        training = saved.get("training") or {"teachers": {keys[0]: found.name}}
+        if list(training["teachers"]) != keys or training["teachers"][keys[0]] != found.name:
+            raise ValueError(f"--resume: {found} belongs to a training of the teachers {list(training['teachers'])}; "
+                             f"this command asks for {keys}. Resume with exactly those smoothing settings, or drop "
+                             "--resume to start a new training")
+        dirs = [results_dir / name for name in training["teachers"].values()]
+        previous = [rec.RunRecord.read_if_present(d) for d in dirs]
+        return RunDirs(dirs, previous, (found / CHECKPOINT_NAME).exists())
+    dirs = [rec.create_run_dir(results_dir, rec.run_base_name(t.config)) for t in run.teachers]
+    training = {"teachers": {k: d.name for k, d in zip(keys, dirs, strict=True)}} if len(dirs) > 1 else None
+    for t, d in zip(run.teachers, dirs, strict=True):
+        rec.atomic_write_json(d / rec.CONFIG_FILE, {"config": t.config.to_dict(), "command": command,
+                                                    "training": training})
+        run.split.save(d / "split.json")
+    return RunDirs(dirs, [None] * len(dirs), False)
+
+
+def new_record(run: Run, teacher: Teacher, run_dir: Path, command: str, started: str,
+               training: str | None) -> rec.RunRecord:
+    """The record of one teacher's run, before its first evaluation."""
+    c, d = teacher.config, run.dataset
+    hp = hyperparameters(run.algorithm)
+    return rec.RunRecord(
+        run_id=run_dir.name, status=rec.RunStatus.RUNNING, error=None, algorithm=run.algorithm.name, alg_args=hp,
+        # the hyper-parameters changed with --alg-arg (the leaderboard decides "paper configuration" from alg_args)
+        alg_overrides={k: hp[k] for k in c.alg_args}, targets_from=run.algorithm.targets_from,
+        smooth=c.smooth, granularity=c.granularity, p=c.p, m=c.m, buffers=c.buffers,
+        training=training, teacher=teacher.key if training else None,
+        dataset=d.name, dataset_kind=d.kind, dataset_family=d.family, dataset_fingerprint=d.fingerprint,
+        train_size=len(d.y_train), labels=c.labels, seed=c.seed, split_seed=c.split_seed, split_hash=run.split.hash,
+        profile=c.profile, steps=c.steps, steps_done=run.step, model=c.model, batch_size=c.batch_size, mu=c.mu,
+        eval_every=c.eval_every, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+        strong_augment=c.strong_augment, hflip=d.hflip,
+        results=rec.summarize_evaluations(teacher.evaluations.rows) if teacher.evaluations.rows else None,
+        versions=rec.versions(), device=rec.device_description(run.device), commit=rec.git_commit(),
+        command=command, started=started, finished=None, wall_seconds=None,
+        data_parallel=[{"from_step": run.step, "world_size": run.ranks.world_size}])
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard writer for ``run_dir`` (optional dependency: a clear message when it is missing)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError("--tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]' "
+                          "(or drop --tensorboard; metrics.csv has the same numbers)") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+class Reporter:
+    """Rank 0's writer of everything a training leaves on disk: records, metrics.csv, checkpoint, TensorBoard."""
+
+    def __init__(self, run: Run, dirs: RunDirs, command: str, progress: bool) -> None:
+        self.run, self.dirs = run, dirs
+        self.active = run.ranks.is_main
+        previous = [p for p in dirs.previous if p is not None]
+        started = previous[0].started if previous and previous[0].started else rec.now_iso()
+        rows = run.teachers[0].evaluations.rows   # restored before the reporter starts: the clock continues
+        self.t0 = time.perf_counter() - (rows[-1]["elapsed_s"] if rows else 0.0)
+        training = dirs.dirs[0].name if len(dirs.dirs) > 1 else None
+        self.records = [new_record(run, t, d, command, started, training)
+                        for t, d in zip(run.teachers, dirs.dirs, strict=True)]
+        for record, p in zip(self.records, dirs.previous, strict=True):
+            if p is not None and p.data_parallel:   # every stretch of steps and its world size
+                last = p.data_parallel[-1]
+                record.data_parallel = list(p.data_parallel) + (
+                    [] if last.get("world_size") == run.ranks.world_size else record.data_parallel)
+        self.writers = [_tensorboard_writer(d) for d in dirs.dirs] if run.config.tensorboard and self.active else []
+        self.bar = tqdm(total=run.config.steps, initial=run.step, desc=dirs.dirs[0].name, dynamic_ncols=True,
+                        disable=not (progress and self.active))
+
+    def progress(self, means: dict[str, float]) -> None:
+        last = self.run.teachers[0].evaluations.rows
+        self.bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}",
+                             mask=f"{means.get('mask_rate', float('nan')):.2f}",
+                             acc=f"{last[-1]['teacher_acc']:.1f}" if last else "-")
+        self.bar.update(self.run.step - self.bar.n)
+
+    def evaluation(self, means: dict[str, float], rows: list[dict[str, Any]]) -> None:
+        run = self.run
+        lr = run.scheduler.get_last_lr()[0]
+        elapsed = round(time.perf_counter() - self.t0, 3)
+        for t, row in zip(run.teachers, rows, strict=True):
+            t.evaluations.rows.append({"step": run.step, "lr": lr, **means, **row, "elapsed_s": elapsed})
+        for writer, t in zip(self.writers, run.teachers, strict=False):   # no writers without --tensorboard
+            for key, value in t.evaluations.rows[-1].items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, run.step)
+            writer.flush()
+
+    def save(self, window: LogWindow, status: rec.RunStatus, error: str | None = None,
+             checkpoint: bool = True) -> None:
+        """Checkpoint (when the state is consistent) and every teacher's metrics.csv and record."""
+        state = checkpoint_state(self.run, window) if checkpoint else None   # a collective: every rank
+        if not self.active:
+            return
+        if state is not None:
+            save_checkpoint(self.dirs.checkpoint, state)
+        wall = round(time.perf_counter() - self.t0, 1)
+        for t, d, record in zip(self.run.teachers, self.dirs.dirs, self.records, strict=True):
+            rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
+            record.status, record.error, record.steps_done = status, error, self.run.step
+            record.results = rec.summarize_evaluations(t.evaluations.rows) if t.evaluations.rows else None
+            record.finished = rec.now_iso() if status != rec.RunStatus.RUNNING else None
+            record.wall_seconds = wall if status == rec.RunStatus.FINISHED else None
+            record.write(d)
+
+    def close(self) -> None:
+        self.bar.close()
+        for writer in self.writers:
+            writer.close()
+
+
+# -- the loop ---------------------------------------------------------------------------------------------------
+
+def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True,
+          sync_bn: bool = False, command: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Run (or resume) one experiment; returns its record and its directory (see ``train_teachers``)."""
+    return train_teachers([config], resume=resume, stop_at=stop_at, progress=progress, sync_bn=sync_bn,
+                          command=command)[0]
+
+
+def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_at: int | None = None,
+                   progress: bool = True, sync_bn: bool = False,
+                   command: str | None = None) -> list[tuple[dict[str, Any], Path]]:
+    """Train one student for every smoothing variant in ``configs``; returns each variant's record and directory.
+
+    ``resume``: continue the latest unfinished training with the same identifying settings (or return the
+    records of a finished one) instead of starting new directories. ``stop_at``: checkpoint and stop after this
+    step (a preemptible job's time limit). ``command``: the command line saved in the records (default: this
+    process's). Under torchrun every rank calls this and gets rank 0's records.
     """
-    config.validate()
-    with from_env(resolve_device(config.device), sync_bn=sync_bn) as ddp:
-        if ddp.enabled:
-            config = config_with(config, device=str(ddp.device))   # each rank on its own GPU under torchrun
-        return _train(config, ddp, resume=resume, stop_at=stop_at, progress=progress)
+    if stop_at is not None and stop_at <= 0:
+        raise ValueError(f"--stop-at {stop_at} must be a positive step (the run checkpoints and stops after it)")
+    command = command if command is not None else rec.command_line()
+    first = configs[0]
+    first.validate()
+    with join(resolve_device(first.device)) as ranks:
+        if ranks.enabled:   # each rank on its own device under torchrun
+            configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]
+        run = build_run(configs, ranks, sync_bn=sync_bn)
+        dirs = ranks.from_main(lambda: open_run_dirs(run, resume, command))
+        if all(p is not None and p.status == rec.RunStatus.FINISHED for p in dirs.previous):
+            return [(p.to_dict(), d) for p, d in zip(dirs.previous, dirs.dirs, strict=True)]
+        with _locked(dirs.dirs if ranks.is_main else []):
+            return _train(run, dirs, command, stop_at=stop_at, progress=progress)
 
 
-def _train(config: RunConfig, ddp: DataParallel, *, resume: bool, stop_at: int | None,
-           progress: bool) -> tuple[dict[str, Any], Path]:
-    run = build_run(config)
-    ddp.setup(run)   # per-rank batch, SyncBN, this rank's data streams, rank 0's weights on every rank
+@contextlib.contextmanager
+def _locked(dirs: list[Path]) -> Iterator[None]:
+    """Hold every run directory's lock: a second process resuming the same run is refused."""
+    with contextlib.ExitStack() as stack:
+        for d in dirs:
+            stack.enter_context(RunLock(d))
+        yield
+
+
+def _train(run: Run, dirs: RunDirs, command: str, *, stop_at: int | None,
+           progress: bool) -> list[tuple[dict[str, Any], Path]]:
+    window = restore(run, load_checkpoint(dirs.checkpoint), dirs.checkpoint) if dirs.has_checkpoint else LogWindow()
     c = run.config
-    base = rec.run_base_name(c)
-    # Rank 0 finds or creates the run directory (only rank 0 writes); every rank learns its name.
-    run_dir, previous, has_checkpoint = ddp.from_main(lambda: _open_run_dir(run, base, resume))
-    history: list[dict[str, Any]] = []
-    snapshots: dict[str, Tensor | None] = {"params": None, "outputs": None}
-    window: dict[str, Any] = {"sums": {}, "count": 0}
-    if previous is not None and previous["status"] == "finished":
-        return previous, run_dir
-    if has_checkpoint:
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        history, snapshots, window = restore(run, state, run_dir / CHECKPOINT_NAME)
-        ddp.restore_rank_state(run, state)
-    started = previous["started"] if previous is not None else rec.now_iso()
-
-    record = base_record(run, run_dir, started)
-    record["data_parallel"] = ddp.record_segments(previous, run.step)
-    record["results"] = rec.summarize_evaluations(history) if history else None
-    if ddp.is_main:
-        rec.atomic_write_json(run_dir / "record.json", record)
-    t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
-    figure3_inputs = run.prepare(run.x_test[:FIGURE3_BATCH])
-
-    def evaluate_and_save(logs: dict[str, float], rank_states: dict[str, Any]) -> None:
-        params = parameter_vector(run.teacher)
-        outputs = output_probabilities(run.teacher, figure3_inputs)
-        row = {"step": run.step, "lr": run.scheduler.get_last_lr()[0], **logs,
-               "teacher_acc": accuracy(run.teacher, run.x_test, run.y_test, c.eval_batch_size, run.prepare),
-               "student_acc": accuracy(run.student, run.x_test, run.y_test, c.eval_batch_size, run.prepare),
-               "teacher_param_msd": mean_squared_difference(snapshots["params"], params),
-               "teacher_output_msd": mean_squared_difference(snapshots["outputs"], outputs),
-               "elapsed_s": round(time.perf_counter() - t0, 3)}
-        snapshots.update(params=params, outputs=outputs)
-        history.append(row)
-        rec.atomic_write_csv(run_dir / "metrics.csv", history, METRIC_COLUMNS)
-        save_checkpoint(run_dir / CHECKPOINT_NAME, {**checkpoint_state(run, history, snapshots, window), **rank_states})
-        record.update(steps_done=run.step, results=rec.summarize_evaluations(history))
-        rec.atomic_write_json(run_dir / "record.json", record)
-
-    bar = tqdm(total=c.steps, initial=run.step, disable=not (progress and ddp.is_main), desc=base,
-               dynamic_ncols=True)
+    last = min(c.steps, stop_at or c.steps)
+    report = Reporter(run, dirs, command, progress)
+    report.save(window, rec.RunStatus.RUNNING, checkpoint=False)
+    at_eval = True   # a resumed training already at its last step has nothing left to checkpoint
     try:
         run.student.train()
-        run.teacher.train()
-        while run.step < c.steps:
-            logs = training_step(run, next_batch(run))
-            sums = window["sums"]
-            for key, value in logs.items():
-                sums[key] = sums[key] + value.float() if key in sums else value.float()
-            window["count"] += 1
+        for t in run.teachers:
+            t.model.train()
+        while run.step < last:
+            window.add(training_step(run, next_batch(run)))
             at_eval = run.step % c.eval_every == 0 or run.step == c.steps
-            if at_eval or run.step % c.log_every == 0 or run.step == stop_at:
-                window["sums"] = ddp.mean_over_ranks(window["sums"])  # every rank: the same numbers, the same verdict
-                means = {k: v.item() / window["count"] for k, v in window["sums"].items()}  # the only host sync
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise DivergedError(f"loss is not finite at step {run.step} ({means}); the run diverged. "
-                                        "Lower --lr, or check the algorithm's loss; the last good checkpoint is kept.")
-                bar.set_postfix(loss=f"{means['loss']:.3f}", mask=f"{means.get('mask_rate', float('nan')):.2f}",
-                                acc=f"{history[-1]['teacher_acc']:.1f}" if history else "-")
-                if at_eval:
-                    window = {"sums": {}, "count": 0}  # reset before the checkpoint is written
-                    ddp.check_in_sync(run)
-                    rank_states = ddp.gather_rank_states(run)
-                    if ddp.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
-                        evaluate_and_save({k: round(v, 6) for k, v in means.items()}, rank_states)
-                bar.update(run.step - bar.n)
-            if stop_at is not None and run.step >= stop_at and run.step < c.steps:
-                if not at_eval:
-                    rank_states = ddp.gather_rank_states(run)
-                    if ddp.is_main:
-                        save_checkpoint(run_dir / CHECKPOINT_NAME,
-                                        {**checkpoint_state(run, history, snapshots, window), **rank_states})
-                        record.update(steps_done=run.step)
-                        rec.atomic_write_json(run_dir / "record.json", record)
-                return ddp.from_main(lambda: record), run_dir
+            if at_eval or run.step % c.log_every == 0 or run.step == last:
+                means = window.means(run.ranks, run.step)
+                report.progress(means)
+            if at_eval:
+                window = LogWindow()   # reset before the checkpoint is written
+                check_ranks_agree(run)
+                if run.ranks.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
+                    report.evaluation(means, evaluate(run))
+                report.save(window, rec.RunStatus.RUNNING)
+        done = run.step == c.steps
+        if not at_eval:   # stopped by --stop-at between evaluations: checkpoint the partial window too
+            report.save(window, rec.RunStatus.RUNNING)
+        report.save(window, rec.RunStatus.FINISHED if done else rec.RunStatus.INTERRUPTED, checkpoint=False,
+                    error=None if done else f"stopped at step {run.step} by --stop-at; continue with --resume")
+    except KeyboardInterrupt:
+        report.save(window, rec.RunStatus.INTERRUPTED, checkpoint=False,
+                    error="interrupted (Ctrl-C); continue from the last checkpoint with --resume")
+        raise
     except BaseException as exc:
-        if ddp.is_main:
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}", steps_done=run.step,
-                          finished=rec.now_iso())
-            rec.atomic_write_json(run_dir / "record.json", record)
+        report.save(window, rec.RunStatus.FAILED, checkpoint=False, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        bar.close()
-    record.update(status="finished", finished=rec.now_iso(), steps_done=run.step,
-                  wall_seconds=round(time.perf_counter() - t0, 1), results=rec.summarize_evaluations(history))
-    if ddp.is_main:
-        rec.atomic_write_json(run_dir / "record.json", record)
-    return ddp.from_main(lambda: record), run_dir   # every rank returns rank 0's record
+        report.close()
+    return run.ranks.from_main(lambda: [(r.to_dict(), d) for r, d in zip(report.records, dirs.dirs, strict=True)])
 
 
-def config_with(config: RunConfig, **changes: Any) -> RunConfig:
-    """A copy of ``config`` with some fields changed (sweeps, tests)."""
-    return dataclasses.replace(config, **changes)
+def teacher_configs(config: RunConfig, axes: dict[str, list[Any]]) -> list[RunConfig]:
+    """The cross product of the smoothing ``axes`` (lists of values) over ``config``: one config per teacher."""
+    names = [a for a in TEACHER_AXES if a in axes]
+    return teacher_variants([dataclasses.replace(config, **dict(zip(names, values, strict=True)))
+                             for values in itertools.product(*(axes[a] for a in names))] or [config])

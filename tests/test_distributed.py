@@ -29,7 +29,7 @@ import torch
 from helpers import metric_rows
 
 from ssl_bench.config import RunConfig
-from ssl_bench.distributed import DataParallel
+from ssl_bench.ranks import Ranks
 
 WORLD_SIZE = 2
 REMIX_ARGS = ["--alg", "remixmatch", "--smooth", "sts", "--dataset", "digits", "--labels", "20",
@@ -72,8 +72,8 @@ def _worker(out: Path, second_port: int) -> None:
     import ssl_bench.train as train_module
     from ssl_bench.algorithm import Batch
     from ssl_bench.cli import main
-    from ssl_bench.distributed import from_env
-    from ssl_bench.train import build_run, next_batch, train, training_step
+    from ssl_bench.ranks import join
+    from ssl_bench.train import build_run, check_ranks_agree, next_batch, train, training_step
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -83,13 +83,13 @@ def _worker(out: Path, second_port: int) -> None:
         _watch_writes(results, seen["writes"])
     runs: list = []
     build = train_module.build_run
-    train_module.build_run = lambda config: runs.append(build(config)) or runs[-1]
+    train_module.build_run = lambda *a, **k: runs.append(build(*a, **k)) or runs[-1]
 
     # 1. The command line under torchrun's environment: train() joins the process group and leaves it.
     seen["cli_exit"] = main([*REMIX_ARGS, "--results-dir", str(results / "cli")])
     seen["remix"] = {name: {k: v.clone() for k, v in getattr(runs[-1], name).state_dict().items()}
                      for name in ("student", "teacher", "algorithm_module")}
-    seen["remix_smoother_updates"] = runs[-1].smoother.state_dict()["num_updates"]
+    seen["remix_smoother_updates"] = runs[-1].teachers[0].smoother.state_dict()["num_updates"]
 
     # 2. The rest joins a group itself, as a script calling train() would (train() then leaves it alone).
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{second_port}", rank=rank, world_size=WORLD_SIZE)
@@ -99,24 +99,23 @@ def _worker(out: Path, second_port: int) -> None:
         seen["odd_batch_error"] = str(exc)
 
     # 3. Which labelled / unlabelled images each rank draws, through next_batch.
-    run = build_run(smoke(results / "unused"))
-    seen["labeled_set"] = torch.as_tensor(run.split.labeled)
-    with from_env(torch.device("cpu")) as ddp:
-        ddp.setup(run)
+    with join(torch.device("cpu")) as ranks:
+        run = build_run(smoke(results / "unused"), ranks)
+        seen["labeled_set"] = torch.as_tensor(run.split.labeled)
         drawn: dict[str, list[torch.Tensor]] = {"labeled": [], "unlabeled": []}
         for name in drawn:
-            stream = getattr(run, name)
+            stream = getattr(run.streams, name)
             stream.next = (lambda nxt, log: lambda n: log.append(nxt(n)) or log[-1])(stream.next, drawn[name])
         for _ in range(5):  # 20 labels at 8 / 2 per rank: one pass
             next_batch(run)
         seen["drawn"] = {k: torch.stack(v) for k, v in drawn.items()}
         # A rank that drifts is reported at the next evaluation, on every rank.
-        ddp.check_in_sync(run)
+        check_ranks_agree(run)
         if rank == 1:
             with torch.no_grad():
                 next(run.student.parameters()).add_(1e-3)
         try:
-            ddp.check_in_sync(run)
+            check_ranks_agree(run)
         except RuntimeError as exc:
             seen["drift_error"] = str(exc)
 
@@ -124,13 +123,12 @@ def _worker(out: Path, second_port: int) -> None:
     config = smoke(results / "unused", alg_args={"threshold": "0"}, smooth="tma")  # every pseudo-label counts
     reference = build_run(config)
     batch = next_batch(reference)      # identical on every rank: same seeds
-    run = build_run(config)
-    with from_env(torch.device("cpu")) as ddp:
-        ddp.setup(run)
+    with join(torch.device("cpu")) as ranks:
+        run = build_run(config, ranks)
         b, u = len(batch.x) // WORLD_SIZE, len(batch.u[0]) // WORLD_SIZE
         half = Batch(x=batch.x[rank * b:(rank + 1) * b], y=batch.y[rank * b:(rank + 1) * b],
                      u=tuple(v[rank * u:(rank + 1) * u] for v in batch.u), progress=batch.progress,
-                     num_classes=batch.num_classes)
+                     num_classes=batch.num_classes, generator=batch.generator)
         for r in (run, reference):
             r.student.eval()
             r.teacher.eval()
@@ -216,7 +214,7 @@ def test_only_rank_0_writes_and_every_rank_gets_its_record(ranks):
                                                     "checkpoint.pt"}
     for name in ("straight", "stopped", "resumed"):
         assert zero[name] == one[name], name        # the same record and run directory on every rank
-    assert zero["resumed"][0]["data_parallel"] == [{"from_step": 0, "world_size": 2, "sync_bn": False}]
+    assert zero["resumed"][0]["data_parallel"] == [{"from_step": 0, "world_size": 2}]
 
 
 def test_one_step_on_two_ranks_equals_one_process_on_the_whole_batch(ranks):
@@ -272,15 +270,16 @@ def test_resume_with_the_same_world_size_is_exact(ranks):
     out, (zero, _) = ranks
     (_, straight_dir), (stopped, stopped_dir) = zero["straight"], zero["stopped"]
     resumed, resumed_dir = zero["resumed"]
-    assert stopped["status"] == "running" and stopped["steps_done"] == 3
+    assert stopped["status"] == "interrupted" and stopped["steps_done"] == 3
     assert resumed_dir == stopped_dir and resumed["status"] == "finished"
     assert metric_rows(resumed_dir) == metric_rows(straight_dir)
     from ssl_bench.checkpoint import load_checkpoint
 
     a, b = load_checkpoint(straight_dir / "checkpoint.pt"), load_checkpoint(resumed_dir / "checkpoint.pt")
-    assert a["world_size"] == 2 and len(a["rank_states"]) == 2
-    for k in a["teacher"]:
-        assert torch.equal(a["teacher"][k], b["teacher"][k]), k
+    assert len(a["streams"]) == 2
+    ((_, ta),), ((_, tb),) = a["teachers"].items(), b["teachers"].items()
+    for k in ta["model"]:
+        assert torch.equal(ta["model"][k], tb["model"][k]), k
 
 
 def test_resume_with_one_process_after_two_finishes_with_a_complete_record(ranks):
@@ -292,7 +291,7 @@ def test_resume_with_one_process_after_two_finishes_with_a_complete_record(ranks
     out, (zero, _) = ranks
     run_dir = out / "copy"     # rank 0 copied the 2-rank run directory right after it stopped at step 3
     stopped = load_checkpoint(run_dir / "checkpoint.pt")
-    assert stopped["step"] == 3 and stopped["world_size"] == 2
+    assert stopped["step"] == 3 and len(stopped["streams"]) == 2
     results_dir = out / "one_process"
     results_dir.mkdir()
     shutil.move(run_dir, results_dir / zero["stopped"][1].name)
@@ -302,9 +301,8 @@ def test_resume_with_one_process_after_two_finishes_with_a_complete_record(ranks
     assert record["status"] == "finished" and record["steps_done"] == 8 and record["error"] is None
     assert record["results"]["num_evals"] == 2 and record["results"]["teacher_last"] is not None
     assert [row["step"] for row in metric_rows(resumed_dir)] == ["4", "8"]
-    assert record["data_parallel"] == [{"from_step": 0, "world_size": 2, "sync_bn": False},
-                                       {"from_step": 3, "world_size": 1, "sync_bn": False}]
-    assert load_checkpoint(resumed_dir / "checkpoint.pt")["world_size"] == 1
+    assert record["data_parallel"] == [{"from_step": 0, "world_size": 2}, {"from_step": 3, "world_size": 1}]
+    assert len(load_checkpoint(resumed_dir / "checkpoint.pt")["streams"]) == 1
     # A valid continuation of the 2-rank run, but not the same run (documented): the streams were re-seeded.
     assert metric_rows(resumed_dir) != metric_rows(zero["resumed"][1])
 
@@ -315,9 +313,9 @@ def test_global_batch_not_divisible_by_world_size_is_refused(ranks):
         assert "--batch-size 9 is the global labelled batch" in rank["odd_batch_error"]
         assert "multiple of 2" in rank["odd_batch_error"]
     assert not (out / "results" / "odd").exists()
-    assert DataParallel(world_size=4).per_rank_batch(64) == 16
+    assert Ranks(world_size=4).per_rank(64) == 16
     with pytest.raises(ValueError, match="e.g. 8 or 12"):
-        DataParallel(world_size=4).per_rank_batch(10)
+        Ranks(world_size=4).per_rank(10)
 
 
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, capsys):
@@ -332,7 +330,7 @@ def test_single_process_record_says_so(tmp_path):
     from ssl_bench.train import train
 
     record, _ = train(smoke(tmp_path, steps=1, eval_every=1), progress=False)
-    assert record["data_parallel"] == [{"from_step": 0, "world_size": 1, "sync_bn": False}]
+    assert record["data_parallel"] == [{"from_step": 0, "world_size": 1}]
 
 
 if __name__ == "__main__":

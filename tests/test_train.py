@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import metric_rows
 
+import ssl_bench.train as train_module
 from ssl_bench.checkpoint import CheckpointMismatch, load_checkpoint
+from ssl_bench.cli import main
 from ssl_bench.config import RunConfig
-from ssl_bench.train import DivergedError, build_run, train
+from ssl_bench.lock import RunLock, RunLockedError
+from ssl_bench.train import DivergedError, build_run, restore, train
 
 
 def smoke(tmp_path: Path, **changes) -> RunConfig:
@@ -21,10 +25,20 @@ def smoke(tmp_path: Path, **changes) -> RunConfig:
     return RunConfig(**base)
 
 
+def the_teacher(state: dict) -> dict:
+    (teacher,) = state["teachers"].values()
+    return teacher["model"]
+
+
 def teacher_student_differ(run_dir: Path) -> bool:
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    return any(not torch.equal(state["teacher"][k], state["student"][k]) for k in state["student"]
+    teacher = the_teacher(state)
+    return any(not torch.equal(teacher[k], state["student"][k]) for k in state["student"]
                if state["student"][k].is_floating_point())
+
+
+def dir_snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.mark.parametrize("smooth", ["none", "tma", "se", "sts"])
@@ -33,7 +47,8 @@ def test_smoke_run_writes_record_and_teacher_follows_strategy(tmp_path, smooth):
     assert record["status"] == "finished" and record["steps_done"] == 8
     saved = json.loads((run_dir / "record.json").read_text())
     assert saved == record
-    for key in ("profile", "steps", "dataset", "dataset_kind", "model", "split_hash", "seed", "versions", "device"):
+    for key in ("profile", "steps", "dataset", "dataset_kind", "model", "split_hash", "seed", "versions", "device",
+                "mu", "lr", "weight_decay", "strong_augment"):
         assert saved[key] not in (None, ""), key
     assert saved["results"]["num_evals"] == 2
     assert set(saved["results"]) >= {"teacher_median_last20", "teacher_best", "student_median_last20", "student_best"}
@@ -51,6 +66,30 @@ def test_smoke_run_on_real_cifar_subset(tmp_path, shared_data):
     assert teacher_student_differ(run_dir)
 
 
+def test_the_unlabelled_ratio_comes_from_the_algorithm_not_the_profile(tmp_path):
+    from ssl_bench.algorithm import build_algorithm, loop_settings
+
+    for algorithm in ("fixmatch", "mixmatch"):
+        run = build_run(smoke(tmp_path, algorithm=algorithm))
+        expected = loop_settings(build_algorithm(algorithm, {}, None), None)["mu"]
+        assert run.config.mu == expected
+        batch = train_module.next_batch(run)
+        assert all(len(u) == run.config.batch_size * expected for u in batch.u)
+    assert build_run(smoke(tmp_path, algorithm="fixmatch")).config.mu != build_run(
+        smoke(tmp_path, algorithm="mixmatch")).config.mu
+    assert build_run(smoke(tmp_path, algorithm="mixmatch", mu=3)).config.mu == 3   # --mu still overrides
+
+
+def test_learning_rate_in_metrics_follows_the_cosine_schedule(tmp_path):
+    import math
+
+    record, run_dir = train(smoke(tmp_path), progress=False)
+    lr0, steps = record["lr"], record["steps"]
+    for row in metric_rows(run_dir):
+        k = int(row["step"])
+        assert float(row["lr"]) == pytest.approx(lr0 * math.cos(7 * math.pi * k / (16 * steps)), rel=1e-12)
+
+
 def test_same_seed_same_metrics_and_second_run_gets_new_directory(tmp_path):
     _, first = train(smoke(tmp_path, smooth="sts"), progress=False)
     _, second = train(smoke(tmp_path, smooth="sts"), progress=False)
@@ -60,26 +99,77 @@ def test_same_seed_same_metrics_and_second_run_gets_new_directory(tmp_path):
     assert metric_rows(other_seed) != metric_rows(first)
 
 
+def test_training_leaves_the_global_generators_alone(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(smoke(tmp_path, algorithm="mixmatch"), progress=False)
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("stop_at", [3, 4])  # in the middle of an evaluation window, and right at an evaluation
 def test_resume_equals_uninterrupted(tmp_path, stop_at):
     _, straight = train(smoke(tmp_path / "a", smooth="sts", granularity="channel"), progress=False)
     config = smoke(tmp_path / "b", smooth="sts", granularity="channel")
     record, run_dir = train(config, stop_at=stop_at, progress=False)
-    assert record["status"] == "running" and record["steps_done"] == stop_at
-    record, resumed_dir = train(config, resume=True, progress=False)
+    assert record["status"] == "interrupted" and record["steps_done"] == stop_at
+    # --resume matches on what determines the numbers only: a new --log-every / --eval-batch-size still resumes
+    record, resumed_dir = train(train_module.dataclasses.replace(config, log_every=3, eval_batch_size=100),
+                                resume=True, progress=False)
     assert resumed_dir == run_dir and record["status"] == "finished"
     assert metric_rows(resumed_dir) == metric_rows(straight)
     a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(resumed_dir / "checkpoint.pt")
-    for k in a["teacher"]:
-        assert torch.equal(a["teacher"][k], b["teacher"][k]), k
+    for k, v in the_teacher(a).items():
+        assert torch.equal(v, the_teacher(b)[k]), k
     # A finished run is not trained again.
     again, again_dir = train(config, resume=True, progress=False)
     assert again_dir == run_dir and again == record
 
 
-def test_checkpoint_of_another_run_is_refused_and_nothing_is_loaded(tmp_path):
-    from ssl_bench.train import restore
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+    train(smoke(tmp_path), stop_at=2, progress=False)
+    capsys.readouterr()
+    _, run_dir = train(smoke(tmp_path, lr=0.01), resume=True, progress=False)
+    out = capsys.readouterr().out
+    assert "nothing to resume" in out and "lr" in out and "0.01" in out
+    assert run_dir.name.endswith("-2")
 
+
+def test_ctrl_c_is_recorded_interrupted_and_resumes_exactly(tmp_path, monkeypatch):
+    _, straight = train(smoke(tmp_path / "a"), progress=False)
+    config = smoke(tmp_path / "b")
+    real_step = train_module.training_step
+
+    def interrupted_at_6(run, batch):
+        if run.step == 5:
+            raise KeyboardInterrupt
+        return real_step(run, batch)
+
+    monkeypatch.setattr(train_module, "training_step", interrupted_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    (run_dir,) = (tmp_path / "b" / "results").iterdir()
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "interrupted" and "--resume" in record["error"]
+    monkeypatch.setattr(train_module, "training_step", real_step)
+    record, resumed = train(config, resume=True, progress=False)
+    assert resumed == run_dir and record["status"] == "finished"
+    assert metric_rows(resumed) == metric_rows(straight)
+
+
+def test_out_of_memory_is_recorded_failed_with_the_reason(tmp_path, monkeypatch):
+    def oom(run, batch):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "training_step", oom)
+    with pytest.raises(torch.OutOfMemoryError):
+        train(smoke(tmp_path), progress=False)
+    (run_dir,) = (tmp_path / "results").iterdir()
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "failed" and "out of memory" in record["error"]
+
+
+def test_checkpoint_of_another_run_is_refused_and_nothing_is_loaded(tmp_path):
     config = smoke(tmp_path)
     _, run_dir = train(config, progress=False)
     state = load_checkpoint(run_dir / "checkpoint.pt")
@@ -88,8 +178,42 @@ def test_checkpoint_of_another_run_is_refused_and_nothing_is_loaded(tmp_path):
     with pytest.raises(CheckpointMismatch) as err:
         restore(other, state, run_dir / "checkpoint.pt")
     message = str(err.value)
-    assert "model" in message and "'tiny'" in message and "'wrn10_1'" in message and "smooth" in message
+    assert "model" in message and "'tiny'" in message and "'wrn10_1'" in message and "teachers" in message
     assert all(torch.equal(before[k], v) for k, v in other.student.state_dict().items())
+
+
+class _RunsCode:
+    """Unpickling this would create a marker file (what a crafted checkpoint could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, capsys, command):
+    argv = ["--alg", "fixmatch", "--smooth", "tma", "--dataset", "digits", "--labels", "20", "--profile", "smoke",
+            "--device", "cpu", "--results-dir", str(tmp_path / "results"), "--no-progress"]
+    assert main(["run", *argv, "--stop-at", "2"]) == 0
+    (run_dir,) = (tmp_path / "results").iterdir()
+    marker = tmp_path / "pwned"
+    torch.save({"step": _RunsCode(marker)}, run_dir / "checkpoint.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    before = dir_snapshot(run_dir)
+    capsys.readouterr()
+    code = main(["run", *argv, "--resume"] if command == "run" else ["sweep", *argv])
+    err = capsys.readouterr().err
+    assert code != 0 and not marker.exists()
+    assert str(run_dir / "checkpoint.pt") in err and "Traceback" not in err
+    assert dir_snapshot(run_dir) == before
+
+
+def test_a_run_held_by_a_live_process_is_refused(tmp_path):
+    config = smoke(tmp_path)
+    _, run_dir = train(config, stop_at=2, progress=False)
+    with RunLock(run_dir), pytest.raises(RunLockedError, match=str(run_dir)):
+        train(config, resume=True, progress=False)
 
 
 def test_diverged_run_is_recorded_as_failed(tmp_path):
@@ -103,10 +227,14 @@ def test_diverged_run_is_recorded_as_failed(tmp_path):
 def test_bad_settings_are_refused_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="choose from"):
         train(smoke(tmp_path, smooth="ema"), progress=False)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=r"--p 1.5 is out of range"):
         train(smoke(tmp_path, p=1.5), progress=False)
+    with pytest.raises(ValueError, match=r"--seed .* out of range"):
+        train(smoke(tmp_path, seed=2**32), progress=False)
     with pytest.raises(ValueError, match="fixmatch"):
         train(smoke(tmp_path, algorithm="fixmach"), progress=False)
+    with pytest.raises(ValueError, match="--stop-at 0"):
+        train(smoke(tmp_path), stop_at=0, progress=False)
     assert not (tmp_path / "results").exists()
 
 
@@ -116,3 +244,16 @@ def test_resume_of_a_run_killed_before_its_first_record(tmp_path):
     (run_dir / "record.json").unlink()   # as if killed between config.json and the first record
     record, resumed = train(config, resume=True, progress=False)
     assert resumed == run_dir and record["status"] == "finished" and record["steps_done"] == 8
+
+
+def test_tensorboard_events_read_back(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, run_dir = train(smoke(tmp_path, tensorboard=True), progress=False)
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    rows = metric_rows(run_dir)
+    teacher = [e.value for e in events.Scalars("teacher_acc")]
+    assert teacher == pytest.approx([float(r["teacher_acc"]) for r in rows])
+    assert {"loss", "lr", "mask_rate", "student_acc"} <= set(events.Tags()["scalars"])
