@@ -1,10 +1,11 @@
-"""The fast-path options train the same model as the plain path: channels_last, bf16 autocast and torch.compile
-change how a step is computed, not what it computes (smoke profile, digits, CPU, same seed, same batches).
+"""The fast-path options train the same model as the plain path: channels_last, bf16 autocast and
+torch.compile change how a step is computed, not what it computes (smoke profile, digits, CPU, same seed,
+same batches).
 
 Each comparison builds two runs that differ in one option only. Both draw the same initial weights (the memory
-format does not change values), the same index streams and the same augmentation generator, so they see the same
-batches; any difference in the per-step losses comes from the arithmetic alone. The benchmark of what the options
-buy is ``benchmarks/bench_step.py``.
+format does not change values), the same index streams and the same augmentation generator, so they see the
+same batches; any difference in the per-step losses comes from the arithmetic alone. The benchmark of what the
+options buy is ``benchmarks/bench_step.py``.
 """
 
 from __future__ import annotations
@@ -19,32 +20,33 @@ from ssl_bench.cli import build_parser, config_from_args
 from ssl_bench.config import RunConfig
 from ssl_bench.train import Run, build_run, next_batch, training_step
 
-# channels_last: both layouts go to oneDNN (mkldnn) convolutions, but an NHWC tensor gets other kernels with another
-# blocking, which add the same products in another order; fp32 sums in another order differ in the last bits (unit
-# roundoff 6e-8), so the losses are not bitwise equal. Measured: <= 2e-7 relative over the first four steps (4e-6 by step 8, as the
-# weights drift apart); 1e-5 leaves a wide margin and still catches any real change (a wrong layout or
-# a permuted channel changes the loss at the 1e-2 level).
+# channels_last: both layouts go to oneDNN (mkldnn) convolutions, but an NHWC tensor gets other kernels with
+# another blocking, which add the same products in another order; fp32 sums in another order differ in the
+# last bits (unit roundoff 6e-8), so the losses are not bitwise equal. Measured: <= 2e-7 relative over the
+# first four steps (4e-6 by step 8, as the weights drift apart); 1e-5 leaves a wide margin and still catches
+# any real change (a wrong layout or a permuted channel changes the loss at the 1e-2 level).
 CHANNELS_LAST_RTOL = 1e-5
 CHANNELS_LAST_STEPS = 4
-# bf16 autocast: convolution and linear inputs and weights are rounded to bf16 (8 significant bits, unit roundoff
-# 2^-8 = 3.9e-3) and accumulated in fp32; softmax / cross-entropy run in fp32. A relative error of a few 2^-8 per
-# rounded operand, partly averaging out over the sums, reaches the loss at ~1e-4 on the first step; afterwards the
-# bf16 gradients move the weights slightly differently (measured: <= 4e-4 over the first three steps, 4e-3 by step
-# 8). 2e-2 (about five bf16 roundoffs) bounds that for the first steps; a wrong cast (fp16 overflow, a bf16
-# loss reduction) or a broken autocast region is far outside it.
+# bf16 autocast: convolution and linear inputs and weights are rounded to bf16 (8 significant bits, unit
+# roundoff 2^-8 = 3.9e-3) and accumulated in fp32; softmax / cross-entropy run in fp32. A relative error of a
+# few 2^-8 per rounded operand, partly averaging out over the sums, reaches the loss at ~1e-4 on the first
+# step; afterwards the bf16 gradients move the weights slightly differently (measured: <= 4e-4 over the first
+# three steps, 4e-3 by step 8). 2e-2 (about five bf16 roundoffs) bounds that for the first steps; a wrong cast
+# (fp16 overflow, a bf16 loss reduction) or a broken autocast region is far outside it.
 AMP_RTOL = 2e-2
 AMP_STEPS = 3
-# torch.compile (inductor, CPU): the convolutions stay oneDNN calls, but the generated C++ kernels fuse BatchNorm /
-# LeakyReLU / the reductions and may sum in their own order, so fp32 results may differ in the last bits, as for
-# channels_last (measured with torch 2.13 here: bitwise equal over the three steps; that is not promised).
-# Compiling forward and backward takes ~30 s of CPU, hence @pytest.mark.slow (run: pytest -m slow).
+# torch.compile (inductor, CPU): the convolutions stay oneDNN calls, but the generated C++ kernels fuse
+# BatchNorm / LeakyReLU / the reductions and may sum in their own order, so fp32 results may differ in the
+# last bits, as for channels_last (measured with torch 2.13 here: bitwise equal over the three steps; that is
+# not promised). Compiling forward and backward takes ~30 s of CPU, hence @pytest.mark.slow
+# (run: pytest -m slow).
 COMPILE_RTOL = 1e-5
 COMPILE_STEPS = 3
 
 
 def train_steps(tmp_path: Path, steps: int, **options: bool) -> tuple[Run, list[float], Batch]:
-    """Build a smoke run with ``options`` and take ``steps`` training steps; returns the run, the per-step losses
-    (``training_step``'s ``loss`` log) and the last batch."""
+    """Build a smoke run with ``options`` and take ``steps`` training steps; returns the run, the per-step
+    losses (``training_step``'s ``loss`` log) and the last batch."""
     config = RunConfig(dataset="digits", labels=20, profile="smoke", device="cpu",
                        results_dir=str(tmp_path / "results"), **options)
     run = build_run(config)
@@ -60,7 +62,8 @@ def train_steps(tmp_path: Path, steps: int, **options: bool) -> tuple[Run, list[
 def assert_close(fast: list[float], plain: list[float], rtol: float) -> None:
     assert all(torch.isfinite(torch.tensor(plain))), plain
     rel = [abs(f - p) / abs(p) for f, p in zip(fast, plain, strict=True)]
-    assert max(rel) <= rtol, f"relative loss differences per step {rel} exceed {rtol}: fast {fast}, plain {plain}"
+    assert max(rel) <= rtol, (f"relative loss differences per step {rel} exceed {rtol}: fast {fast}, "
+                              f"plain {plain}")
 
 
 def test_channels_last_gives_the_same_losses(tmp_path):

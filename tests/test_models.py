@@ -1,4 +1,5 @@
-"""ssl_bench.models: FixMatch's WRN pinned to its parameter count and hyper-parameters, the shared interface, timm."""
+"""ssl_bench.models: FixMatch's WRN pinned to its parameter count and hyper-parameters; the shared
+interface; timm."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def n_params(model: nn.Module) -> int:
 
 
 def wrn_params_closed_form(depth: int, width: int, num_classes: int) -> int:
-    """Parameter count of the FixMatch WRN (bias-free convs) written out from the architecture, independently."""
+    """Parameter count of the FixMatch WRN (bias-free convs), written out from the architecture on its own."""
     n = (depth - 4) // 6
     total = 3 * 16 * 9  # stem conv3x3, no bias
     c_in = 16
@@ -31,7 +32,7 @@ def wrn_params_closed_form(depth: int, width: int, num_classes: int) -> int:
     return total + 2 * c_in + c_in * num_classes + num_classes  # final BN, linear with bias
 
 
-# --- WRN: pinned to FixMatch ---------------------------------------------------------------------------------
+# --- WRN: pinned to FixMatch --------------------------------------------------------------------------------
 
 
 def test_wrn28_2_has_the_1_47M_parameters_of_fixmatch():
@@ -133,7 +134,7 @@ def test_default_model_per_dataset_family():
         default_model("cifar-100")
 
 
-# --- the shared interface ------------------------------------------------------------------------------------
+# --- the shared interface -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["tiny", "wrn28_2", "wrn10_1"])
@@ -174,7 +175,7 @@ def test_init_is_deterministic_under_manual_seed(name):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-# --- timm adapter --------------------------------------------------------------------------------------------
+# --- timm adapter -------------------------------------------------------------------------------------------
 
 
 class FakeTimmNet(nn.Module):
@@ -230,7 +231,8 @@ def test_timm_adapter_exposes_the_shared_interface(fake_timm):
     assert torch.equal(model(x), model.classifier(feats))
     assert torch.equal(model(x), model.model(x))  # same as timm's own forward
     # the classifier is not registered twice: each weight appears once in the state dict
-    assert sorted(model.state_dict()) == ["model.conv.bias", "model.conv.weight", "model.fc.bias", "model.fc.weight"]
+    assert sorted(model.state_dict()) == ["model.conv.bias", "model.conv.weight", "model.fc.bias",
+                                          "model.fc.weight"]
 
 
 def test_timm_adapter_prefers_head_hidden_size(fake_timm):

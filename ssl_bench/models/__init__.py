@@ -5,11 +5,11 @@ Every model maps float images (N, 3, H, W) to logits (N, num_classes) and expose
 classifier(features(x))``.
 
 Names:
-  ``wrn28_2``, ``wrn28_8``  FixMatch's Wide ResNets (any ``wrn<depth>_<width>`` with depth = 6n + 4 also works)
+  ``wrn28_2``, ``wrn28_8``  FixMatch's Wide ResNets (any ``wrn<depth>_<width>`` with depth = 6n + 4 works)
   ``tiny``                  a three-layer CNN with BatchNorm (6 k weights), for tests
-  ``small``                 the same CNN at widths 32/64/128 (95 k weights), for the ``cpu`` profile: a few CPU
-                            minutes per run, where WRN-28-2 would take hours
-  ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional dependency: ``pip install -e ".[timm]"``)
+  ``small``                 the same CNN at widths 32/64/128 (95 k weights), for the ``cpu`` profile: a few
+                            CPU minutes per run, where WRN-28-2 would take hours
+  ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional: ``pip install -e ".[timm]"``)
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 _WRN = re.compile(r"wrn(\d+)_(\d+)")
 
-# FixMatch paper, experimental set-up: WRN-28-2 for CIFAR-10 and SVHN, WRN-28-8 for CIFAR-100.  Datasets without a
-# family (e.g. the embedded digits set) get the small default.
+# FixMatch paper, experimental set-up: WRN-28-2 for CIFAR-10 and SVHN, WRN-28-8 for CIFAR-100.  Datasets
+# without a family (e.g. the embedded digits set) get the small default.
 _DEFAULT_BY_FAMILY = {"cifar10": "wrn28_2", "svhn": "wrn28_2", "cifar100": "wrn28_8", None: "wrn28_2"}
 
 
 def _choices() -> str:
     return (
-        f"choose one of {', '.join(MODEL_NAMES)}, wrn<depth>_<width> (depth = 6n+4 >= 10, width >= 1, e.g. wrn16_4), "
-        f"or {TIMM_PREFIX}<timm model name> (e.g. {TIMM_PREFIX}resnet18)"
+        f"choose one of {', '.join(MODEL_NAMES)}, wrn<depth>_<width> (depth = 6n+4 >= 10, width >= 1, "
+        f"e.g. wrn16_4), or {TIMM_PREFIX}<timm model name> (e.g. {TIMM_PREFIX}resnet18)"
     )
 
 
@@ -67,27 +67,29 @@ def _resolve(name: str) -> Callable[[int], nn.Module]:
     if match:
         depth, width = int(match[1]), int(match[2])
         if depth < 10 or (depth - 4) % 6 or width < 1:
-            raise ValueError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; {_choices()}")
+            raise ValueError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; "
+                             f"{_choices()}")
         return lambda num_classes: WideResNet(num_classes, depth=depth, width=width)
     raise _unknown(name)
 
 
 def check_model_name(name: str) -> None:
-    """Validate ``name`` without building anything (for the CLI boundary); timm availability is checked at build."""
+    """Validate ``name`` without building anything (the CLI boundary); timm's presence is checked at build."""
     _resolve(name)
 
 
 def build_model(name: str, num_classes: int) -> nn.Module:
-    """A freshly initialised model (uses the global torch RNG: seed with ``torch.manual_seed`` for a fixed init)."""
+    """A freshly initialised model (draws from the global torch RNG: ``torch.manual_seed`` fixes the init)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     return _resolve(name)(num_classes)
 
 
 def default_model(dataset_family: str | None) -> str:
-    """The model the FixMatch paper uses for a dataset family: cifar10 / svhn / None -> wrn28_2, cifar100 -> wrn28_8."""
+    """The FixMatch paper's model for a data family: cifar10 / svhn / None -> wrn28_2, cifar100 -> wrn28_8."""
     try:
         return _DEFAULT_BY_FAMILY[dataset_family]
     except KeyError:
         known = ", ".join(repr(k) for k in _DEFAULT_BY_FAMILY)
-        raise ValueError(f"no default model for dataset family {dataset_family!r}; known families: {known}") from None
+        raise ValueError(f"no default model for dataset family {dataset_family!r}; known families: "
+                         f"{known}") from None

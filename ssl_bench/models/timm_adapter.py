@@ -19,10 +19,11 @@ TIMM_PREFIX = "timm:"
 class TimmAdapter(nn.Module):
     """Wraps a timm model; ``forward(x)`` is defined as ``classifier(features(x))``.
 
-    For timm classifiers this equals ``model(x)`` (timm's forward is ``forward_head(forward_features(x))``), and
-    defining it this way makes the identity ReMixMatch's rotation head relies on hold by construction.
-    ``classifier`` is a property, not a second registered sub-module: registering the timm head twice would list
-    its weights twice in ``state_dict()``, and a smoother iterating the state dict would update them twice.
+    For timm classifiers this equals ``model(x)`` (timm's forward is ``forward_head(forward_features(x))``),
+    and defining it this way makes the identity ReMixMatch's rotation head relies on hold by construction.
+    ``classifier`` is a property, not a second registered sub-module: registering the timm head twice would
+    list its weights twice in ``state_dict()``, and a smoother iterating the state dict would update them
+    twice.
     """
 
     def __init__(self, model: nn.Module):
@@ -43,15 +44,16 @@ class TimmAdapter(nn.Module):
 
 
 def build_timm_model(timm_name: str, num_classes: int) -> TimmAdapter:
-    """``timm.create_model(timm_name, pretrained=False, num_classes=num_classes)`` wrapped in a ``TimmAdapter``.
+    """``timm.create_model(timm_name, pretrained=False, num_classes=num_classes)`` in a ``TimmAdapter``.
 
     No pretrained weights: SSL benchmarks train from scratch, and nothing is downloaded.
     """
     if not timm_name:
-        raise ValueError(f"empty timm model name; use {TIMM_PREFIX}<timm model name>, e.g. {TIMM_PREFIX}resnet18")
-    try:
+        raise ValueError(f"empty timm model name; use {TIMM_PREFIX}<timm model name>, "
+                         f"e.g. {TIMM_PREFIX}resnet18")
+    try:   # the wide except: timm imports torchvision, and one that does not match torch fails in odd ways
         import timm
-    except (ImportError, RuntimeError, AttributeError, OSError) as err:  # a mismatched torchvision fails oddly
+    except (ImportError, RuntimeError, AttributeError, OSError) as err:
         raise ImportError(
             f"model '{TIMM_PREFIX}{timm_name}' needs the optional package timm: pip install -e \".[timm]\". "
             f"timm imports torchvision, which must be the build that matches the installed torch "

@@ -1,7 +1,7 @@
-"""A tiny CNN for tests and smoke runs: three conv + BatchNorm + LeakyReLU layers, global average pool, linear.
+"""A tiny CNN for tests and smoke runs: three conv + BatchNorm + LeakyReLU layers, average pool, linear.
 
-It has the same interface as the WRN (``features``, ``num_features``, ``classifier``) and contains BatchNorm, so
-running statistics and the integer ``num_batches_tracked`` buffer are exercised by every test that uses it.
+It has the same interface as the WRN (``features``, ``num_features``, ``classifier``) and contains BatchNorm,
+so running statistics and the integer ``num_batches_tracked`` buffer are exercised by every test that uses it.
 Unlike the WRN it keeps PyTorch's default BN momentum (0.1), so one training step visibly moves the running
 statistics -- what buffer-handling tests (teacher smoothing, checkpoint round trips) need to see.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TINY_WIDTHS = (8, 16, 32)  # three stride-2 stages: 32x32 -> 16 -> 8 -> 4; a few ms for a batch of 64 on one core
+# Three stride-2 stages: 32x32 -> 16 -> 8 -> 4; a few ms for a batch of 64 on one core.
+TINY_WIDTHS = (8, 16, 32)
 # The `small` model of the `cpu` profile: 0.1 s for forward + backward of 240 images on one core here, where a
 # WRN-10-1 took 0.45 s and WRN-28-2 several seconds.
 SMALL_WIDTHS = (32, 64, 128)

@@ -1,8 +1,8 @@
-"""Wide ResNet-depth-k as used by FixMatch (Sohn et al., NeurIPS 2020) and its predecessors MixMatch / ReMixMatch.
+"""Wide ResNet-depth-k as used by FixMatch (Sohn et al., NeurIPS 2020), MixMatch and ReMixMatch.
 
 Reference: google-research/fixmatch, ``libml/models.py``, class ``ResNet.classifier`` (TensorFlow 1), run with
-``--filters=32 --repeat=4 --scales=3`` for WRN-28-2 (the defaults in ``fixmatch.py``) and ``--filters=128`` for
-the WRN-28-8 the paper uses on CIFAR-100.  The network, in the reference's own order:
+``--filters=32 --repeat=4 --scales=3`` for WRN-28-2 (the defaults in ``fixmatch.py``) and ``--filters=128``
+for the WRN-28-8 the paper uses on CIFAR-100.  The network, in the reference's own order:
 
     conv3x3(3 -> 16)
     for group g in 0, 1, 2:                     # widths 16k, 32k, 64k; strides 1, 2, 2
@@ -13,9 +13,9 @@ the WRN-28-8 the paper uses on CIFAR-100.  The network, in the reference's own o
     features = mean_HW(LeakyReLU_0.1(BN(x)))      # the reference's ``embeds``
     logits   = Linear(features)
 
-Deviations from the TensorFlow reference, on purpose (see ``_CONV_BIAS``): the convolutions carry no bias, and the
-input is not normalised inside the network (the reference subtracts the dataset mean and divides by the std as its
-first op; in ssl-bench that belongs to the data / augmentation stage).
+Deviations from the TensorFlow reference, on purpose (see ``_CONV_BIAS``): the convolutions carry no bias, and
+the input is not normalised inside the network (the reference subtracts the dataset mean and divides by the
+std as its first op; in ssl-bench that belongs to the data / augmentation stage).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import math
 import torch
 from torch import nn
 
-# --- Constants, each with its source -------------------------------------------------------------------------
+# --- Constants, each with its source ----------------------------------------------------------------------
 
-# libml/models.py: ``bn_args = dict(training=training, momentum=0.999)`` for tf.layers.batch_normalization, whose
-# moving average is  moving = 0.999 * moving + 0.001 * batch.  PyTorch's ``momentum`` is the weight of the *new*
-# batch statistic, so TF 0.999 == PyTorch 0.001.
+# libml/models.py: ``bn_args = dict(training=training, momentum=0.999)`` for tf.layers.batch_normalization,
+# whose moving average is  moving = 0.999 * moving + 0.001 * batch.  PyTorch's ``momentum`` is the weight of
+# the *new* batch statistic, so TF 0.999 == PyTorch 0.001.
 BN_MOMENTUM = 0.001
 # libml/models.py passes no epsilon, so tf.layers.batch_normalization's default epsilon=0.001 applies
 # (TF 1.x API docs, tf.layers.batch_normalization signature).  PyTorch's own default would be 1e-5.
@@ -38,22 +38,23 @@ BN_EPS = 1e-3
 LEAKY_SLOPE = 0.1
 # libml/models.py: ``tf.layers.conv2d((x - mean) / std, 16, 3, ...)`` -- the stem always has 16 channels.
 STEM_CHANNELS = 16
-# The reference's ``tf.layers.conv2d`` keeps TF's default ``use_bias=True`` (zero-initialised, and excluded from
-# weight decay there because only variables named 'kernel' are decayed in fixmatch.py).  We drop the conv biases,
-# as the common PyTorch ports do (kekmodel/FixMatch-pytorch, TorchSSL / USB ``wrn.py``): the first conv of every
-# block feeds a BatchNorm, which cancels a per-channel bias exactly, and leaving them out means a generic
-# weight-decay setting cannot decay parameters the reference never decayed.  Cost: WRN-28-2 has 2,032 fewer
-# parameters than the TF graph (1,467,610 vs 1,469,642); both round to 1.47 M.
+# The reference's ``tf.layers.conv2d`` keeps TF's default ``use_bias=True`` (zero-initialised, and excluded
+# from weight decay there because only variables named 'kernel' are decayed in fixmatch.py).  We drop the conv
+# biases, as the common PyTorch ports do (kekmodel/FixMatch-pytorch, TorchSSL / USB ``wrn.py``): the first
+# conv of every block feeds a BatchNorm, which cancels a per-channel bias exactly, and leaving them out means
+# a generic weight-decay setting cannot decay parameters the reference never decayed.  Cost: WRN-28-2 has
+# 2,032 fewer parameters than the TF graph (1,467,610 vs 1,469,642); both round to 1.47 M.
 _CONV_BIAS = False
-# Truncated normal cut at two standard deviations (TF's truncated_normal) has std = 0.87962566... * sigma; TF's
-# variance-scaling initialisers divide sigma by this constant so the *truncated* draw has the requested std.
+# Truncated normal cut at two standard deviations (TF's truncated_normal) has std = 0.87962566... * sigma;
+# TF's variance-scaling initialisers divide sigma by it so that the *truncated* draw has the requested std.
 _TF_TRUNC_STD = 0.87962566103423978
 
 
 def _tf_conv_init_(conv: nn.Conv2d) -> None:
-    """libml/models.py ``conv_args``: ``tf.random_normal_initializer(stddev=rsqrt(0.5 * k * k * f))``, f = filters out.
+    """libml/models.py ``conv_args``: ``tf.random_normal_initializer(stddev=rsqrt(0.5 * k * k * f))``.
 
-    std = sqrt(2 / (k * k * out_channels)), a plain (untruncated) normal: exactly PyTorch's
+    With f = filters out, std = sqrt(2 / (k * k * out_channels)), a plain (untruncated) normal: exactly
+    PyTorch's
     ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` (gain sqrt(2), fan_out = out_channels * k * k).
     """
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -75,7 +76,8 @@ def _tf_dense_init_(linear: nn.Linear) -> None:
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
-    # gamma = 1, beta = 0, moving mean 0, moving variance 1: tf.layers.batch_normalization's defaults, and PyTorch's.
+    # gamma = 1, beta = 0, moving mean 0, moving variance 1: tf.layers.batch_normalization's defaults and
+    # PyTorch's.
     return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=BN_EPS)
 
 
@@ -85,14 +87,15 @@ def _act() -> nn.LeakyReLU:
 
 
 class PreActBlock(nn.Module):
-    """libml/models.py ``residual(x0, filters, stride, activate_before_residual)``: a pre-activation basic block.
+    """A pre-activation basic block (libml/models.py ``residual``, activate_before_residual included).
 
-    ``activate_before_residual`` (True only for the very first block of the network in the reference) feeds the
-    shortcut with BN+LeakyReLU(x0) instead of x0.  The shortcut is a 1x1 conv with the block's stride whenever the
-    channel count changes (reference: ``if x0.get_shape()[3] != filters``), else the identity.
+    ``activate_before_residual`` (True only for the very first block of the network in the reference) feeds
+    the shortcut with BN+LeakyReLU(x0) instead of x0.  The shortcut is a 1x1 conv with the block's stride
+    whenever the channel count changes (reference: ``if x0.get_shape()[3] != filters``), else the identity.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, activate_before_residual: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 activate_before_residual: bool = False):
         super().__init__()
         self.activate_before_residual = activate_before_residual
         self.bn1 = _bn(in_channels)
@@ -115,10 +118,10 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """WRN-depth-width of FixMatch: ``forward(x) == classifier(features(x))``; ``features`` are the pooled embeds.
+    """WRN-depth-width of FixMatch: ``forward(x) == classifier(features(x))``, ``features`` = pooled embeds.
 
     depth = 6 n + 4 (n blocks per group; 28 -> 4, the reference's ``repeat=4``); the groups have 16*width,
-    32*width and 64*width channels (reference: ``filters << scale`` with filters = 16*width) and strides 1, 2, 2.
+    32*width and 64*width channels (reference: ``filters << scale`` with filters = 16*width), strides 1, 2, 2.
     No dropout: the reference's ``dropout`` defaults to 0 and fixmatch.py never sets it.
     """
 
@@ -157,7 +160,7 @@ class WideResNet(nn.Module):
                 _tf_dense_init_(m)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) float -> (N, 64 * width): BN + LeakyReLU + global average pool (the reference's ``embeds``)."""
+        """(N, 3, H, W) float -> (N, 64 * width): BN + LeakyReLU + global average pool (``embeds``)."""
         x = self.groups(self.stem(x))
         return self.act(self.bn(x)).mean(dim=(2, 3))
 
