@@ -74,14 +74,25 @@ def reference_settings(algorithm: str, family: str | None) -> dict[str, Any] | N
     """
     reference = getattr(algorithm_registry, "reference_configuration", None)
     builtins = getattr(algorithm_registry, "builtin_algorithms", dict)
+    if reference is None:
+        return None
+    found = _reference_settings(reference, builtins, algorithm, family)
+    return None if found is None else dict(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _reference_settings(reference: Any, builtins: Any, algorithm: str,
+                        family: str | None) -> tuple[tuple[str, Any], ...] | None:
+    # Cached (a lookup scans the algorithm files, ~1 ms; a leaderboard asks a few times per record), keyed
+    # by the lookup functions too, so a replaced registry function is asked afresh.
     # Built-in names only: a record naming a plug-in file must not make the leaderboard import (run) it.
-    if reference is None or algorithm not in builtins():
+    if algorithm not in builtins():
         return None
     try:
         settings = dict(reference(algorithm, family))
-    except (LookupError, ValueError):  # a plug-in or a family without a reference
+    except (LookupError, ValueError):  # a family without a reference
         return None
-    return {**_protocol_settings(), **settings}
+    return tuple({**_protocol_settings(), **settings}.items())
 
 
 def _protocol_settings() -> dict[str, Any]:

@@ -292,7 +292,10 @@ class RunRecord:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise RecordError(f"{path}: no run record there; is {Path(run_dir)} a run directory?") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except OSError as exc:
+            raise RecordError(f"{path} cannot be read ({exc.strerror or exc}); check that it is a file you may "
+                              "read") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecordError(_broken(path, f"cannot be read as JSON ({exc})")) from None
         return cls.from_dict(data, run_dir=Path(run_dir))
 

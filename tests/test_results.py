@@ -115,6 +115,12 @@ def test_unknown_schema_says_to_upgrade(tmp_path):
             RunRecord.read(tmp_path)
 
 
+def test_an_unreadable_record_file_is_one_line(tmp_path):
+    (tmp_path / RECORD_FILE).mkdir()
+    with pytest.raises(RecordError, match=r"record.json cannot be read \(Is a directory\); check that it is a file"):
+        RunRecord.read(tmp_path)
+
+
 def test_missing_record_and_read_if_present(tmp_path):
     assert RunRecord.read_if_present(tmp_path) is None and not RunRecord.exists(tmp_path)
     with pytest.raises(RecordError, match="no run record there"):
