@@ -313,18 +313,17 @@ def _import_plugin(path: Path) -> None:
 
 
 def _plugin_dir() -> Path | None:
-    """``./algorithms`` of the working directory, unless it is the built-in folder itself (a checkout)."""
+    """``./algorithms`` of the working directory, unless it holds the built-ins: the installed package's
+    folder (an editable install) or the ``algorithms/`` package of an ssl-bench checkout (beside
+    ``ssl_bench/algorithm.py``) whose built-ins are installed from a wheel."""
     folder = Path.cwd() / PLUGIN_FOLDER
     if not folder.is_dir():
         return None
-    builtin_dir = Path(_builtin_package().__path__[0]).resolve()
-    return None if folder.resolve() == builtin_dir else folder
-
-
-def algorithm_dirs() -> list[Path]:
-    """Folders searched for ``--alg NAME``: the built-in package's, then ``./algorithms`` (plug-ins)."""
-    plugins = _plugin_dir()
-    return [Path(_builtin_package().__path__[0])] + ([plugins] if plugins is not None else [])
+    if folder.resolve() == Path(_builtin_package().__path__[0]).resolve():
+        return None
+    if (folder / "__init__.py").is_file() and (folder.parent / "ssl_bench" / "algorithm.py").is_file():
+        return None
+    return folder
 
 
 def _plugin_names() -> list[str]:

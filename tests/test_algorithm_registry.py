@@ -120,6 +120,21 @@ def test_plugin_in_working_directory_named_like_a_builtin_names_both_files(tmp_p
         build_algorithm("mixmatch")
 
 
+def test_a_checkout_as_working_directory_is_not_a_plugin_folder(tmp_path, monkeypatch):
+    # Running from an ssl-bench checkout whose built-ins are installed from a wheel: its algorithms/ package
+    # (beside ssl_bench/algorithm.py) holds the built-ins' sources, not plug-ins shadowing them.
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "algorithms" / "__init__.py").write_text("")
+    write(tmp_path / "algorithms", "fixmatch", '@register("fixmatch")' + GOOD_BODY)
+    (tmp_path / "ssl_bench").mkdir()
+    (tmp_path / "ssl_bench" / "algorithm.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert load_algorithm_class("fixmatch").__module__ == "ssl_bench_algorithms.fixmatch"
+    (tmp_path / "ssl_bench" / "algorithm.py").unlink()   # no checkout: the same folder is a plug-in folder
+    with pytest.raises(AlgorithmError, match="reserved"):
+        load_algorithm_class("fixmatch")
+
+
 def test_plugin_in_working_directory_is_found_beside_the_builtins(tmp_path, monkeypatch):
     (tmp_path / "algorithms").mkdir()
     write(tmp_path / "algorithms", "my_local_alg", '@register("my_local_alg")' + GOOD_BODY)
