@@ -7,7 +7,8 @@ import sys
 
 from ssl_bench.compare import compare
 from ssl_bench.leaderboard import STATS, LeaderboardError, build_leaderboard
-from ssl_bench.render import FORMATS, render, render_compare, write_leaderboard
+from ssl_bench.render import FORMATS, LEADERBOARD_FILE, render, render_compare, write_leaderboard
+from ssl_bench.results import RECORD_FILE
 
 
 def positive_int(text: str) -> int:
@@ -56,9 +57,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``leaderboard`` and ``compare`` to the CLI's sub-parsers; each sets ``func(args) -> int``."""
     lb = subparsers.add_parser(
         "leaderboard",
-        help="Table-6-style leaderboard derived from results/*/record.json",
+        help=f"Table-6-style leaderboard derived from results/*/{RECORD_FILE}",
         description="Print the leaderboard derived from the run records and (by default, for the unfiltered "
-        "markdown board) rewrite <results-dir>/LEADERBOARD.md atomically.",
+        f"markdown board) rewrite <results-dir>/{LEADERBOARD_FILE} atomically.",
     )
     lb.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
     lb.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
@@ -68,7 +69,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     lb.add_argument("--profile", help="only this profile's sections (default: all, best budget first)")
     lb.add_argument("--dataset", help="only this dataset's sections (default: all)")
     lb.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                    help="rewrite <results-dir>/LEADERBOARD.md (default: yes for --format markdown without "
+                    help=f"rewrite <results-dir>/{LEADERBOARD_FILE} (default: yes for --format markdown without "
                     "--profile/--dataset filters)")
     lb.set_defaults(func=leaderboard_main)
 

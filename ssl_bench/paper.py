@@ -95,11 +95,19 @@ def _reference_settings(reference: Any, builtins: Any, algorithm: str,
     return tuple({**_protocol_settings(), **settings}.items())
 
 
+# Settings the reference shares across algorithms, whose reference value is RunConfig's default (the
+# sources are cited in ssl_bench/config.py): the strong augmentation pool and the SGD momentum.
+PROTOCOL_SETTINGS = ("strong_augment", "momentum")
+
+
 def _protocol_settings() -> dict[str, Any]:
-    """Reference settings shared by every algorithm: the strong augmentation (RunConfig's default is the
-    reference pool; see ssl_bench/config.py)."""
-    spec = RunConfig.__dataclass_fields__.get("strong_augment")
-    return {"strong_augment": spec.default} if spec is not None and isinstance(spec.default, str) else {}
+    """The reference values of :data:`PROTOCOL_SETTINGS` (those RunConfig declares with a fixed default)."""
+    defaults = {}
+    for name in PROTOCOL_SETTINGS:
+        spec = RunConfig.__dataclass_fields__.get(name)
+        if spec is not None and isinstance(spec.default, str | int | float):
+            defaults[name] = spec.default
+    return defaults
 
 
 _RECORD_FIELDS = frozenset(RunRecord.__dataclass_fields__)
@@ -146,7 +154,7 @@ def smoothing_at_paper_values(settings: Mapping[str, Any]) -> bool:
 
 
 def follows_paper_protocol(record: RunRecord) -> bool:
-    """The ``full`` profile's protocol: full data set, the family's default model, full steps and batch."""
+    """The ``full`` profile's protocol: full data set, the family's default model, steps, batch, cadence."""
     if record.profile != PAPER_PROFILE or record.dataset_kind != PAPER_DATASET_KIND:
         return False
     try:
@@ -154,7 +162,9 @@ def follows_paper_protocol(record: RunRecord) -> bool:
     except ValueError:
         return False
     full = PROFILES[PAPER_PROFILE]
-    return record.model == model and record.steps == full.steps and record.batch_size == full.batch_size
+    # The evaluation cadence matters too: the statistic is the median of the last 20 evaluations.
+    return (record.model == model and record.steps == full.steps and record.batch_size == full.batch_size
+            and record.eval_every == full.eval_every)
 
 
 def is_paper_configuration(record: RunRecord, smoothing_settings: Mapping[str, Any]) -> bool:

@@ -101,7 +101,7 @@ def paper_run(results: Path, **kw) -> Path:
     """A run of the paper's protocol: the full profile on full CIFAR-10 with WRN-28-2, m = 0.999."""
     full = PROFILES["full"]
     settings = dict(profile="full", dataset="cifar10", dataset_kind="full", steps=full.steps, model="wrn28_2",
-                    batch_size=full.batch_size, m=0.999)
+                    batch_size=full.batch_size, eval_every=full.eval_every, m=0.999)
     return write_run(results, **{**settings, **kw})
 
 
@@ -175,10 +175,12 @@ def test_scaled_runs_get_no_paper_number(tmp_path):
     paper_run(tmp_path, median=40.0, dataset="cifar10_subset", dataset_kind="subset")
     paper_run(tmp_path, median=40.0, model="small")
     paper_run(tmp_path, median=40.0, batch_size=16)
+    paper_run(tmp_path, median=40.0, eval_every=16, seed=1)   # another cadence: another median of 20
+    paper_run(tmp_path, median=40.0, momentum=0.5, seed=2)
     write_run(tmp_path, median=40.0)   # the cpu profile
     board = lb.build_leaderboard(tmp_path)
     assert len(board.sections) == 5
-    assert [c.paper for s in board.sections for r in s.rows for c in r.cells.values()] == [None] * 5
+    assert [c.paper for s in board.sections for r in s.rows for c in r.cells.values()] == [None] * 6
 
 
 def test_single_seed_has_no_plus_minus_and_unmatched_family_has_no_paper(tmp_path):
