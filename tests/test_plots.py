@@ -6,7 +6,7 @@ import argparse
 import math
 
 import pytest
-from test_leaderboard import write_run  # the run-directory writer shared with the leaderboard tests
+from test_leaderboard import reference, write_run  # noqa: F401  (the writer and the stand-in reference)
 
 from ssl_bench import plots
 
@@ -94,3 +94,38 @@ def test_cli_plot_prints_the_written_paths(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["plot", "histogram"])
     assert "invalid choice: 'histogram'" in capsys.readouterr().err
+
+
+def test_plot_accuracy_keeps_granularity_and_p_variants_apart(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    for seed in range(2):
+        for granularity, p in (("layer", 0.5), ("channel", 0.5), ("channel", 0.3)):
+            write_run(results, smooth="sts", granularity=granularity, p=p, seed=seed,
+                      training=f"t{seed}", metrics=synthetic_metrics(seed))
+    legends = []
+
+    def capture(fig, path):
+        legends.append([t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()])
+        return path
+
+    monkeypatch.setattr(plots, "_save", capture)
+    plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "fig")
+    (labels,) = legends
+    assert labels == 2 * ["fixmatch · sts (n=2)", "fixmatch · sts (channel, p=0.3) (n=2)",
+                          "fixmatch · sts (channel) (n=2)"]
+
+
+def test_cli_compare_without_alg_reports_every_algorithm(tmp_path, capsys):
+    from ssl_bench.leaderboard_cli import add_subcommands
+
+    for seed in range(2):
+        write_run(tmp_path, seed=seed, median=50.0 + seed)
+        write_run(tmp_path, algorithm="supervised", alg_args={}, mu=1, seed=seed, median=40.0)
+    parser = argparse.ArgumentParser(prog="run_bench.py")
+    add_subcommands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["compare", "--dataset", "cifar10_subset", "--labels", "40",
+                              "--results-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "## supervised, fixmatch, 40 labels" in out
+    assert "| fixmatch · tma − supervised · tma | 2 | +10.50 | 0.71 |" in out
