@@ -32,8 +32,8 @@ every timed region is bracketed by ``torch.cuda.synchronize()`` and cuDNN autotu
 is the process's CPU time (``--clock cpu``, the default there): on a machine shared with other jobs the wall
 clock also counts the time the benchmark waits for a core, which varied by 2x between rounds here. The input
 share of a step (sampling + augmentation + normalisation, or the whole Pillow pipeline) and the smoother's
-share (``run.smoother.update``) are timed on their own, after the steps, as medians of repeated calls, and
-divided by the median step time. A second table times one ``smoother.update`` of every smoothing
+share (the teacher's ``smoother.update``) are timed on their own, after the steps, as medians of repeated
+calls, and divided by the median step time. A second table times one ``smoother.update`` of every smoothing
 configuration (TMA; SE and STS x layer / channel / neuron) and a fused EMA on the same model against the
 fast fp32 step.
 
@@ -107,8 +107,8 @@ def to_tensor_normalized(image: np.ndarray, mean: torch.Tensor, std: torch.Tenso
 def pillow_batch(run: Run, rng: random.Random) -> Batch:
     """One step's batch the way a per-image DataLoader builds it, from the run's own index streams."""
     c, d = run.config, run.dataset
-    labeled = run.labeled.next(c.batch_size).numpy()
-    unlabeled = run.unlabeled.next(c.batch_size * c.mu).numpy()
+    labeled = run.streams.labeled.next(c.batch_size).numpy()
+    unlabeled = run.streams.unlabeled.next(c.batch_size * c.mu).numpy()
     mean = torch.tensor(d.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(d.std, dtype=torch.float32).view(-1, 1, 1)
 
@@ -120,7 +120,8 @@ def pillow_batch(run: Run, rng: random.Random) -> Batch:
     u_weak, u_strong = collate(unlabeled, pillow_weak), collate(unlabeled, pillow_strong)
     dev = run.device
     return Batch(x=x.to(dev), y=torch.from_numpy(d.y_train[labeled]).to(dev),
-                 u=(u_weak.to(dev), u_strong.to(dev)), progress=run.step / c.steps, num_classes=d.num_classes)
+                 u=(u_weak.to(dev), u_strong.to(dev)), progress=run.step / c.steps, num_classes=d.num_classes,
+                 generator=run.streams.algorithm)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -327,7 +328,8 @@ def bench_model(model: str, batch: int, args: argparse.Namespace, device: torch.
             log(f"  round {r} {p.name:<13} {dt * 1e3:9.1f} ms{'  (warm-up)' if r < args.warmup else ''}")
     for p in paths:
         p.input_s = median_time(p.make_batch, args.repeats, sync, args.clock)
-        p.smoother_s = median_time(lambda p=p: p.run.smoother.update(p.run.teacher, p.run.student),
+        teacher = p.run.teachers[0]
+        p.smoother_s = median_time(lambda t=teacher, p=p: t.smoother.update(t.model, p.run.student),
                                    args.repeats, sync, args.clock)
 
     plain = paths[0]

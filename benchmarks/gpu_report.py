@@ -23,10 +23,11 @@ order they run (cheap and most asked-for first; torch.compile last, as compiling
      channel / neuron), in ms and as a share of a fast-path fp32 step; targets: < 2 % of a step at any
      granularity, neuron-wise <= 3x a fused EMA (one ``torch._foreach_lerp_`` over the same tensors, timed in
      the same run).
-   * teachers: the cost of N teachers in one training, N = 1 and 4 (tma; tma, sts, se, none), from its
-     building blocks: one ``training_step`` (which also updates the loop's own teacher) + N
-     ``Smoother.update`` calls, and N evaluation passes over a 10,000-image test set; with an evaluation
-     every 1024 steps, the projected 2^20-step wall time of one training with N teachers and of N trainings.
+   * teachers: the cost of N teachers in one training, N = 1 and 4 (tma; tma, sts, se, none), as the loop
+     runs it (``build_run`` with N smoothing variants): one ``training_step`` (the student's step + N
+     ``Smoother.update`` calls) and one ``evaluate`` (N teachers and the student on the test set, 10,000
+     images); with an evaluation every 1024 steps, the projected 2^20-step wall time of one training with N
+     teachers against N trainings with one.
 
 Every case and section guards its own failure: one that fails (say, torch.compile without a working triton)
 is reported with its error line and the rest is still measured. ``--budget-s`` (default 480) bounds the whole
@@ -37,7 +38,7 @@ compile case compiles for a minute or more), so give the command about a minute 
 Data: the official CIFAR-10 / CIFAR-100 files if they are in the data root, else the CIFAR-10 subset of
 ``$SSL_BENCH_DATA``, else random pixels in CIFAR's shapes and sizes (50,000 + 10,000 images): a step costs
 the same whatever the pixels. ``--quick`` swaps in the tiny CNN, a batch of 4 + 8, two timed steps, random
-pixels and a 256-image test set, and compiles with the ``eager`` backend (dynamo's tracing without code
+pixels (512 + 256 images), and compiles with the ``eager`` backend (dynamo's tracing without code
 generation): it checks that the report runs; its numbers mean nothing.
 """
 
@@ -92,9 +93,8 @@ from bench_step import (  # noqa: E402  (the step benchmark's runs, paths and cl
 from ssl_bench import results as rec  # noqa: E402
 from ssl_bench.augment import strong_augment, weak_augment  # noqa: E402
 from ssl_bench.config import RunConfig  # noqa: E402
-from ssl_bench.evaluate import accuracy  # noqa: E402
-from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, build_smoother  # noqa: E402
-from ssl_bench.train import Run, build_run, next_batch, training_step  # noqa: E402
+from ssl_bench.smoothing import GRANULARITIES, STRATEGIES  # noqa: E402
+from ssl_bench.train import Run, build_run, evaluate, next_batch, training_step  # noqa: E402
 
 SCHEMA = 1
 DEFAULT_BUDGET_S = 480.0
@@ -126,7 +126,6 @@ class Settings:
     repeats: int                     # calls per augmentation / smoother / input timing (median)
     eval_repeats: int                # repeats of the evaluation timings (a pass over the test set is long)
     augment_scale: tuple[int, ...]   # augmentation batches, as multiples of the step's unlabelled batch
-    test_images: int                 # images of one evaluation pass
     standin_images: tuple[int, int]  # (train, test) images of a random stand-in data set
     compile_backend: str             # torch.compile backend of the compile cases
     needs_s: dict[str, float]        # seconds a section or case must have left in the budget to start
@@ -145,14 +144,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
         return Settings(quick=True, models=dict.fromkeys(args.models, "tiny"), batch=given(args.batch, 4),
                         mu=given(args.mu, 2), warmup=given(args.warmup, 1), steps=given(args.steps, 2),
                         case_s=given(args.case_s, 1.0), repeats=3, eval_repeats=1, augment_scale=(1, 8),
-                        test_images=256, standin_images=(512, 256),
+                        standin_images=(512, 256),
                         compile_backend=given(args.compile_backend, "eager"),
                         needs_s=dict.fromkeys(FULL_NEEDS_S, 0.0))
     return Settings(quick=False, models={role: role for role in args.models},
                     batch=given(args.batch, PAPER_BATCH),
                     mu=args.mu, warmup=given(args.warmup, 5), steps=given(args.steps, 30),
                     case_s=given(args.case_s, 10.0), repeats=30, eval_repeats=3, augment_scale=(1, 8),
-                    test_images=CIFAR_TEST_IMAGES, standin_images=(CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES),
+                    standin_images=(CIFAR_TRAIN_IMAGES, CIFAR_TEST_IMAGES),
                     compile_backend=given(args.compile_backend, "inductor"), needs_s=dict(FULL_NEEDS_S))
 
 
@@ -419,14 +418,16 @@ def augment_section(report: Report, bench: ModelBench) -> None:
     s, device, clock = bench.settings, bench.device, time.perf_counter
     run = build_run(bench.base)     # the training images on the device, and the step's unlabelled batch
     images, unlabeled = run.x_train, run.config.batch_size * run.config.mu
+    flip, policy = run.dataset.hflip, run.config.strong_augment   # as next_batch calls them
     del run
     rows = []
     for scale in s.augment_scale:
         n = unlabeled * scale
         x = images[torch.arange(n, device=device) % len(images)]    # repeat the images if the set is smaller
         g = torch.Generator(device).manual_seed(0)
-        weak_s = median_time(lambda x=x, g=g: weak_augment(x, g), s.repeats, bench.sync, clock)
-        strong_s = median_time(lambda x=x, g=g: strong_augment(x, g), s.repeats, bench.sync, clock)
+        weak_s = median_time(lambda x=x, g=g: weak_augment(x, g, flip=flip), s.repeats, bench.sync, clock)
+        strong_s = median_time(lambda x=x, g=g: strong_augment(x, g, flip=flip, policy=policy), s.repeats,
+                               bench.sync, clock)
         rows.append({"batch": n, "weak_ms": weak_s * 1e3, "strong_ms": strong_s * 1e3,
                      "weak_images_per_s": n / weak_s, "strong_images_per_s": n / strong_s})
         print(f"augment  batch {n:>6}: weak {n / weak_s:>12,.0f} images/s, strong {n / strong_s:>12,.0f} "
@@ -437,8 +438,9 @@ def augment_section(report: Report, bench: ModelBench) -> None:
         verdict += " (the target is for an H100-class GPU; this is not one)"
     print(f"augment  strong at the step's batch: {at_step:,.0f} images/s; target >= {STRONG_TARGET_PER_S:,}: "
           f"{verdict}", flush=True)
-    report.data["augment"] = {"rows": rows, "target_strong_per_s": STRONG_TARGET_PER_S,
-                              "strong_per_s_at_step_batch": at_step, "verdict": verdict, "data": bench.data}
+    report.data["augment"] = {"rows": rows, "strong_policy": policy, "flip": flip, "data": bench.data,
+                              "target_strong_per_s": STRONG_TARGET_PER_S,
+                              "strong_per_s_at_step_batch": at_step, "verdict": verdict}
 
 
 def smoothing_section(report: Report, bench: ModelBench) -> None:
@@ -476,42 +478,36 @@ def smoothing_section(report: Report, bench: ModelBench) -> None:
 
 
 def teachers_section(report: Report, bench: ModelBench) -> None:
-    """The building blocks of a training with N teachers: one training step, N ``Smoother.update`` calls, N
-    evaluation passes."""
+    """One training with N teachers, as the loop runs it (``build_run`` with N smoothing variants): a
+    ``training_step`` (the student's step + N ``Smoother.update`` calls) and an ``evaluate`` (N teachers'
+    and the student's accuracy on the test set, with the Figure-3 snapshots)."""
     s, sync, clock = bench.settings, bench.sync, time.perf_counter
-    run = bench.shared_run()
-    c = run.config
-    teachers = [(copy.deepcopy(run.student),
-                 build_smoother(strategy, p=c.p, m=c.m, granularity=c.granularity,
-                                generator=torch.Generator(run.device).manual_seed(0)))
-                for strategy in TEACHER_STRATEGIES]
-    index = torch.arange(s.test_images, device=run.device) % len(run.x_test)   # repeat a smaller test set
-    x_test, y_test = run.x_test[index], run.y_test[index]
-
-    def step_and_updates(n: int) -> None:
-        training_step(run, next_batch(run))
-        for teacher, smoother in teachers[:n]:
-            smoother.update(teacher, run.student)
-
-    def evaluations(n: int) -> None:
-        for teacher, _ in teachers[:n]:
-            accuracy(teacher, x_test, y_test, c.eval_batch_size, run.prepare)
-
-    out: dict[str, Any] = {"teachers": list(TEACHER_STRATEGIES), "granularity": c.granularity,
-                           "test_images": s.test_images, "eval_every": EVAL_EVERY,
-                           "eval_batch_size": c.eval_batch_size, "n": {}}
+    out: dict[str, Any] = {"teachers": list(TEACHER_STRATEGIES), "eval_every": EVAL_EVERY, "n": {}}
     for n in TEACHER_COUNTS:
+        if n == 1:
+            run = bench.shared_run()      # the base configuration's one teacher: tma
+        else:
+            run = build_run([dataclasses.replace(bench.base, smooth=strategy)
+                             for strategy in TEACHER_STRATEGIES[:n]])
+            for _ in range(s.warmup):
+                training_step(run, next_batch(run))
+        if [t.config.smooth for t in run.teachers] != list(TEACHER_STRATEGIES[:n]):
+            raise RuntimeError(f"build_run made teachers {[t.key for t in run.teachers]} of "
+                               f"{list(TEACHER_STRATEGIES[:n])}")
         repeats = max(s.repeats // 3, MIN_TIMED_STEPS)
-        step_s = median_time(lambda n=n: step_and_updates(n), repeats, sync, clock)
-        eval_s = median_time(lambda n=n: evaluations(n), s.eval_repeats, sync, clock)
+        step_s = median_time(lambda run=run: training_step(run, next_batch(run)), repeats, sync, clock)
+        eval_s = median_time(lambda run=run: evaluate(run), s.eval_repeats, sync, clock)
         projected = PROTOCOL_STEPS * (step_s + eval_s / EVAL_EVERY)
-        out["n"][str(n)] = {"step_and_updates_ms": step_s * 1e3, "evaluations_ms": eval_s * 1e3,
-                            "step_updates_evaluations_ms": (step_s + eval_s) * 1e3,
+        out["test_images"] = len(run.x_test)
+        out["n"][str(n)] = {"step_ms": step_s * 1e3, "evaluate_ms": eval_s * 1e3,
+                            "step_plus_evaluate_ms": (step_s + eval_s) * 1e3,
                             "projected_2p20_s": projected, "projected_2p20": duration(projected)}
         r = out["n"][str(n)]
-        print(f"teachers {bench.role:<8} N={n}: step + {n} updates {r['step_and_updates_ms']:8.1f} ms, {n} "
-              f"evaluations of {s.test_images:,} images {r['evaluations_ms']:8.1f} ms; 2^20 steps, "
-              f"evaluating every {EVAL_EVERY}: {r['projected_2p20']}", flush=True)
+        print(f"teachers {bench.role:<8} N={n}: step + {n} smoother updates {r['step_ms']:8.1f} ms; "
+              f"evaluation of {n} teacher(s) + the student on {len(run.x_test):,} images "
+              f"{r['evaluate_ms']:8.1f} ms; 2^20 steps, evaluating every {EVAL_EVERY}: {r['projected_2p20']}",
+              flush=True)
+        del run
     n_max = TEACHER_COUNTS[-1]
     one, many = out["n"]["1"], out["n"][str(n_max)]
     out["separate_trainings_2p20_s"] = n_max * one["projected_2p20_s"]

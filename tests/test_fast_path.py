@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from ssl_bench.algorithm import Batch
-from ssl_bench.cli import build_parser, config_from_args
-from ssl_bench.config import RunConfig
+from ssl_bench.cli import build_parser, settings_from_args
+from ssl_bench.config import TEACHER_AXES, RunConfig
 from ssl_bench.train import Run, build_run, next_batch, training_step
 
 # channels_last: both layouts go to oneDNN (mkldnn) convolutions, but an NHWC tensor gets other kernels with
@@ -104,7 +104,7 @@ def test_cli_turns_every_fast_path_option_on_and_off():
     parser = build_parser()
 
     def options(*argv: str) -> tuple[bool, bool, bool]:
-        config = config_from_args(parser.parse_args(["run", *argv]))
+        config, _ = settings_from_args(parser.parse_args(["run", *argv]), TEACHER_AXES)
         return config.amp, config.channels_last, config.compile
 
     assert options("--amp", "--channels-last", "--compile") == (True, True, True)

@@ -88,10 +88,12 @@ def test_quick_report_measures_every_figure(tmp_path):
 
         teachers = report["teachers"][role]
         assert set(teachers["n"]) == {"1", "4"} and teachers["test_images"] == 256
+        assert teachers["teachers"] == ["tma", "sts", "se", "none"]
         for r in teachers["n"].values():
-            assert all(positive(r[k]) for k in ("step_and_updates_ms", "evaluations_ms", "projected_2p20_s"))
-            total = r["step_and_updates_ms"] + r["evaluations_ms"]
-            assert r["step_updates_evaluations_ms"] == pytest.approx(total)
+            assert all(positive(r[k]) for k in ("step_ms", "evaluate_ms", "projected_2p20_s"))
+            assert r["step_plus_evaluate_ms"] == pytest.approx(r["step_ms"] + r["evaluate_ms"])
+            per_step = (r["step_ms"] + r["evaluate_ms"] / teachers["eval_every"]) / 1e3
+            assert r["projected_2p20_s"] == pytest.approx(2**20 * per_step)
         one = teachers["n"]["1"]["projected_2p20_s"]
         assert teachers["separate_trainings_2p20_s"] == pytest.approx(4 * one)
 
