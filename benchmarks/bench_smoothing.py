@@ -1,4 +1,4 @@
-"""Time one teacher update for every smoothing strategy x granularity, beside references run in the same process.
+"""Time one teacher update for every smoothing strategy x granularity, beside references in the same process.
 
     python benchmarks/bench_smoothing.py                    # CPU, 1 thread, WRN-28-2 and WRN-28-8
     python benchmarks/bench_smoothing.py --device cuda      # synchronises around every timed call
@@ -11,10 +11,12 @@ References (every row, references included, also copies the BN buffers with one 
   (c) the floor of any neuron-wise draw: one ``torch.rand`` over all weights (into a preallocated buffer)
       plus one fused lerp.
 Targets: layer-wise SE/STS <= 1.2x (b); channel-wise <= 4x (b); neuron-wise <= 1.2x (c).
+Row (d), "sts layer, plan per call", builds the smoother's plan (tensor lists, unit layout) afresh in every
+call: the difference to "sts layer" is what caching the plan per (teacher, student) pair saves.
 
-Rows are timed round-robin (one call of every row per round, median over rounds), so load from other processes
-on a shared machine hits all rows alike, and each call starts with cold caches (64 MiB written just before), as
-an update does after a training step.  p = 0.5 (paper Sec. 4.1, FixMatch) and m = 0.999.
+Rows are timed round-robin (one call of every row per round, median over rounds), so load from other
+processes on a shared machine hits all rows alike, and each call starts with cold caches (64 MiB written just
+before), as an update does after a training step.  p = 0.5 (paper Sec. 4.1, FixMatch) and m = 0.999.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ from ssl_bench.smoothing import GRANULARITIES, _Gate, build_smoother  # noqa: E4
 TARGETS = {"layer": ("b", 1.2), "channel": ("b", 4.0), "neuron": ("c", 1.2)}
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Models: the suite's WRN-28-k if it is there, else the same tensor shapes built here
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 class _Shapes(nn.Module):
     """Only the tensors of a WRN-28-k (FixMatch variant): parameters and BN buffers, no forward."""
@@ -85,9 +87,9 @@ def wrn(width: int) -> nn.Module:
     return build_model(f"wrn28_{width}", 10)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Timing
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 def time_rows(rows: dict[str, Callable[[], None]], rounds: int, device: torch.device) -> dict[str, float]:
     """Median seconds per call of every row, timed round-robin after two warm-up rounds, caches flushed."""
@@ -140,7 +142,8 @@ def bench(width: int, args: argparse.Namespace, device: torch.device) -> None:
         torch._foreach_copy_(TB, SB)
 
     rows: dict[str, Callable[[], None]] = {
-        "(a) paper loop, Alg. 2": paper_loop, "(b) fused EMA": fused_ema, "(c) rand + fused lerp": rand_and_lerp}
+        "(a) paper loop, Alg. 2": paper_loop, "(b) fused EMA": fused_ema,
+        "(c) rand + fused lerp": rand_and_lerp}
     smoothers = {"none": build_smoother("none"), "tma": build_smoother("tma", m=m)}
     for strategy in ("se", "sts"):
         for granularity in GRANULARITIES:
@@ -149,6 +152,8 @@ def bench(width: int, args: argparse.Namespace, device: torch.device) -> None:
     with torch.no_grad():
         for name, smoother in smoothers.items():
             rows[name] = (lambda s=smoother: s.update(teacher, student))
+        sts_layer = smoothers["sts layer"].config()
+        rows["(d) sts layer, plan per call"] = uncached_update(sts_layer, teacher, student, device)
         if args.compile:
             rows["sts neuron, compiled apply"] = compiled_neuron_update(T, S, p, m, device)
         rounds = args.rounds or (40 if n < 5e6 else 12)
@@ -167,7 +172,20 @@ def bench(width: int, args: argparse.Namespace, device: torch.device) -> None:
             ref, limit = TARGETS[granularity]
             ratio = seconds / refs[ref]
             target = f"<= {limit}x ({ref}) {'ok' if ratio <= limit else 'MISS'}"
-        print(f"| {name:<28} | {seconds * 1e3:8.3f} | {seconds / refs['b']:6.2f}x | {vs_c:>7} | {target:<14} |")
+        print(f"| {name:<28} | {seconds * 1e3:8.3f} | {seconds / refs['b']:6.2f}x | {vs_c:>7} "
+              f"| {target:<14} |")
+
+
+def uncached_update(config: dict, teacher: nn.Module, student: nn.Module,
+                    device: torch.device) -> Callable[[], None]:
+    """What the smoother's per-pair cache saves: the same update with its plan built afresh every call."""
+    smoother = build_smoother(**config, generator=torch.Generator(device).manual_seed(1))
+
+    def update() -> None:
+        smoother.reset()                                    # drop the cached plan (tensor lists, layout)
+        smoother.update(teacher, student)
+
+    return update
 
 
 def compiled_neuron_update(T: list[torch.Tensor], S: list[torch.Tensor], p: float, m: float,
@@ -199,10 +217,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--widths", default="2,8", help="WRN-28-k widths to time (default 2,8)")
-    parser.add_argument("--rounds", type=int, default=0, help="timed rounds (default 40 for WRN-28-2, 12 for -8)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="timed rounds (default 40 for WRN-28-2, 12 for -8)")
     parser.add_argument("--p", type=float, default=0.5, help="preserving probability (paper Sec. 4.1: 0.5)")
     parser.add_argument("--m", type=float, default=0.999, help="TMA momentum (default 0.999)")
-    parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd neuron-wise apply")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time a torch.compile'd neuron-wise apply")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
