@@ -169,6 +169,30 @@ def test_guard_records_a_budget_stop_a_failure_and_a_section_that_does_not_fit(t
     assert strict_json(tmp_path / "r.json")["failed"] == ["b"]
 
 
+def test_a_case_that_reaches_the_end_of_the_budget_keeps_its_timed_steps(tmp_path):
+    gpu_report = load_gpu_report()
+    args = gpu_report.parse_args(["--device", "cpu", "--quick", "--steps", "10"])
+    settings = gpu_report.settings_from(args)
+    device = torch.device("cpu")
+    base, data = gpu_report.step_config("tiny", settings.batch, settings.mu, device, tmp_path,
+                                        settings.standin_images, real=False, family_of="wrn28_2")
+    bench = gpu_report.ModelBench("wrn28_2", base, data, device, gpu_report.device_sync(device), settings)
+
+    class Ending(gpu_report.Budget):
+        """Time left for the warm-up step's check, none from then on."""
+        calls = 0
+
+        def left(self) -> float:
+            self.calls += 1
+            return 60.0 if self.calls == 1 else -1.0
+
+    result = gpu_report.measure_case(bench, "fp32", Ending(60.0))
+    assert result["status"] == "ok" and result["stopped_by"] == "budget"
+    assert result["warmup_steps"] == 1 and result["timed_steps"] == gpu_report.MIN_TIMED_STEPS < 10
+    with pytest.raises(gpu_report.OutOfBudget, match="during the warm-up of wrn28_2 fp32"):
+        gpu_report.measure_case(bench, "fp32", gpu_report.Budget(0.0))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--cases", "fp32,fp64"], "--cases 'fp32,fp64': expected a comma list from plain,fp32,"),
     (["--device", "tpu"], "--device 'tpu': expected cuda, cuda:N or cpu"),
