@@ -68,15 +68,11 @@ def paper_number(algorithm: str, smooth: str, family: str | None, labels: int) -
 def reference_settings(algorithm: str, family: str | None) -> dict[str, Any] | None:
     """The reference's settings for ``algorithm`` on ``family``; None when the registry has none for it.
 
-    None for a plug-in (only built-in names are looked up, so no file named by a record is imported) and
-    while ``ssl_bench.algorithm`` has no ``reference_configuration``: then the record's ``alg_overrides``
-    decide, as before.
+    None for a plug-in: only built-in names are looked up, so no file named by a record is imported. Then
+    the record's ``alg_overrides`` decide (:func:`deviations`).
     """
-    reference = getattr(algorithm_registry, "reference_configuration", None)
-    builtins = getattr(algorithm_registry, "builtin_algorithms", dict)
-    if reference is None:
-        return None
-    found = _reference_settings(reference, builtins, algorithm, family)
+    found = _reference_settings(algorithm_registry.reference_configuration, algorithm_registry.builtin_algorithms,
+                                algorithm, family)
     return None if found is None else dict(found)
 
 
@@ -84,7 +80,7 @@ def reference_settings(algorithm: str, family: str | None) -> dict[str, Any] | N
 def _reference_settings(reference: Any, builtins: Any, algorithm: str,
                         family: str | None) -> tuple[tuple[str, Any], ...] | None:
     # Cached (a lookup scans the algorithm files, ~1 ms; a leaderboard asks a few times per record), keyed
-    # by the lookup functions too, so a replaced registry function is asked afresh.
+    # by the registry's functions too, so a replaced one (tests) is asked afresh.
     # Built-in names only: a record naming a plug-in file must not make the leaderboard import (run) it.
     if algorithm not in builtins():
         return None

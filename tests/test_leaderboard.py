@@ -43,9 +43,9 @@ def reference(monkeypatch):
         except KeyError:
             raise ValueError(f"no reference settings for {name!r} on {family!r}") from None
 
-    monkeypatch.setattr(algorithm, "reference_configuration", fake, raising=False)
+    monkeypatch.setattr(algorithm, "reference_configuration", fake)
     names = {name: Path(f"{name}.py") for name, _ in FAKE_REFERENCE}
-    monkeypatch.setattr(algorithm, "builtin_algorithms", lambda: names, raising=False)
+    monkeypatch.setattr(algorithm, "builtin_algorithms", lambda: names)
     return fake
 
 
@@ -486,21 +486,17 @@ def test_paper_configuration_is_decided_from_the_effective_settings(tmp_path):
     assert not paper.is_paper_configuration(read(ordinary), lb.smoothing_settings(read(ordinary)))
 
 
-def test_without_a_registry_reference_the_overrides_decide(tmp_path, monkeypatch):
-    monkeypatch.delattr(algorithm, "reference_configuration")
-    paper_run(tmp_path, seed=0, median=40.0)
-    paper_run(tmp_path, seed=1, median=10.0, alg_overrides={"threshold": 0.5})
+def test_a_plugin_without_a_reference_gets_rows_by_its_overrides(tmp_path):
+    paper_run(tmp_path, algorithm="my_alg", seed=0, median=40.0)
+    paper_run(tmp_path, algorithm="my_alg", seed=1, median=10.0, alg_overrides={"threshold": 0.5})
     text = render.render_markdown(lb.build_leaderboard(tmp_path))
-    assert markdown_row(text, "fixmatch · tma")[2] == "40.0 (n=1) | 92.06"
-    assert markdown_row(text, "fixmatch · tma (threshold=0.5)")[2] == "10.0 (n=1)"
+    assert markdown_row(text, "my_alg · tma")[2] == "40.0 (n=1)"   # not in the paper's table
+    assert markdown_row(text, "my_alg · tma (threshold=0.5)")[2] == "10.0 (n=1)"
 
 
 def test_the_registrys_own_reference_gives_the_paper_number(tmp_path, reference, monkeypatch):
     monkeypatch.undo()   # the registry's reference_configuration, not the stand-in
-    real = getattr(algorithm, "reference_configuration", None)
-    if real is None:
-        pytest.skip("ssl_bench.algorithm has no reference_configuration yet")
-    settings = real("fixmatch", "cifar10")
+    settings = algorithm.reference_configuration("fixmatch", "cifar10")
     alg_args = {k: v for k, v in settings.items() if k not in lb.RunRecord.__dataclass_fields__}
     fields = {k: v for k, v in settings.items() if k in lb.RunRecord.__dataclass_fields__}
     paper_run(tmp_path, median=40.0, alg_args=alg_args, **fields)
