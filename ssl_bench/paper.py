@@ -4,11 +4,12 @@ Table 6 of Huang et al., "Spatial Ensemble" (NeurIPS 2021) is stored in ``ssl_be
 (package data, with its source and transcription notes). A run is in the **paper configuration**, and its
 leaderboard cell shows the paper's number beside it, when its *effective* settings are the reference's:
 
-* the ``full`` profile's protocol: the full data set, the family's default model, the profile's steps
-  and batch;
+* the ``full`` profile's protocol: the full data set, the family's default model, the profile's steps,
+  batch and evaluation cadence;
 * the algorithm's effective hyper-parameters and every other setting that
   ``ssl_bench.algorithm.reference_configuration(algorithm, dataset_family)`` names (mu, lr, weight decay,
-  ...) equal to the reference values, however they were set (defaults or ``--alg-arg``);
+  ...), the strong augmentation and the momentum equal to the reference values, however they were set
+  (defaults or ``--alg-arg``);
 * the smoothing settings the strategy reads at the paper's values (layer-wise, p = 0.5, m = 0.999).
 
 A setting that differs from the reference is a *deviation*: it gives the run a leaderboard row of its own.
