@@ -44,12 +44,13 @@ from ssl_bench.paper import (
     PAPER_SMOOTHING,
     deviations,
     is_paper_configuration,
+    load_paper_table,
     paper_columns,
     paper_number,
     same_value,
 )
 from ssl_bench.results import RECORD_FILE, RecordError, RunRecord, RunStatus
-from ssl_bench.smoothing import STRATEGIES, relevant_settings
+from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings
 from ssl_bench.stats import mean, sample_std
 
 STATS = {"median": "teacher_median_last20", "best": "teacher_best"}
@@ -62,10 +63,11 @@ SUPERVISED = "supervised"
 PROFILE_ORDER = ("full", "short", "cpu", "smoke")  # budget, best first
 # The smoke profile measures nothing (ssl_bench/config.py): its sections need no baseline.
 UNMEASURED_PROFILES = ("smoke",)
-ALGORITHM_ORDER = (SUPERVISED, "pi_model", "pseudo_label", "mean_teacher", "mixmatch", "uda", "remixmatch",
-                   "fixmatch")
-SMOOTH_ORDER = ("none", "tma", "se", "sts")
-GRANULARITY_ORDER = ("layer", "channel", "neuron")
+# Rows: the baseline first, then the paper's Table 6 order; strategies and granularities as smoothing.py
+# lists them (none, tma, se, sts; layer, channel, neuron).
+ALGORITHM_ORDER = (SUPERVISED, *dict.fromkeys(row["algorithm"] for row in load_paper_table()["rows"]))
+SMOOTH_ORDER = STRATEGIES
+GRANULARITY_ORDER = GRANULARITIES
 # The settings outside the section and row keys that should also agree within one cell.
 SETUP_FIELDS = ("alg_args", "targets_from", "batch_size", "mu", "eval_every", "lr", "momentum",
                 "weight_decay", "strong_augment", "hflip")
