@@ -64,8 +64,8 @@ def _short(text: str | None, limit: int = 160) -> str:
 def _paper_reference_section() -> list[str]:
     """The paper's whole Table 6, to read every section against (scaled runs get no paper number)."""
     table = load_paper_table()
-    columns = [(family, n) for family in ("cifar10", "cifar100") for n in paper_columns(family)]
-    short = {"cifar10": "C10", "cifar100": "C100"}
+    columns = [(family, n) for family in table["columns"] for n in paper_columns(family)]
+    short = {"cifar10": "C10", "cifar100": "C100"}   # the paper's column groups, as the text below names them
     header = ["paper row", "ssl-bench row"] + [f"{short[f]}/{n}" for f, n in columns]
     body = []
     for row in table["rows"]:
