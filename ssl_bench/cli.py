@@ -110,22 +110,28 @@ def settings_from_args(args: argparse.Namespace,
 
 def _show_config(configs: Sequence[RunConfig]) -> int:
     """Print the effective settings of a run without training (no data needed for the built-in data sets)."""
-    from ssl_bench.algorithm import build_algorithm, hyperparameters, loop_settings
-    from ssl_bench.data import family_of_name
-    from ssl_bench.models import default_model
-    from ssl_bench.train import teacher_variants
+    from ssl_bench.algorithm import build_algorithm, hyperparameters
+    from ssl_bench.train import resolve_without_data, teacher_variants
 
-    variants = teacher_variants(configs)
-    family = family_of_name(variants[0].dataset)
-    algorithm = build_algorithm(variants[0].algorithm, variants[0].alg_args, family)
-    resolved = [v.resolved(family, default_model(family), loop_settings(algorithm, family)) for v in variants]
-    print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}); dataset family {family}")
+    resolved = resolve_without_data(teacher_variants(configs))
+    first = resolved[0]
+    algorithm = build_algorithm(first.algorithm, first.alg_args, resolved_family(first))
+    print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}), dataset {first.dataset}")
     print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyperparameters(algorithm).items()))
-    shared = {k: v for k, v in resolved[0].to_dict().items() if k not in TEACHER_AXES}
+    shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_AXES}
     print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
     for v in resolved:
         print(f"  teacher: {v.teacher_key()}")
     return 0
+
+
+def resolved_family(config: RunConfig) -> str | None:
+    """The CIFAR family a data set stands in for, from its name (``cifar10_subset`` -> ``cifar10``)."""
+    from pathlib import Path
+
+    from ssl_bench.data.npz import family_of
+
+    return family_of(Path(config.dataset).stem)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ from typing import Any
 
 from ssl_bench import results as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings
-from ssl_bench.train import matching_run_dir, teacher_variants
+from ssl_bench.train import matching_run_dir, resolve_without_data, teacher_variants
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -124,55 +124,54 @@ def group_trainings(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
 class Planned:
     """One training of the sweep and what the results folder holds for it."""
 
-    configs: list[RunConfig]         # its teachers' settings, as given
-    resolved: list[RunConfig]        # as the loop saves them
+    configs: list[RunConfig]         # the teachers still to train, as given
+    resolved: list[RunConfig]        # the same, as the loop saves them
     name: str                        # run name of its first teacher
+    runs: list[RunConfig] = dataclasses.field(default_factory=list)   # every run of the group (resolved)
     state: str = "new"               # finished (skipped) | unfinished (resumed) | new
     status: str | None = None        # the first teacher's record status (running/stale/failed/... or None)
     detail: str = ""
 
-    def run_dir(self) -> Path | None:
-        return matching_run_dir(Path(self.resolved[0].results_dir), self.name, self.resolved[0])
-
-
-def resolve_configs(configs: Sequence[RunConfig]) -> list[RunConfig]:
-    """The settings as the loop saves them (profile, dataset and algorithm defaults), without loading any data."""
-    from ssl_bench.algorithm import build_algorithm, loop_settings
-    from ssl_bench.data.npz import family_of
-    from ssl_bench.models import default_model
-
-    c = configs[0]
-    family = family_of(Path(c.dataset).stem)
-    settings = loop_settings(build_algorithm(c.algorithm, c.alg_args, family), family)
-    return [x.resolved(family, default_model(family), settings) for x in configs]
-
 
 def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
-    """Class each training by the latest run directory of its first teacher (the loop's own lookup)."""
+    """Class each training by what the results folder holds for its teachers (the loop's own lookup).
+
+    A teacher whose run already finished (separately or in another training) is dropped from the training; the
+    training is finished when none is left, unfinished when one of the rest has a directory, else new.
+    """
     planned = []
     for configs in trainings:
-        resolved = resolve_configs(configs)
-        p = Planned(list(configs), resolved, rec.run_base_name(resolved[0]))
-        run_dir = p.run_dir()
-        if run_dir is not None:
-            try:
-                record = rec.RunRecord.read(run_dir)
-            except (ValueError, OSError) as exc:
-                p.state, p.detail = "unfinished", f"record unreadable: {exc}"
-            else:
-                p.status = record.effective_status(run_dir).value
-                p.state = "finished" if p.status == rec.RunStatus.FINISHED else "unfinished"
-                if p.state == "unfinished":
-                    p.detail = f"{p.status} at step {record.steps_done}/{record.steps}"
-                    if record.error:
-                        p.detail += f": {record.error}"
+        resolved = resolve_without_data(configs)
+        todo, found = [], []
+        for config, c in zip(configs, resolved, strict=True):
+            run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
+            status, detail = None, ""
+            if run_dir is not None:
+                try:
+                    record = rec.RunRecord.read(run_dir)
+                except (ValueError, OSError) as exc:
+                    status, detail = "unreadable", f"record unreadable: {exc}"
+                else:
+                    status = record.effective_status(run_dir).value
+                    detail = f"{status} at step {record.steps_done}/{record.steps}" + (
+                        f": {record.error}" if record.error and status != rec.RunStatus.FINISHED else "")
+            if status != rec.RunStatus.FINISHED:
+                todo.append((config, c))
+                found.append((run_dir, status, detail))
+        p = Planned([t[0] for t in todo] or list(configs), [t[1] for t in todo] or resolved,
+                    rec.run_base_name(todo[0][1] if todo else resolved[0]), runs=resolved)
+        if not todo:
+            p.state, p.status = "finished", rec.RunStatus.FINISHED.value
+        elif any(run_dir is not None for run_dir, _, _ in found):
+            p.state = "unfinished"
+            p.status, p.detail = next((s, d) for r, s, d in found if r is not None)
         planned.append(p)
     return planned
 
 
 def format_plan(planned: Sequence[Planned], results_dir: str) -> str:
     counts = {s: sum(p.state == s for p in planned) for s in ("finished", "unfinished", "new")}
-    runs = sum(len(p.configs) for p in planned)
+    runs = sum(len(p.runs) for p in planned)
     lines = [f"sweep: {runs} runs in {len(planned)} trainings in {results_dir}: {counts['finished']} finished "
              f"(skipped), {counts['unfinished']} unfinished (resumed), {counts['new']} new"]
     for p in planned:
@@ -187,6 +186,9 @@ def format_plan(planned: Sequence[Planned], results_dir: str) -> str:
 
 class TrainingJob:
     """One training of a sweep: ``train_teachers(configs, resume=True)``; picklable (submitit runs it in a job).
+
+    It has submitit's ``checkpoint`` method (submitit checks for the method, so no submitit base class is
+    needed and submitit is imported only when a job is requeued).
 
     ``resume=True`` makes every attempt idempotent: a new training starts its directories, an interrupted one
     continues its latest checkpoint, a finished one returns its records without training.
@@ -204,7 +206,7 @@ class TrainingJob:
 
             torch.set_num_threads(self.threads)
         command = shlex.join(["python", "run_bench.py", "run", *config_to_argv(self.configs)])
-        outcomes = train_teachers(self.configs, resume=True, progress=self.progress, command=command)
+        outcomes = train_teachers(self.configs, resume=True, progress=self.progress, command=command, quiet=True)
         return [str(run_dir) for _, run_dir in outcomes]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -245,16 +247,6 @@ def make_executor(options: SweepOptions, log_dir: Path) -> Any:
     return executor
 
 
-def _job(p: Planned, threads: int | None, progress: bool = False) -> Any:
-    """A requeueable job for submitit (a Checkpointable subclass made here, so submitit is imported lazily)."""
-    submitit = _submitit()
-
-    class Job(TrainingJob, submitit.helpers.Checkpointable):
-        pass
-
-    return Job(p.configs, threads=threads, progress=progress)
-
-
 def execute(todo: Sequence[Planned], options: SweepOptions, executor: Any) -> dict[int, str]:
     """Run the trainings; returns error lines by index (a failure never stops the others)."""
     errors: dict[int, str] = {}
@@ -271,7 +263,7 @@ def execute(todo: Sequence[Planned], options: SweepOptions, executor: Any) -> di
                                   if options.executor == "submitit-local" else options.cpus_per_task)
     if options.executor == "slurm":
         with executor.batch():
-            jobs = [executor.submit(_job(p, threads)) for p in todo]
+            jobs = [executor.submit(TrainingJob(p.configs, threads=threads)) for p in todo]
         print(f"submitted {len(jobs)} trainings as a SLURM job array; logs in {executor.folder}", flush=True)
         if not options.wait:
             return {}
@@ -280,7 +272,7 @@ def execute(todo: Sequence[Planned], options: SweepOptions, executor: Any) -> di
         for i, p in enumerate(todo):   # at most `parallel` at a time
             while sum(not j.done() for j in jobs) >= options.parallel:
                 time.sleep(0.2)
-            jobs.append(executor.submit(_job(p, threads)))
+            jobs.append(executor.submit(TrainingJob(p.configs, threads=threads)))
             print(f"[{i + 1}/{len(todo)}] {p.name} ({p.state}): submitit job {jobs[-1].job_id}", flush=True)
     for i, job in enumerate(jobs):
         try:
@@ -295,7 +287,7 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
     """One line per run (every teacher of every training) and whether all finished."""
     rows, all_finished = [], True
     for p in planned:
-        for c in p.resolved:
+        for c in p.runs:
             run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
             try:
                 record = rec.RunRecord.read(run_dir) if run_dir is not None else None
@@ -307,6 +299,9 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
             rows.append(f"  {run_dir.name if run_dir else rec.run_base_name(c)}  {status}"
                         + (f"  teacher med20 {med:.2f}" if med is not None else ""))
     lines = ["summary:", *rows]
+    unfinished = sum("  finished" not in row for row in rows)
+    if unfinished:
+        lines.append(f"{unfinished} of {len(rows)} runs did not finish")
     lines += [f"  error: {message}" for message in errors.values()]
     return "\n".join(lines), all_finished
 

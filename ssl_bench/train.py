@@ -58,6 +58,7 @@ from ssl_bench.augment import normalize, strong_augment, weak_augment
 from ssl_bench.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint, save_checkpoint, shapes
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
+from ssl_bench.data.npz import family_of
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
 from ssl_bench.lock import RunLock
 from ssl_bench.models import build_model, default_model
@@ -239,6 +240,7 @@ def teacher_variants(configs: Sequence[RunConfig]) -> list[RunConfig]:
     defaults = RunConfig()
     unique: list[RunConfig] = []
     for c in configs:
+        c.validate()
         ignored = {k: getattr(defaults, k) for k in TEACHER_AXES
                    if k != "smooth" and k not in STRATEGY_PARAMETERS[c.smooth]}
         c = dataclasses.replace(c, **ignored)
@@ -253,6 +255,15 @@ def teacher_variants(configs: Sequence[RunConfig]) -> list[RunConfig]:
     return unique
 
 
+def resolve_without_data(configs: Sequence[RunConfig]) -> list[RunConfig]:
+    """The settings as ``build_run`` resolves them (profile, dataset family and algorithm reference defaults),
+    without loading any data: the family of a built-in or npz data set follows from its name."""
+    c = configs[0]
+    family = family_of(Path(c.dataset).stem)
+    settings = loop_settings(build_algorithm(c.algorithm, c.alg_args, family), family)
+    return [x.resolved(family, default_model(family), settings) for x in configs]
+
+
 def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PROCESS,
               sync_bn: bool = False) -> Run:
     """Resolve the settings and build data, split, student, teachers, optimizer and streams, seeded.
@@ -260,19 +271,16 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     ``configs``: one run, or several smoothing variants of one training (see the module docstring).
     """
     variants = teacher_variants([configs] if isinstance(configs, RunConfig) else list(configs))
-    for c in variants:
-        c.validate()
     first = variants[0]
-    dataset = load_dataset(first.dataset, root=first.data_root, download=first.download)
-    algorithm = build_algorithm(first.algorithm, first.alg_args, dataset.family)
+    # The algorithm first (cheap checks of its name and hyper-parameters), then the data.
+    algorithm = build_algorithm(first.algorithm, first.alg_args, family_of(Path(first.dataset).stem))
     if len(variants) > 1 and algorithm.targets_from == "teacher":
         raise ValueError(f"--alg {first.algorithm} takes its targets from the teacher, so each smoothing variant "
                          "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
                          "time (`run_bench.py sweep` plans separate trainings for it)")
-    settings = loop_settings(algorithm, dataset.family)
-    model_default = default_model(dataset.family)
-    variants = [c.resolved(dataset.family, model_default, settings) for c in variants]
+    variants = resolve_without_data(variants)
     c = variants[0]
+    dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
     split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
     device = ranks.device or resolve_device(c.device)
     ranks.per_rank(c.batch_size)
@@ -500,13 +508,13 @@ class RunDirs:
         return self.dirs[0] / CHECKPOINT_NAME
 
 
-def open_run_dirs(run: Run, resume: bool, command: str) -> RunDirs:
+def open_run_dirs(run: Run, resume: bool, command: str, quiet: bool = False) -> RunDirs:
     """The directories to resume (``resume`` and a match), or new ones; never reuses another run's directory."""
     results_dir = Path(run.config.results_dir)
     keys = [t.key for t in run.teachers]
     lead = run.teachers[0].config
     found = matching_run_dir(results_dir, rec.run_base_name(lead), lead) if resume else None
-    if resume and found is None:
+    if resume and found is None and not quiet:
         print(f"--resume: nothing to resume ({_closest_difference(results_dir, rec.run_base_name(lead), lead)}); "
               "starting a new run", flush=True)
     if found is not None:
@@ -634,14 +642,15 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
 
 
 def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_at: int | None = None,
-                   progress: bool = True, sync_bn: bool = False,
-                   command: str | None = None) -> list[tuple[dict[str, Any], Path]]:
+                   progress: bool = True, sync_bn: bool = False, command: str | None = None,
+                   quiet: bool = False) -> list[tuple[dict[str, Any], Path]]:
     """Train one student for every smoothing variant in ``configs``; returns each variant's record and directory.
 
     ``resume``: continue the latest unfinished training with the same identifying settings (or return the
     records of a finished one) instead of starting new directories. ``stop_at``: checkpoint and stop after this
     step (a preemptible job's time limit). ``command``: the command line saved in the records (default: this
-    process's). Under torchrun every rank calls this and gets rank 0's records.
+    process's). ``quiet``: no notice when ``resume`` finds nothing to resume (sweeps, which plan that).
+    Under torchrun every rank calls this and gets rank 0's records.
     """
     if stop_at is not None and stop_at <= 0:
         raise ValueError(f"--stop-at {stop_at} must be a positive step (the run checkpoints and stops after it)")
@@ -652,7 +661,7 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
         if ranks.enabled:   # each rank on its own device under torchrun
             configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]
         run = build_run(configs, ranks, sync_bn=sync_bn)
-        dirs = ranks.from_main(lambda: open_run_dirs(run, resume, command))
+        dirs = ranks.from_main(lambda: open_run_dirs(run, resume, command, quiet))
         if all(p is not None and p.status == rec.RunStatus.FINISHED for p in dirs.previous):
             return [(p.to_dict(), d) for p, d in zip(dirs.previous, dirs.dirs, strict=True)]
         with _locked(dirs.dirs if ranks.is_main else []):

@@ -2,24 +2,77 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from ssl_bench.cli import build_parser, config_from_args, main
+from ssl_bench.cli import TEACHER_AXES, build_parser, main, parse_values, settings_from_args
+from ssl_bench.config import RunConfig, config_to_argv, flag_of, run_settings
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_main_command_defaults_to_cifar10_seed0_full_profile():
     args = build_parser().parse_args(["run", "--alg", "fixmatch", "--smooth", "sts", "--labels", "40"])
-    config = config_from_args(args)
+    config, axes = settings_from_args(args, TEACHER_AXES)
+    assert axes == {"smooth": ["sts"]}
     assert (config.dataset, config.seed, config.profile, config.p, config.m) == ("cifar10", 0, "full", 0.5, None)
-    resolved = config.resolved("cifar10", "wrn28_2")
-    assert (resolved.m, resolved.model, resolved.weight_decay, resolved.steps) == (0.999, "wrn28_2", 5e-4, 2**20)
-    assert config.resolved("cifar100", "wrn28_8").weight_decay == 1e-3
+    fixmatch = {"mu": 7, "lr": 0.03, "weight_decay": 5e-4}
+    resolved = config.resolved("cifar10", "wrn28_2", fixmatch)
+    assert (resolved.m, resolved.model, resolved.weight_decay, resolved.steps, resolved.mu) == (
+        0.999, "wrn28_2", 5e-4, 2**20, 7)
+
+
+def test_every_setting_is_reachable_from_the_command_line_and_round_trips():
+    """The parser is generated from the field table: each field has a flag, and argv -> config -> argv is exact."""
+    parser = build_parser()
+    changed = RunConfig(algorithm="mixmatch", alg_args={"alpha": "0.75"}, dataset="digits", labels=20, seed=3,
+                        split_seed=4, profile="cpu", model="tiny", strong_augment="table12", smooth="se", p=0.3,
+                        m=0.9, granularity="neuron", buffers="average", steps=10, eval_every=5, batch_size=4, mu=2,
+                        lr=0.1, momentum=0.8, weight_decay=1e-3, device="cpu", amp=True, channels_last=True,
+                        compile=True, data_root="d", download=False, results_dir="r", eval_batch_size=7,
+                        log_every=3, tensorboard=True)
+    defaults = RunConfig()
+    assert all(getattr(changed, f.name) != getattr(defaults, f.name) for f in run_settings()), "test misses a field"
+    args = parser.parse_args(["run", *config_to_argv(changed)])
+    assert settings_from_args(args, TEACHER_AXES)[0] == changed
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["run"].format_help().split())
+    assert all(flag_of(f) in help_text for f in run_settings())
+
+
+def test_only_identifying_settings_match_a_resume():
+    identity = RunConfig().identity()
+    assert {"algorithm", "seed", "labels", "lr", "amp", "steps", "eval_every", "strong_augment"} <= set(identity)
+    assert not {"log_every", "eval_batch_size", "results_dir", "data_root", "device", "download",
+                "tensorboard"} & set(identity)
+
+
+def test_comma_lists_parse_values_and_ranges():
+    field = {f.name: f for f in dataclasses.fields(RunConfig)}
+    assert parse_values(field["seed"], "0-2,5,1") == [0, 1, 2, 5]
+    assert parse_values(field["p"], "0.3, 0.5") == [0.3, 0.5]
+    with pytest.raises(ValueError, match="--seed '2-1'"):
+        parse_values(field["seed"], "2-1")
+    with pytest.raises(ValueError, match="empty element"):
+        parse_values(field["smooth"], "tma,,sts")
+
+
+def test_help_names_the_command_that_was_typed(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"], prog="ssl-bench")
+    assert capsys.readouterr().out.startswith("usage: ssl-bench")
+
+
+def test_dry_run_prints_the_reference_settings_without_data(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SSL_BENCH_DATA", str(tmp_path / "nothing"))
+    assert main(["--alg", "mixmatch", "--labels", "250", "--dataset", "cifar10", "--profile", "full",
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "mu=1" in out and "steps=1048576" in out and "batch_size=64" in out and "strong_augment=ramc" in out
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_help_lists_every_option_with_its_default(capsys):
@@ -29,7 +82,8 @@ def test_help_lists_every_option_with_its_default(capsys):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     for option in ("--alg", "--smooth", "--labels", "--dataset", "--seed", "--profile", "--p", "--m",
-                   "--granularity", "--buffers", "--resume", "--data-root", "--amp", "--compile"):
+                   "--granularity", "--buffers", "--resume", "--data-root", "--amp", "--compile", "--no-download",
+                   "--momentum", "--eval-batch-size", "--tensorboard"):
         assert option in text, option
     assert "(default: fixmatch)" in text and "(default: cifar10)" in text
 
@@ -39,26 +93,37 @@ def test_help_lists_every_option_with_its_default(capsys):
     (["--dataset", "cifar11"], "cifar11"),
     (["--labels", "41", "--dataset", "digits"], "multiple"),
     (["--alg-arg", "tau=0.9"], "valid keys"),
+    (["--alg-arg", "threshold=5"], "threshold"),
+    (["--seed", str(2**32)], "--seed"),
+    (["--stop-at", "0", "--dataset", "digits", "--labels", "20"], "--stop-at 0"),
+    (["--results-dir", "FILE", "--dataset", "digits", "--labels", "20"], "FILE"),
 ])
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path, capsys, monkeypatch, argv, expected):
     monkeypatch.setenv("SSL_BENCH_DATA", str(tmp_path / "empty"))
-    code = main([*argv, "--profile", "smoke", "--results-dir", str(tmp_path / "r"), "--no-progress"])
+    (tmp_path / "FILE").write_text("a file, not a folder")
+    argv = [a.replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    code = main(["--profile", "smoke", "--results-dir", str(tmp_path / "r"), "--no-progress", "--no-download",
+                 *argv])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and expected in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("argv", [["--smooth", "ema"], ["--profile", "huge"], ["--granularity", "row"]])
+@pytest.mark.parametrize("argv", [["--smooth", "ema"], ["--profile", "huge"], ["--granularity", "row"],
+                                  ["--smooth", "tma,ema"]])
 def test_unknown_choice_lists_the_valid_ones(capsys, argv):
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert "invalid choice" in capsys.readouterr().err
+    try:
+        code = main(argv)
+    except SystemExit as exc:   # argparse's own choices (single-value options)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and ("invalid choice" in err or "choose from" in err) and "Traceback" not in err
 
 
 def test_missing_cifar_says_how_to_get_it(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SSL_BENCH_DATA", str(tmp_path / "nothing-here"))
-    assert main(["--profile", "smoke", "--results-dir", str(tmp_path / "r")]) == 2
+    assert main(["--profile", "smoke", "--results-dir", str(tmp_path / "r"), "--no-download"]) == 2
     err = capsys.readouterr().err
-    assert "--download" in err and "--data-root" in err and "SSL_BENCH_DATA" in err
+    assert "--no-download" in err and "--data-root" in err and "SSL_BENCH_DATA" in err and "Traceback" not in err
 
 
 def test_main_command_writes_a_run(tmp_path, capsys):

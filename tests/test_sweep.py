@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -12,14 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import metric_rows
 from submitit.helpers import DelayedSubmission
-from torch import nn
 
 from ssl_bench import cli, sweep
 from ssl_bench.config import RunConfig
-from ssl_bench.smoothing import build_smoother
 from ssl_bench.train import train
 
 GRID_ARGS = ["sweep", "--alg", "fixmatch", "--smooth", "tma,sts", "--labels", "20,40", "--seeds", "0,1",
@@ -60,111 +56,53 @@ def wait_for(path: Path, timeout: float = 60.0, also: callable = lambda: True) -
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Grid expansion (pure)
+# Grid expansion and grouping (pure)
 # ---------------------------------------------------------------------------------------------------------
 
-def test_expand_grid_gives_every_combination_seed_outermost(tmp_path):
-    base = smoke(tmp_path, lr=0.01)
-    configs = sweep.expand_grid(base, {"smooth": "tma,sts", "labels": [20, 40], "seed": "0,1"})
-    assert len(configs) == 8
-    assert [(c.seed, c.labels, c.smooth) for c in configs] == [
-        (s, n, m) for s in (0, 1) for n in (20, 40) for m in ("tma", "sts")]
-    # every other field is base's
-    for c in configs:
-        assert dataclasses.replace(c, seed=0, labels=20, smooth="tma") == base
-    assert len({json.dumps(c.to_dict(), sort_keys=True) for c in configs}) == 8
+def grid_of(*argv: str) -> tuple[RunConfig, dict]:
+    args = cli.build_parser().parse_args(["sweep", *argv])
+    return cli.settings_from_args(args, cli.GRID_FIELDS)
 
 
-def test_expand_grid_ranges_and_repeated_values(tmp_path):
-    configs = sweep.expand_grid(smoke(tmp_path), {"seed": "0-2,1", "smooth": "sts,sts"})
-    assert [c.seed for c in configs] == [0, 1, 2]
-
-
-def test_expand_grid_does_not_sweep_what_a_strategy_ignores(tmp_path):
-    configs = sweep.expand_grid(smoke(tmp_path), {"smooth": "none,tma,se,sts", "p": "0.3,0.7", "m": "0.99,0.999",
-                                                  "granularity": "layer,channel"})
-    count = {s: sum(c.smooth == s for c in configs) for s in ("none", "tma", "se", "sts")}
-    assert count == {"none": 1, "tma": 2, "se": 4, "sts": 8}
-    defaults = RunConfig()
-    tma = [c for c in configs if c.smooth == "tma"]
-    assert {c.m for c in tma} == {0.99, 0.999} and {(c.p, c.granularity) for c in tma} == {(defaults.p, "layer")}
-
-
-@pytest.mark.parametrize("strategy", ["none", "tma", "se", "sts"])
-def test_smoother_reads_table_matches_the_smoothers(strategy):
-    """A value SMOOTHER_READS says a strategy ignores really changes nothing; one it reads changes the teacher."""
-    def teacher_after(**kwargs) -> torch.Tensor:
-        torch.manual_seed(0)
-        student = nn.Sequential(*(nn.Linear(6, 6) for _ in range(6)))
-        teacher = nn.Sequential(*(nn.Linear(6, 6) for _ in range(6)))
-        smoother = build_smoother(strategy, **(dict(p=0.5, m=0.9, granularity="layer") | kwargs), seed=1)
-        for _ in range(4):
-            with torch.no_grad():
-                for w in student.parameters():
-                    w.add_(torch.randn_like(w))    # the student moves between updates, as in training
-            smoother.update(teacher, student)
-        return torch.cat([t.flatten() for t in teacher.state_dict().values()])
-
-    reference = teacher_after()
-    for field_, other in (("p", 0.2), ("m", 0.5), ("granularity", "neuron")):
-        changed = not torch.equal(teacher_after(**{field_: other}), reference)
-        assert changed == (field_ in sweep.SMOOTHER_READS[strategy]), (strategy, field_)
-
-
-@pytest.mark.parametrize("axis, text, named", [
-    ("smooth", "tma,bogus", "'bogus'"), ("granularity", "layer,cell", "'cell'"), ("labels", "20,0", "0"),
-    ("labels", "20,x", "'x'"), ("seed", "0,-1", "-1"), ("seed", "3-1", "'3-1'"), ("p", "0.5,1.5", "'1.5'"),
-    ("algorithm", "fixmatch,nope", "'nope'"), ("smooth", "tma,,sts", "empty"), ("profile", "smoke", "profile"),
-])
-def test_invalid_element_is_named_with_the_choices(tmp_path, axis, text, named):
-    with pytest.raises(ValueError) as err:
-        sweep.expand_grid(smoke(tmp_path), {axis: text})
-    assert named in str(err.value)
-    if axis == "smooth" and named != "empty":
-        assert "['none', 'tma', 'se', 'sts']" in str(err.value)
-    if axis == "algorithm":
-        assert "fixmatch" in str(err.value)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------------------
-
-def test_cli_parses_the_grid(tmp_path, capsys):
-    args = cli.build_parser().parse_args([*GRID_ARGS, "--results-dir", str(tmp_path), "--lr", "0.01"])
-    base, grid = sweep.grid_from_args(args)
-    assert args.func is sweep.handle_sweep and args.executor == "local"
-    assert grid["smooth"] == ["tma", "sts"] and grid["labels"] == [20, 40] and grid["seed"] == [0, 1]
+def test_expand_grid_gives_every_combination_seed_outermost():
+    base, grid = grid_of(*GRID_ARGS[1:])
     configs = sweep.expand_grid(base, grid)
     assert len(configs) == 8
-    assert {(c.profile, c.dataset, c.algorithm, c.lr, c.results_dir) for c in configs} == {
-        ("smoke", "digits", "fixmatch", 0.01, str(tmp_path))}
-    # the whole command through main: the plan, nothing trained
-    assert cli.main([*GRID_ARGS, "--results-dir", str(tmp_path), "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "8 runs" in out and "8 new" in out and "fixmatch-sts-digits-40-s1-smoke" in out
-    assert not any(tmp_path.iterdir())
+    assert [c.seed for c in configs] == [0] * 4 + [1] * 4
+    assert {(c.labels, c.smooth) for c in configs[:4]} == {(20, "tma"), (20, "sts"), (40, "tma"), (40, "sts")}
 
 
-def test_cli_rejects_an_invalid_element_naming_it(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["sweep", "--smooth", "tma,bogus", "--dry-run"])
-    assert exit_.value.code == 2
+def test_expand_grid_ranges_repeats_and_ignored_settings():
+    base, grid = grid_of("--seeds", "0-2,1", "--smooth", "tma,sts", "--p", "0.3,0.7")
+    configs = sweep.expand_grid(base, grid)
+    # tma ignores p: one tma run per seed, two sts runs per seed
+    assert [(c.seed, c.smooth, c.p) for c in configs if c.seed == 0] == [(0, "tma", 0.5), (0, "sts", 0.3),
+                                                                          (0, "sts", 0.7)]
+    assert len(configs) == 9
+
+
+def test_expand_grid_is_linear_in_the_grid_size():
+    """100,000 seeds expand in seconds (a quadratic de-duplication would take hours)."""
+    base, _ = grid_of()
+    assert len(sweep.expand_grid(base, {"seed": list(range(100_000))})) == 100_000
+
+
+@pytest.mark.parametrize("argv, named", [(["--smooth", "tma,ema"], "ema"), (["--p", "0.5,1.5"], "1.5"),
+                                         (["--seeds", "3-1"], "3-1"), (["--labels", "x"], "'x'")])
+def test_invalid_element_is_named(capsys, argv, named):
+    assert cli.main(["sweep", *argv, "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "--smooth" in err and "'bogus'" in err and "'sts'" in err
+    assert err.startswith("error: ") and named in err and "Traceback" not in err
 
 
-def test_run_argv_reproduces_the_config(tmp_path):
-    config = smoke(tmp_path, smooth="sts", p=0.3, m=0.99, granularity="channel", seed=3, steps=12, eval_every=3,
-                   alg_args={"threshold": "0.9"}, amp=True, split_seed=7, data_root=str(tmp_path))
-    argv = sweep.run_argv(config)
-    assert argv[:2] == ["run_bench.py", "run"]
-    assert cli.config_from_args(cli.build_parser().parse_args(argv[1:])) == config
+def test_trainings_share_a_student_only_when_targets_come_from_it():
+    base, grid = grid_of("--alg", "fixmatch,mean_teacher", "--smooth", "tma,sts,se", "--seeds", "0,1")
+    groups = sweep.group_trainings(sweep.expand_grid(base, grid))
+    sizes = sorted(len(g) for g in groups)
+    assert sizes == [1] * 6 + [3, 3]     # fixmatch: 1 training per seed; mean_teacher: 1 per seed and strategy
+    for g in groups:
+        assert len({(c.algorithm, c.seed) for c in g}) == 1
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Executing: skip finished, resume unfinished
-# ---------------------------------------------------------------------------------------------------------
 
 def test_local_sweep_writes_records_and_a_second_call_trains_nothing(tmp_path, capsys):
     results = tmp_path / "results"
@@ -172,16 +110,17 @@ def test_local_sweep_writes_records_and_a_second_call_trains_nothing(tmp_path, c
     dirs = run_dirs(results)
     assert [d.name for d in dirs] == ["fixmatch-sts-digits-20-s0-smoke", "fixmatch-tma-digits-20-s0-smoke"]
     assert all(record(d)["status"] == "finished" and record(d)["steps_done"] == 8 for d in dirs)
-    # each record carries the single-run command that reproduces it, not the sweep's
-    assert record(dirs[0])["command"].startswith("python run_bench.py run --alg fixmatch --smooth sts")
+    # one training served both teachers; each record carries the command of that training, not the sweep's
+    assert record(dirs[0])["training"] == record(dirs[1])["training"] == "fixmatch-tma-digits-20-s0-smoke"
+    assert "run --dataset digits --labels 20 --profile smoke --smooth tma,sts" in record(dirs[0])["command"]
     out = capsys.readouterr().out
-    assert "2 new" in out and "teacher med20" in out
+    assert "2 runs in 1 trainings" in out and "1 new" in out and "teacher med20" in out
 
     before = snapshot(results)
     assert cli.main(sweep_args(results, "--smooth", "tma,sts", "--labels", "20")) == 0
     assert snapshot(results) == before      # nothing rewritten, no new directory
     out = capsys.readouterr().out
-    assert "2 finished (skipped), 0 unfinished (resumed), 0 new" in out
+    assert "1 finished (skipped), 0 unfinished (resumed), 0 new" in out
 
 
 def train_in_a_forked_process(config: RunConfig) -> multiprocessing.Process:
@@ -208,9 +147,12 @@ def test_interrupted_and_killed_runs_are_resumed_by_the_next_sweep_exactly(tmp_p
         if victim.is_alive():
             victim.kill()
     assert record(killed_dir)["status"] == "running" and record(killed_dir)["steps_done"] < 24, "not killed mid-run"
-    assert record(stopped_dir)["status"] == "running" and record(stopped_dir)["steps_done"] == 6
+    assert record(stopped_dir)["status"] == "interrupted" and record(stopped_dir)["steps_done"] == 6
     capsys.readouterr()
 
+    assert cli.main(sweep_args(results, *grid, "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "stale at step" in out and "interrupted at step 6/24" in out   # the killed run's holder is gone
     assert cli.main(sweep_args(results, *grid)) == 0
     assert "0 finished (skipped), 2 unfinished (resumed), 0 new" in capsys.readouterr().out
     assert run_dirs(results) == sorted([stopped_dir, killed_dir])      # resumed in place, no new directory
@@ -243,7 +185,7 @@ def preempt_job_of(run_dir: Path, log_dir: Path, smooth: str, done: threading.Ev
         time.sleep(0.02)
     for controller in child_pids(os.getpid()):   # submitit-local: controller = job id, its child = the task
         submitted = log_dir / f"{controller}_submitted.pkl"
-        if submitted.exists() and DelayedSubmission.load(submitted).function.config.smooth == smooth:
+        if submitted.exists() and DelayedSubmission.load(submitted).function.configs[0].smooth == smooth:
             for task in child_pids(controller):
                 os.kill(task, signal.SIGUSR2)
 
@@ -251,7 +193,7 @@ def preempt_job_of(run_dir: Path, log_dir: Path, smooth: str, done: threading.Ev
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the job's process through /proc")
 def test_submitit_local_sweep_runs_the_grid_and_a_preempted_job_requeues_itself(tmp_path, capsys):
     """The tma run is already finished, so the sweep submits only the sts run as a submitit job. That job is
-    preempted after its first checkpoint: submitit calls SweepJob.checkpoint() and requeues it, and the new
+    preempted after its first checkpoint: submitit calls TrainingJob.checkpoint() and requeues it, and the new
     attempt finishes the same run directory (resume=True) with the metrics of an uninterrupted run."""
     results, log_dir = tmp_path / "results", tmp_path / "logs"
     _, finished = train(smoke(tmp_path, smooth="tma", steps=24), progress=False)
@@ -268,7 +210,9 @@ def test_submitit_local_sweep_runs_the_grid_and_a_preempted_job_requeues_itself(
         watcher.join()
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "1 finished (skipped), 0 unfinished (resumed), 1 new" in out and out.count("submitit job") == 1
+    # tma and sts would share a training; tma is done, so the training serves sts only
+    assert "2 runs in 1 trainings" in out and "0 finished (skipped), 0 unfinished (resumed), 1 new" in out
+    assert out.count("submitit job") == 1
     assert run_dirs(results) == [preempted, finished]
     assert all(record(d)["status"] == "finished" and record(d)["steps_done"] == 24 for d in run_dirs(results))
     logs = "".join(p.read_text() for p in log_dir.glob("*_log.out"))
@@ -283,7 +227,7 @@ def test_one_failed_run_does_not_stop_the_sweep(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1
     assert [record(d)["status"] for d in run_dirs(results)] == ["finished"]
-    assert "1 of 2 runs did not finish" in captured.out and "labels" in captured.err.lower()
+    assert "1 of 2 runs did not finish" in captured.out and "labels" in captured.out.lower() + captured.err.lower()
 
 
 def fake_srun(tmp_path: Path, monkeypatch) -> None:
@@ -297,20 +241,31 @@ def fake_srun(tmp_path: Path, monkeypatch) -> None:
 
 def test_slurm_executor_writes_a_requeueable_job_script(tmp_path, monkeypatch):
     fake_srun(tmp_path, monkeypatch)
-    executor = sweep.make_executor("slurm", tmp_path / "logs", timeout_min=600, max_num_timeout=30, partition="gpu",
-                                   gpus_per_node=1, cpus_per_task=8, mem_gb=32, array_parallelism=16,
-                                   account="ssl", setup=["source .venv/bin/activate"])
+    options = sweep.SweepOptions(executor="slurm", timeout_min=600, max_num_timeout=30, partition="gpu",
+                                 gpus_per_node=1, cpus_per_task=8, mem_gb=32, slurm_array_parallelism=16,
+                                 account="ssl", slurm_setup=["source .venv/bin/activate"])
+    executor = sweep.make_executor(options, tmp_path / "logs")
     script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit logs", "uid")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --time=600", "#SBATCH --mem=32GB", "#SBATCH --account=ssl", "#SBATCH --ntasks-per-node=1",
                  "#SBATCH --signal=USR2@90", "source .venv/bin/activate"):
         assert line in script, line
     assert executor._executor.max_num_timeout == 30
-    # what each array task runs: the requeueable job, which pickles with its configuration
-    job = DelayedSubmission(sweep.SweepJob(smoke(tmp_path), threads=8))
+    # what each array task runs: the requeueable job, which pickles with its configurations
+    job = DelayedSubmission(sweep.TrainingJob([smoke(tmp_path)], threads=8))
     job.dump(tmp_path / "job.pkl")
-    assert DelayedSubmission.load(tmp_path / "job.pkl").function.config == smoke(tmp_path)
-    assert isinstance(job.function.checkpoint().function, sweep.SweepJob)
+    assert DelayedSubmission.load(tmp_path / "job.pkl").function.configs == [smoke(tmp_path)]
+    assert isinstance(job.function.checkpoint().function, sweep.TrainingJob)
+
+
+def test_submitit_missing_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "submitit" else real_import(name, *a, **k))
+    assert cli.main(sweep_args(tmp_path / "results", "--executor", "submitit-local")) == 2
+    assert "pip install 'ssl-bench[cluster]'" in capsys.readouterr().err
 
 
 def test_slurm_without_slurm_is_a_clear_error(tmp_path, monkeypatch, capsys):
