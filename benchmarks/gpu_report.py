@@ -93,6 +93,7 @@ from bench_step import (  # noqa: E402  (the step benchmark's runs, paths and cl
 from ssl_bench import results as rec  # noqa: E402
 from ssl_bench.augment import strong_augment, weak_augment  # noqa: E402
 from ssl_bench.config import RunConfig  # noqa: E402
+from ssl_bench.evaluate import accuracy  # noqa: E402
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES  # noqa: E402
 from ssl_bench.train import Run, build_run, evaluate, next_batch, training_step  # noqa: E402
 
@@ -481,9 +482,18 @@ def smoothing_section(report: Report, bench: ModelBench) -> None:
 def teachers_section(report: Report, bench: ModelBench) -> None:
     """One training with N teachers, as the loop runs it (``build_run`` with N smoothing variants): a
     ``training_step`` (the student's step + N ``Smoother.update`` calls) and an ``evaluate`` (N teachers'
-    and the student's accuracy on the test set, with the Figure-3 snapshots)."""
+    and the student's accuracy on the test set, with the Figure-3 snapshots); and the building block of
+    the latter, one teacher's evaluation pass over the test set."""
     s, sync, clock = bench.settings, bench.sync, time.perf_counter
     out: dict[str, Any] = {"teachers": list(TEACHER_STRATEGIES), "eval_every": EVAL_EVERY, "n": {}}
+    shared = bench.shared_run()
+
+    def one_teacher_evaluation() -> None:
+        accuracy(shared.teachers[0].model, shared.x_test, shared.y_test, shared.config.eval_batch_size,
+                 shared.prepare)
+
+    one_eval_s = median_time(one_teacher_evaluation, s.eval_repeats, sync, clock)
+    out["one_teacher_evaluation_ms"] = one_eval_s * 1e3
     for n in TEACHER_COUNTS:
         if n == 1:
             run = bench.shared_run()      # the base configuration's one teacher: tma
@@ -502,6 +512,7 @@ def teachers_section(report: Report, bench: ModelBench) -> None:
         out["test_images"] = len(run.x_test)
         out["n"][str(n)] = {"step_ms": step_s * 1e3, "evaluate_ms": eval_s * 1e3,
                             "step_plus_evaluate_ms": (step_s + eval_s) * 1e3,
+                            "step_plus_teacher_evaluations_ms": (step_s + n * one_eval_s) * 1e3,
                             "projected_2p20_s": projected, "projected_2p20": duration(projected)}
         r = out["n"][str(n)]
         print(f"teachers {bench.role:<8} N={n}: step + {n} smoother updates {r['step_ms']:8.1f} ms; "
@@ -514,6 +525,9 @@ def teachers_section(report: Report, bench: ModelBench) -> None:
     out["separate_trainings_2p20_s"] = n_max * one["projected_2p20_s"]
     out["one_training_vs_separate"] = many["projected_2p20_s"] / out["separate_trainings_2p20_s"]
     report.data["teachers"][bench.role] = out
+    sums = ", ".join(f"N={n} {r['step_plus_teacher_evaluations_ms']:.1f} ms" for n, r in out["n"].items())
+    print(f"teachers {bench.role:<8} one teacher's evaluation pass {one_eval_s * 1e3:.1f} ms; 1 step + N "
+          f"updates + N teacher evaluations: {sums}", flush=True)
     print(f"teachers {bench.role:<8} {n_max} teachers in one training: {many['projected_2p20']}; {n_max} "
           f"trainings of one: {duration(out['separate_trainings_2p20_s'])} "
           f"({out['one_training_vs_separate']:.2f}x)", flush=True)

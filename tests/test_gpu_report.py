@@ -92,6 +92,9 @@ def test_quick_report_measures_every_figure(tmp_path):
         for r in teachers["n"].values():
             assert all(positive(r[k]) for k in ("step_ms", "evaluate_ms", "projected_2p20_s"))
             assert r["step_plus_evaluate_ms"] == pytest.approx(r["step_ms"] + r["evaluate_ms"])
+        for n, r in teachers["n"].items():   # 1 step + N smoother updates + N teacher evaluations
+            one_eval = teachers["one_teacher_evaluation_ms"]
+            assert r["step_plus_teacher_evaluations_ms"] == pytest.approx(r["step_ms"] + int(n) * one_eval)
             per_step = (r["step_ms"] + r["evaluate_ms"] / teachers["eval_every"]) / 1e3
             assert r["projected_2p20_s"] == pytest.approx(2**20 * per_step)
         one = teachers["n"]["1"]["projected_2p20_s"]
