@@ -8,8 +8,11 @@
   the mean squared difference of the teacher's parameters (left) and of its softmax outputs (right)
   between consecutive evaluations, ``teacher_param_msd`` and ``teacher_output_msd`` of ``metrics.csv``,
   on a log y-scale.
+* ``plot_rows``: the leaderboard's cells for one algorithm, dataset and label budget, one column per row
+  (mean ± sample std over seeds, each seed a dot): the Table-4 view of an ablation (strategy x granularity
+  x p), with the ``supervised`` baseline beside it when it was run. One figure per section.
 
-Both read ``metrics.csv`` (columns in ``docs/CONTRACTS.md``); empty or non-numeric values (the first row's
+The first two read ``metrics.csv`` (columns in ``docs/CONTRACTS.md``); empty or non-numeric values (the first row's
 msd columns, a line still being written) are skipped.
 """
 
@@ -29,7 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.leaderboard import (
+    STATS,
+    SUPERVISED,
     LeaderboardError,
+    build_leaderboard,
     group_finished,
     load_runs,
     row_key,
@@ -173,6 +179,38 @@ def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, datas
     return written
 
 
+def plot_rows(results_dir: str | os.PathLike = "results", *, alg: str, dataset: str, labels: int,
+              profile: str | None = None, stat: str = "median", out_dir: str | os.PathLike) -> list[Path]:
+    """Each leaderboard row of ``alg`` (and ``supervised``) at ``labels``: mean ± std over seeds, seeds as dots."""
+    board = build_leaderboard(results_dir, stat=stat, profile=profile, dataset=dataset)
+    written = []
+    for section in board.sections:
+        rows = [r for r in section.rows if r.key.algorithm in (alg, SUPERVISED) and labels in r.cells]
+        if not any(r.key.algorithm == alg for r in rows):
+            continue
+        fig, (ax,) = _figure(1)
+        fig.set_size_inches(max(5.2, 0.6 * len(rows) + 2), 4.5)
+        for x, row in enumerate(rows):
+            cell = row.cells[labels]
+            color = "0.5" if row.key.algorithm == SUPERVISED else "C0"
+            # Points, not bars: an ablation's differences are small, and bars must start at 0 to be honest.
+            ax.errorbar(x, cell.mean, yerr=cell.std or 0.0, fmt="o", color=color, capsize=4)
+            ax.plot([x + 0.15] * cell.n, cell.values, ".", color="k", alpha=0.5, markersize=4)
+        ax.set_xticks(range(len(rows)), [f"{r.label} (n={r.cells[labels].n})" for r in rows], rotation=45,
+                      ha="right", fontsize="small")
+        ax.set_ylabel(f"top-1 accuracy (%), {board.stat}")
+        ax.grid(axis="y", alpha=0.3)
+        fig.suptitle(f"{alg}, {labels} labels — {section_title(section.key)}\n"
+                     "mean ± sample std over seeds; dots: seeds",
+                     fontsize="medium")
+        name = _slug("rows", alg, dataset, labels, section.key.profile, section.key.model, section.key.steps)
+        written.append(_save(fig, Path(out_dir) / f"{name}.png"))
+    if not written:
+        raise PlotError(f"no finished runs of algorithm={alg!r} dataset={dataset!r} labels={labels}"
+                        + (f" profile={profile!r}" if profile else "") + f" in {results_dir}/*/{RECORD_FILE}")
+    return written
+
+
 def resolve_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = "results") -> Path:
     """A run directory from a path or a run id (looked up in ``results_dir``)."""
     candidates = [Path(spec), Path(results_dir) / str(spec)]
@@ -260,11 +298,16 @@ def _smoothness_main(args: argparse.Namespace) -> int:
     return _run_plot(lambda: plot_smoothness(args.run, results_dir=args.results_dir, out_dir=args.out))
 
 
+def _rows_main(args: argparse.Namespace) -> int:
+    return _run_plot(lambda: plot_rows(args.results_dir, alg=args.alg, dataset=args.dataset, labels=args.labels,
+                                       profile=args.profile, stat=args.stat, out_dir=args.out))
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plot accuracy`` and ``plot smoothness``; each sets ``func(args) -> int``."""
     plot = subparsers.add_parser("plot", help="PNG figures from run directories",
                                  description="PNG figures from run directories (metrics.csv).")
-    kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness}")
+    kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness,rows}")
 
     acc = kinds.add_parser("accuracy",
                            help="teacher and student top-1 vs step, one line per smoothing strategy",
@@ -287,3 +330,16 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     sm.add_argument("--results-dir", default="results", help="where run ids are looked up (default: results)")
     sm.add_argument("--out", required=True, help="folder for the PNG file")
     sm.set_defaults(func=_smoothness_main)
+
+    rows = kinds.add_parser("rows", help="each leaderboard row's mean ± std (the Table-4 view of an ablation)",
+                            description="The leaderboard's cells for one algorithm, dataset and label budget "
+                            "(mean ± sample std over seeds, seeds as dots), with the supervised baseline; one "
+                            "PNG per section (profile, dataset, model, steps).")
+    rows.add_argument("--alg", required=True, help="algorithm name, e.g. fixmatch")
+    rows.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
+    rows.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
+    rows.add_argument("--profile", help="only this profile (default: one figure per section)")
+    rows.add_argument("--stat", choices=tuple(STATS), default="median", help="median (default) or best")
+    rows.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    rows.add_argument("--out", required=True, help="folder for the PNG files")
+    rows.set_defaults(func=_rows_main)

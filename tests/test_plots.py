@@ -129,3 +129,25 @@ def test_cli_compare_without_alg_reports_every_algorithm(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "## supervised, fixmatch, 40 labels" in out
     assert "| fixmatch · tma − supervised · tma | 2 | +10.50 | 0.71 |" in out
+
+
+def test_plot_rows_draws_each_row_with_the_supervised_baseline(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    for seed in range(2):
+        write_run(results, algorithm="supervised", alg_args={}, mu=1, seed=seed, median=40.0)
+        for granularity in ("layer", "channel", "neuron"):
+            write_run(results, smooth="sts", granularity=granularity, seed=seed, median=50.0 + seed)
+    write_run(results, algorithm="mixmatch", seed=0, median=45.0)   # another algorithm: not drawn
+    (path,) = plots.plot_rows(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+    assert path.name == "rows-fixmatch-cifar10_subset-40-cpu-wrn28_2-2000.png" and is_png(path)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.plot_rows(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+    (ax,) = drawn[0].axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "supervised · tma (n=2)", "fixmatch · sts (n=2)", "fixmatch · sts (channel) (n=2)",
+        "fixmatch · sts (neuron) (n=2)"]
+    means = [float(c.lines[0].get_ydata()[0]) for c in ax.containers]
+    assert means == [40.0, 50.5, 50.5, 50.5]
+    with pytest.raises(plots.PlotError, match="no finished runs of algorithm='uda'"):
+        plots.plot_rows(results, alg="uda", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
