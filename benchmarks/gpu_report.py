@@ -106,6 +106,9 @@ SECTION_KINDS = ("steps", "augment", "smoothing", "teachers")
 STRONG_TARGET_PER_S = 100_000   # issue 15: >= 100,000 strong images/s on an H100-class GPU
 SHARE_TARGET = 0.02             # issue 15: a smoothing update costs < 2 % of a step at any granularity
 NEURON_VS_EMA_TARGET = 3.0      # issue 15: neuron-wise update <= 3x a fused EMA over the same tensors
+FAST_VS_PLAIN_TARGET = 5.0      # README, Measured performance: the fast path >= 5x the plain path on a GPU
+PROTOCOL_HOURS_TARGET = {"wrn28_2": 2.0}   # README: the full WRN-28-2 protocol in under 2 GPU-hours
+TEACHERS_COST_TARGET = 1.25     # issue 13: 4 teachers in one training cost <= 1.25x a one-teacher training
 TEACHER_COUNTS = (1, 4)
 # The teachers, the first N of them: one per smoothing strategy (what a training that compares them holds),
 # with the run's p, m and granularity; N = 1 is FixMatch's EMA teacher.
@@ -524,17 +527,39 @@ def teachers_section(report: Report, bench: ModelBench) -> None:
     one, many = out["n"]["1"], out["n"][str(n_max)]
     out["separate_trainings_2p20_s"] = n_max * one["projected_2p20_s"]
     out["one_training_vs_separate"] = many["projected_2p20_s"] / out["separate_trainings_2p20_s"]
+    out["vs_one_teacher"] = many["projected_2p20_s"] / one["projected_2p20_s"]
+    out["vs_one_teacher_target"] = TEACHERS_COST_TARGET
+    out["vs_one_teacher_verdict"] = "met" if out["vs_one_teacher"] <= TEACHERS_COST_TARGET else "missed"
     report.data["teachers"][bench.role] = out
     sums = ", ".join(f"N={n} {r['step_plus_teacher_evaluations_ms']:.1f} ms" for n, r in out["n"].items())
     print(f"teachers {bench.role:<8} one teacher's evaluation pass {one_eval_s * 1e3:.1f} ms; 1 step + N "
           f"updates + N teacher evaluations: {sums}", flush=True)
     print(f"teachers {bench.role:<8} {n_max} teachers in one training: {many['projected_2p20']}; {n_max} "
           f"trainings of one: {duration(out['separate_trainings_2p20_s'])} "
-          f"({out['one_training_vs_separate']:.2f}x)", flush=True)
+          f"({out['one_training_vs_separate']:.2f}x); {out['vs_one_teacher']:.2f}x one teacher's training, "
+          f"target <= {TEACHERS_COST_TARGET}x: {out['vs_one_teacher_verdict']}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Summary
+
+
+def step_verdicts(entry: dict[str, Any], role: str) -> dict[str, Any] | None:
+    """The fastest fast-path case of a model against the README's targets (None if nothing was measured)."""
+    fast = {k: v for k, v in entry["cases"].items() if k != "plain" and v.get("status") == "ok"}
+    if not fast:
+        return None
+    best = max(fast, key=lambda k: fast[k]["steps_per_s"])
+    out: dict[str, Any] = {"fastest": best, "steps_per_s": fast[best]["steps_per_s"],
+                           "protocol_hours": fast[best]["projected_2p20_s"] / 3600}
+    if "vs_plain" in fast[best]:
+        out.update(vs_plain=fast[best]["vs_plain"], vs_plain_target=FAST_VS_PLAIN_TARGET,
+                   vs_plain_verdict="met" if fast[best]["vs_plain"] >= FAST_VS_PLAIN_TARGET else "missed")
+    if role in PROTOCOL_HOURS_TARGET:
+        hours = PROTOCOL_HOURS_TARGET[role]
+        out.update(protocol_hours_target=hours,
+                   protocol_hours_verdict="met" if out["protocol_hours"] <= hours else "missed")
+    return out
 
 
 def summary(report: Report) -> str:
@@ -558,6 +583,18 @@ def summary(report: Report) -> str:
             lines.append(f"| {role} | {case} | {r['label']} | {r['steps_per_s']:.2f} | {r['step_ms']:.1f} "
                          f"| {vs} | {r['projected_2p20']} | {peak} |")
     lines.append("")
+    for role, entry in d["steps"].items():
+        v = entry.get("verdicts")
+        if v is None:
+            continue
+        line = f"steps {role}: fastest {v['fastest']}, {v['steps_per_s']:.2f} steps/s"
+        if "vs_plain" in v:
+            line += (f"; {v['vs_plain']:.2f}x plain, target >= {FAST_VS_PLAIN_TARGET:.0f}x: "
+                     f"{v['vs_plain_verdict']}")
+        if "protocol_hours_target" in v:
+            line += (f"; 2^20 steps in {v['protocol_hours']:.1f} h, target <= "
+                     f"{v['protocol_hours_target']:.0f} h: {v['protocol_hours_verdict']}")
+        lines.append(line)
     if d.get("augment"):
         a = d["augment"]
         rows = "; ".join(f"batch {r['batch']}: weak {r['weak_images_per_s']:,.0f}, strong "
@@ -572,8 +609,9 @@ def summary(report: Report) -> str:
     for role, t in d["teachers"].items():
         n = str(TEACHER_COUNTS[-1])
         lines.append(f"teachers {role}: 2^20 steps with 1 teacher {t['n']['1']['projected_2p20']}, with {n} "
-                     f"{t['n'][n]['projected_2p20']} ({t['one_training_vs_separate']:.2f}x the time of {n} "
-                     "trainings)")
+                     f"{t['n'][n]['projected_2p20']}: {t['vs_one_teacher']:.2f}x, target <= "
+                     f"{TEACHERS_COST_TARGET}x: {t['vs_one_teacher_verdict']} "
+                     f"({t['one_training_vs_separate']:.2f}x the time of {n} trainings)")
     if d["skipped"]:
         lines.append("skipped: " + "; ".join(f"{k} ({d['sections'][k].get('reason')})" for k in d["skipped"]))
     if d["failed"]:
@@ -695,6 +733,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for bench in benches:   # last: compiling takes a minute or more per case
             if "steps" in want:
                 steps_section(report, bench, [c for c in args.cases if c in COMPILE_CASES], budget)
+    for role, entry in report.data["steps"].items():
+        entry["verdicts"] = step_verdicts(entry, role)
     report.data.update(finished=rec.now_iso(), wall_s=round(time.perf_counter() - t0, 1))
     report.write()
     print(summary(report), flush=True)

@@ -75,6 +75,11 @@ def test_quick_report_measures_every_figure(tmp_path):
             assert r["peak_memory_gib"] is None   # CUDA only
         assert entry["cases"]["plain"]["vs_plain"] == pytest.approx(1.0)
         assert entry["cases"]["compile"]["compile_backend"] == "eager"
+        verdicts = entry["verdicts"]   # the fastest fast case against the README's targets
+        fastest = max(CASES[1:], key=lambda c: entry["cases"][c]["steps_per_s"])
+        assert verdicts["fastest"] == fastest and verdicts["vs_plain"] == entry["cases"][fastest]["vs_plain"]
+        assert verdicts["vs_plain_verdict"] == ("met" if verdicts["vs_plain"] >= 5 else "missed")
+        assert ("protocol_hours_verdict" in verdicts) == (role == "wrn28_2")
 
         smoothing = report["smoothing"][role]
         pairs = {(r["strategy"], r["granularity"]) for r in smoothing["rows"]}
@@ -99,6 +104,7 @@ def test_quick_report_measures_every_figure(tmp_path):
             assert r["projected_2p20_s"] == pytest.approx(2**20 * per_step)
         one = teachers["n"]["1"]["projected_2p20_s"]
         assert teachers["separate_trainings_2p20_s"] == pytest.approx(4 * one)
+        assert teachers["vs_one_teacher"] == pytest.approx(teachers["n"]["4"]["projected_2p20_s"] / one)
 
     rows = report["augment"]["rows"]
     assert [r["batch"] for r in rows] == [8, 64]
