@@ -18,7 +18,8 @@ order they run (cheap and most asked-for first; torch.compile last, as compiling
      autocast, torch.compile) and all three together. Each case runs alone on the device, its warm-up steps
      are excluded and every step is bracketed by ``torch.cuda.synchronize``; with the projected wall time of
      a 2^20-step run and the case's peak GPU memory (``torch.cuda.max_memory_allocated``, reset before the
-     case is built).
+     case is built). Targets (README): the fastest fast case >= 5x the plain path; the WRN-28-2 protocol in
+     <= 2 hours.
    * smoothing: one ``Smoother.update`` for every strategy (none / tma / se / sts) x granularity (layer /
      channel / neuron), in ms and as a share of a fast-path fp32 step; targets: < 2 % of a step at any
      granularity, neuron-wise <= 3x a fused EMA (one ``torch._foreach_lerp_`` over the same tensors, timed in
@@ -26,8 +27,9 @@ order they run (cheap and most asked-for first; torch.compile last, as compiling
    * teachers: the cost of N teachers in one training, N = 1 and 4 (tma; tma, sts, se, none), as the loop
      runs it (``build_run`` with N smoothing variants): one ``training_step`` (the student's step + N
      ``Smoother.update`` calls) and one ``evaluate`` (N teachers and the student on the test set, 10,000
-     images); with an evaluation every 1024 steps, the projected 2^20-step wall time of one training with N
-     teachers against N trainings with one.
+     images), and one teacher's evaluation pass alone; with an evaluation every 1024 steps, the projected
+     2^20-step wall time of one training with N teachers, against one with one teacher (target, issue 13:
+     <= 1.25x for N = 4) and against N trainings.
 
 Every case and section guards its own failure: one that fails (say, torch.compile without a working triton)
 is reported with its error line and the rest is still measured. ``--budget-s`` (default 480) bounds the whole
