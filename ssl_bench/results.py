@@ -29,6 +29,7 @@ import torch
 
 import ssl_bench
 from ssl_bench import lock
+from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
 
 # The files of a run directory (docs/CONTRACTS.md).
 RECORD_FILE = "record.json"
@@ -102,7 +103,12 @@ def read_json(path: Path) -> Any:
 
 def run_base_name(config: Any) -> str:
     """Human-readable stem of a run directory: algorithm, smoothing, data, budget, seed and profile."""
-    smooth = config.smooth if config.granularity == "layer" else f"{config.smooth}_{config.granularity}"
+    reads = STRATEGY_PARAMETERS.get(config.smooth, ())
+    smooth = config.smooth
+    if "granularity" in reads and config.granularity != PARAMETER_DEFAULTS["granularity"]:
+        smooth += f"_{config.granularity}"
+    if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
+        smooth += f"_p{config.p}"
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
     algorithm = Path(config.algorithm).stem
     return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
