@@ -247,9 +247,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_sweep_options(sweep)
     sweep.set_defaults(func=_sweep)
 
-    from ssl_bench import leaderboard, plots
+    from ssl_bench import leaderboard_cli, plots
 
-    leaderboard.add_subcommands(sub)
+    leaderboard_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
     return parser
 

@@ -456,10 +456,3 @@ def build_leaderboard(results_dir: str | os.PathLike = "results", *, stat: str =
     return Leaderboard(key, sections, not_counted, problems, num_records,
                        leaderboard_command(results_dir, key, profile, dataset), str(results_dir))
 
-
-def add_subcommands(subparsers: Any) -> None:
-    """Transitional alias of ``ssl_bench.leaderboard_cli.add_subcommands`` until ssl_bench/cli.py calls it."""
-    # The commands build on this module, hence the import at use; the alias goes when cli.py switches.
-    from ssl_bench import leaderboard_cli
-
-    leaderboard_cli.add_subcommands(subparsers)
