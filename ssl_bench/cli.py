@@ -1,4 +1,4 @@
-"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``plot`` and ``sweep``.
+"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``plot``, ``sweep`` and ``quickstart``.
 
     ssl-bench --alg fixmatch --smooth sts --labels 40            (or: python run_bench.py ...)
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
 
-SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep")
+SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep", "quickstart")
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
 # of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
 GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
@@ -247,10 +247,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_sweep_options(sweep)
     sweep.set_defaults(func=_sweep)
 
-    from ssl_bench import leaderboard_cli, plots
+    from ssl_bench import leaderboard_cli, plots, quickstart
 
     leaderboard_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
+    quickstart.add_subcommand(sub)
     return parser
 
 

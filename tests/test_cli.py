@@ -162,3 +162,15 @@ def test_plugin_dropped_into_algorithms_folder_runs_by_name(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["--alg", "entropy_min_here", "--labels", "20", "--dataset", "digits", "--profile", "smoke",
                  "--results-dir", "r", "--no-progress"]) == 0
+
+
+def test_quickstart_trains_both_and_prints_the_gain(tmp_path, capsys):
+    """The README's quick start, on a shortened budget (its full form is quoted in the README)."""
+    assert main(["quickstart", "--steps", "16", "--results-dir", str(tmp_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "supervised (labels only)" in out and "fixmatch" in out and "gain from unlabelled data" in out
+    records = {json.loads((d / "record.json").read_text())["algorithm"]: d for d in tmp_path.iterdir()}
+    assert set(records) == {"supervised", "fixmatch"}
+    teacher = {a: json.loads((d / "record.json").read_text())["results"]["teacher_median_last20"]
+               for a, d in records.items()}
+    assert f"{teacher['fixmatch'] - teacher['supervised']:+.1f}" in out
