@@ -231,11 +231,17 @@ def timed(fn: Callable[[], object], sync: Callable[[], None], clock: Callable[[]
     return clock() - t0
 
 
-def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None],
-                clock: Callable[[], float]) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after one untimed call."""
+def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None], clock: Callable[[], float],
+                stop: Callable[[], bool] | None = None) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one untimed call; fewer (at least one) if
+    ``stop()`` turns true after a call (a time budget running out)."""
     fn()  # warm-up (builds the smoother's plan, allocates buffers)
-    return statistics.median(timed(fn, sync, clock) for _ in range(repeats))
+    times = []
+    for _ in range(repeats):
+        times.append(timed(fn, sync, clock))
+        if stop is not None and stop():
+            break
+    return statistics.median(times)
 
 
 def fused_ema(teacher: torch.nn.Module, student: torch.nn.Module, m: float) -> Callable[[], None]:

@@ -179,8 +179,11 @@ class Budget:
     def left(self) -> float:
         return self.deadline - time.perf_counter()
 
+    def out(self) -> bool:
+        return self.left() <= 0
+
     def check(self, where: str) -> None:
-        if self.left() <= 0:
+        if self.out():
             raise OutOfBudget(f"the {self.seconds:.0f} s budget ran out {where}")
 
 
@@ -298,17 +301,19 @@ class ModelBench:
     shared: Run | None = None
     shared_step_times: list[float] = field(default_factory=list)
 
-    def shared_run(self) -> Run:
+    def shared_run(self, budget: Budget) -> Run:
         """A fast fp32 run for the smoothing and teachers sections, past its warm-up, with its step times."""
         if self.shared is None:
             run = fast_contender(self.base, "fp32").run
             s = self.settings
             for _ in range(s.warmup):
                 training_step(run, next_batch(run))
-            steps = max(s.steps // 3, MIN_TIMED_STEPS)
-            self.shared_step_times = [timed(lambda: training_step(run, next_batch(run)), self.sync,
-                                            time.perf_counter) for _ in range(steps)]
-            self.shared = run
+                budget.check(f"in the warm-up of {self.role}'s fp32 run")
+            times = []
+            for _ in range(max(s.steps // 3, MIN_TIMED_STEPS)):
+                times.append(timed(lambda: training_step(run, next_batch(run)), self.sync, time.perf_counter))
+                budget.check(f"in the reference steps of {self.role}'s fp32 run")
+            self.shared, self.shared_step_times = run, times
         return self.shared
 
     def release(self) -> None:
@@ -357,7 +362,7 @@ def measure_case(bench: ModelBench, case: str, budget: Budget) -> dict[str, Any]
                 stopped_by = "case time cap"
                 break
     # The input path alone, fewer calls: a plain batch takes a large part of a second of Pillow work.
-    input_s = median_time(contender.make_batch, max(MIN_TIMED_STEPS, s.repeats // 6), sync, clock)
+    input_s = median_time(contender.make_batch, max(MIN_TIMED_STEPS, s.repeats // 6), sync, clock, budget.out)
     peak = torch.cuda.max_memory_allocated(bench.device) if bench.device.type == "cuda" else None
     step_s = statistics.median(times)
     projected = PROTOCOL_STEPS * step_s
@@ -450,8 +455,8 @@ def augment_section(report: Report, bench: ModelBench) -> None:
                               "strong_per_s_at_step_batch": at_step, "verdict": verdict}
 
 
-def smoothing_section(report: Report, bench: ModelBench) -> None:
-    run = bench.shared_run()
+def smoothing_section(report: Report, bench: ModelBench, budget: Budget) -> None:
+    run = bench.shared_run(budget)
     c = run.config
     step_s = statistics.median(bench.shared_step_times)
     teacher = copy.deepcopy(run.student)
@@ -484,24 +489,28 @@ def smoothing_section(report: Report, bench: ModelBench) -> None:
           flush=True)
 
 
-def teachers_section(report: Report, bench: ModelBench) -> None:
+def teachers_section(report: Report, bench: ModelBench, budget: Budget) -> None:
     """One training with N teachers, as the loop runs it (``build_run`` with N smoothing variants): a
     ``training_step`` (the student's step + N ``Smoother.update`` calls) and an ``evaluate`` (N teachers'
     and the student's accuracy on the test set, with the Figure-3 snapshots); and the building block of
-    the latter, one teacher's evaluation pass over the test set."""
+    the latter, one teacher's evaluation pass over the test set. The figures are kept as they come; the
+    budget is checked between them."""
     s, sync, clock = bench.settings, bench.sync, time.perf_counter
     out: dict[str, Any] = {"teachers": list(TEACHER_STRATEGIES), "eval_every": EVAL_EVERY, "n": {}}
-    shared = bench.shared_run()
+    report.data["teachers"][bench.role] = out
+    shared = bench.shared_run(budget)
 
     def one_teacher_evaluation() -> None:
         accuracy(shared.teachers[0].model, shared.x_test, shared.y_test, shared.config.eval_batch_size,
                  shared.prepare)
 
-    one_eval_s = median_time(one_teacher_evaluation, s.eval_repeats, sync, clock)
+    out_of_time = budget.out   # repeated timings keep what they have when the budget runs out
+    one_eval_s = median_time(one_teacher_evaluation, s.eval_repeats, sync, clock, out_of_time)
     out["one_teacher_evaluation_ms"] = one_eval_s * 1e3
     for n in TEACHER_COUNTS:
+        budget.check(f"before the teachers of {bench.role}, N = {n}")
         if n == 1:
-            run = bench.shared_run()      # the base configuration's one teacher: tma
+            run = shared      # the base configuration's one teacher: tma
         else:
             run = build_run([dataclasses.replace(bench.base, smooth=strategy)
                              for strategy in TEACHER_STRATEGIES[:n]])
@@ -511,8 +520,10 @@ def teachers_section(report: Report, bench: ModelBench) -> None:
             raise RuntimeError(f"build_run made teachers {[t.key for t in run.teachers]} of "
                                f"{list(TEACHER_STRATEGIES[:n])}")
         repeats = max(s.repeats // 3, MIN_TIMED_STEPS)
-        step_s = median_time(lambda run=run: training_step(run, next_batch(run)), repeats, sync, clock)
-        eval_s = median_time(lambda run=run: evaluate(run), s.eval_repeats, sync, clock)
+        step_s = median_time(lambda run=run: training_step(run, next_batch(run)), repeats, sync, clock,
+                             out_of_time)
+        budget.check(f"before the evaluations of {bench.role}, N = {n}")
+        eval_s = median_time(lambda run=run: evaluate(run), s.eval_repeats, sync, clock, out_of_time)
         projected = PROTOCOL_STEPS * (step_s + eval_s / EVAL_EVERY)
         out["test_images"] = len(run.x_test)
         out["n"][str(n)] = {"step_ms": step_s * 1e3, "evaluate_ms": eval_s * 1e3,
@@ -532,7 +543,6 @@ def teachers_section(report: Report, bench: ModelBench) -> None:
     out["vs_one_teacher"] = many["projected_2p20_s"] / one["projected_2p20_s"]
     out["vs_one_teacher_target"] = TEACHERS_COST_TARGET
     out["vs_one_teacher_verdict"] = "met" if out["vs_one_teacher"] <= TEACHERS_COST_TARGET else "missed"
-    report.data["teachers"][bench.role] = out
     sums = ", ".join(f"N={n} {r['step_plus_teacher_evaluations_ms']:.1f} ms" for n, r in out["n"].items())
     print(f"teachers {bench.role:<8} one teacher's evaluation pass {one_eval_s * 1e3:.1f} ms; 1 step + N "
           f"updates + N teacher evaluations: {sums}", flush=True)
@@ -609,6 +619,8 @@ def summary(report: Report) -> str:
                      f"{sm['neuron_vs_fused_ema_of']} {sm['neuron_vs_fused_ema']:.2f}x a fused EMA, "
                      f"target <= {NEURON_VS_EMA_TARGET:.0f}x: {sm['neuron_verdict']}")
     for role, t in d["teachers"].items():
+        if "vs_one_teacher" not in t:   # cut short by the budget: its figures are in the JSON
+            continue
         n = str(TEACHER_COUNTS[-1])
         lines.append(f"teachers {role}: 2^20 steps with 1 teacher {t['n']['1']['projected_2p20']}, with {n} "
                      f"{t['n'][n]['projected_2p20']}: {t['vs_one_teacher']:.2f}x, target <= "
@@ -727,10 +739,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 steps_section(report, bench, [c for c in args.cases if c not in COMPILE_CASES], budget)
             if "smoothing" in want:
                 guarded(report, f"smoothing:{bench.role}", s.needs_s["smoothing"], budget,
-                        lambda b=bench: smoothing_section(report, b))
+                        lambda b=bench: smoothing_section(report, b, budget))
             if "teachers" in want:
                 guarded(report, f"teachers:{bench.role}", s.needs_s["teachers"], budget,
-                        lambda b=bench: teachers_section(report, b))
+                        lambda b=bench: teachers_section(report, b, budget))
             bench.release()
         for bench in benches:   # last: compiling takes a minute or more per case
             if "steps" in want:
