@@ -355,7 +355,7 @@ def measure_case(bench: ModelBench, case: str, budget: Budget) -> dict[str, Any]
     for _ in range(s.steps):
         times.append(timed(contender.step, sync, clock))
         if len(times) >= min(MIN_TIMED_STEPS, s.steps):
-            if budget.left() <= 0:
+            if budget.out():
                 stopped_by = "budget"
                 break
             if sum(times) >= s.case_s:
