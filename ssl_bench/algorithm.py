@@ -32,6 +32,7 @@ directory or by path (``--alg path/to/my_alg.py``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -208,9 +209,16 @@ def _builtin_package() -> Any:
 
 def builtin_algorithms() -> dict[str, Path]:
     """Names of the built-in algorithms (reserved) and their files, without importing them."""
+    return dict(_builtin_algorithms())
+
+
+@functools.cache
+def _builtin_algorithms() -> tuple[tuple[str, Path], ...]:
+    # The installed package does not change while a process runs; listing it costs milliseconds, and a sweep
+    # asks once per planned training.
     package = _builtin_package()
-    return {m.name: Path(package.__path__[0]) / f"{m.name}.py"
-            for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+    return tuple((m.name, Path(package.__path__[0]) / f"{m.name}.py")
+                 for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
 
 
 def _check_views(views: Any, where: str, owner: str) -> None:

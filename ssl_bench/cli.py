@@ -9,12 +9,17 @@ help and valid values are declared there once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
+import signal
 import sys
-from collections.abc import Collection, Sequence
+import threading
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
+
+import torch
 
 from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
 
@@ -269,14 +274,38 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         argv = ["run", *argv]
     args = build_parser(prog).parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: the run is recorded as interrupted; continue it with --resume", file=sys.stderr)
+        with _sigterm_as_interrupt():
+            return args.func(args)
+    except KeyboardInterrupt as exc:
+        print(str(exc) if str(exc) else "interrupted", file=sys.stderr)
         return 130
+    except torch.OutOfMemoryError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        print(f"error: out of memory ({first}); the run is recorded as failed: lower --batch-size or "
+              "--eval-batch-size, or use a device with more memory, then start it again", file=sys.stderr)
+        return 2
     except _user_errors() as exc:
         # A failure the user can fix: the message names the value or file and the fix; a bug keeps its traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (a plain `kill`, a scheduler's stop) ends it like Ctrl-C: the run is
+    recorded as interrupted. The previous handler is restored afterwards (no lasting process-wide change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

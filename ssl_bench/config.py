@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,14 +175,19 @@ class RunConfig:
                 continue
             if meta["choices"] is not None and value not in meta["choices"]:
                 raise ValueError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{flag_of(f)} {value} is not a finite number; pass a number such as "
+                                 f"{getattr(RunConfig(), f.name) or meta['minimum']}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 low, high = meta["minimum"], meta["maximum"]
                 if (low is not None and value < low) or (high is not None and value > high):
                     where = (f"in [{low}, {high}]" if low is not None and high is not None
                              else f">= {low}" if low is not None else f"<= {high}")
                     raise ValueError(f"{flag_of(f)} {value} is out of range; expected a value {where}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (N a GPU index)")
+        if not self.results_dir.strip():
+            raise ValueError("--results-dir is empty; pass the folder run directories go to (default: results)")
 
     def resolved(self, dataset_family: str | None, default_model: str, loop_settings: dict[str, Any]) -> RunConfig:
         """Fill every ``None`` from the profile, the dataset and the algorithm's reference ``loop_settings``

@@ -208,6 +208,9 @@ def load_runs(results_dir: str | os.PathLike) -> tuple[list[RunRecord], list[Pro
     record right now are never seen; hidden directories are skipped.
     """
     results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise LeaderboardError(f"--results-dir {str(results_dir)!r} is a file, not a folder of run directories; "
+                               "pass the folder the runs were written to")
     if not results_dir.is_dir():
         raise LeaderboardError(f"results directory {str(results_dir)!r} does not exist")
     runs: list[RunRecord] = []

@@ -24,6 +24,7 @@ the new attempt resumes the same directories from the latest checkpoint (written
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -40,6 +41,12 @@ from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settin
 from ssl_bench.train import matching_run_dir, resolve_without_data, teacher_variants
 
 EXECUTORS = ("local", "submitit-local", "slurm")
+
+
+def _key(config: RunConfig) -> tuple:
+    """A configuration as a hashable value (for de-duplication and caches; cheaper than ``asdict``)."""
+    return tuple(tuple(sorted(v.items())) if isinstance(v, dict) else v
+                 for v in (getattr(config, f.name) for f in run_settings()))
 
 
 @dataclass
@@ -92,15 +99,15 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
     if unknown:
         raise ValueError(f"cannot sweep {unknown}; sweepable settings are the run options {sorted(known)}")
     order = sorted(grid, key=lambda name: (name != "seed", list(known).index(name) if name in known else 0))
-    seen: dict[str, RunConfig] = {}
+    seen: dict[tuple, RunConfig] = {}
     for values in itertools.product(*(grid[name] for name in order)):
         config = dataclasses.replace(base, alg_args=dict(base.alg_args), **dict(zip(order, values, strict=True)))
-        config.validate()
-        config = teacher_variants([config])[0]   # settings its strategy ignores -> defaults
-        seen.setdefault(json.dumps(config.to_dict(), sort_keys=True), config)
+        config = teacher_variants([config])[0]   # validated; settings its strategy ignores -> defaults
+        seen.setdefault(_key(config), config)
     return list(seen.values())
 
 
+@functools.cache
 def _targets_from(algorithm: str) -> str:
     from ssl_bench.algorithm import load_algorithm_class
 
@@ -140,8 +147,16 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
     training is finished when none is left, unfinished when one of the rest has a directory, else new.
     """
     planned = []
+    cache: dict[tuple, RunConfig] = {}   # grids repeat their settings but the seeds: resolve each once
+
+    def resolve(c: RunConfig) -> RunConfig:
+        key = _key(dataclasses.replace(c, seed=0, split_seed=None))
+        if key not in cache:
+            cache[key] = resolve_without_data([dataclasses.replace(c, seed=0, split_seed=None)])[0]
+        return dataclasses.replace(cache[key], seed=c.seed, split_seed=c.seed if c.split_seed is None else c.split_seed)
+
     for configs in trainings:
-        resolved = resolve_without_data(configs)
+        resolved = [resolve(c) for c in configs]
         todo, found = [], []
         for config, c in zip(configs, resolved, strict=True):
             run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)

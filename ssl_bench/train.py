@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import itertools
 import math
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +56,14 @@ from ssl_bench.algorithm import (
     set_requires_grad,
 )
 from ssl_bench.augment import normalize, strong_augment, weak_augment
-from ssl_bench.checkpoint import CHECKPOINT_NAME, check_identity, load_checkpoint, save_checkpoint, shapes
+from ssl_bench.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_identity,
+    load_checkpoint,
+    save_checkpoint,
+    shapes,
+)
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
 from ssl_bench.data.npz import family_of
@@ -74,6 +82,14 @@ FIGURE3_BATCH = 256
 
 class DivergedError(RuntimeError):
     """The loss became NaN or infinite; the run is recorded as failed, never as a number."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) during training: the run is recorded as interrupted; ``run_dir`` resumes it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"interrupted: {run_dir} is recorded as interrupted; continue it with --resume")
+        self.run_dir = run_dir
 
 
 # -- the state of a training ----------------------------------------------------------------------------------------
@@ -443,6 +459,15 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> LogWindow:
     the ranks' streams are re-seeded from (seed, stream, rank, step).
     """
     check_identity(state["identity"], run.identity(), path)
+    try:
+        return _load_state(run, state)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {path} has another layout than this ssl-bench writes ({type(exc).__name__}: "
+                              f"{exc}); delete it to restart the run from step 0 (--resume keeps its directory), "
+                              "or resume with the ssl-bench version that wrote it") from None
+
+
+def _load_state(run: Run, state: dict[str, Any]) -> LogWindow:
     run.student.load_state_dict(state["student"])
     if run.algorithm_module is not None:
         run.algorithm_module.load_state_dict(state["algorithm_module"])
@@ -466,19 +491,26 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> LogWindow:
 # -- run directories and records (rank 0) ---------------------------------------------------------------------------
 
 def _saved_config(run_dir: Path) -> dict[str, Any]:
+    """A run directory's config.json, checked for the shape this module reads; one clear line otherwise."""
     path = run_dir / rec.CONFIG_FILE
+    fix = f"move the run directory {run_dir} aside to start this run anew"
     try:
         data = rec.read_json(path)
-        return data if isinstance(data, dict) else {}
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); move the run directory "
-                         f"{run_dir} aside to start this run anew") from None
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); {fix}") from None
+    training = data.get("training") if isinstance(data, dict) else None
+    if (not isinstance(data, dict) or not isinstance(data.get("config", {}), dict)
+            or not (training is None or (isinstance(training, dict) and isinstance(training.get("teachers"), dict)))):
+        raise ValueError(f"{path} is not an ssl-bench run configuration (unexpected JSON structure); {fix}")
+    return data
 
 
 def matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
     """The latest existing directory of a run with the same identifying settings (``RunConfig.identity``)."""
     wanted = config.identity()
     for path in reversed(rec.find_runs(results_dir, base)):
+        if not (path / rec.CONFIG_FILE).exists():   # a run that failed before writing its config: nothing to resume
+            continue
         saved = _saved_config(path).get("config", {})
         if {k: saved.get(k) for k in wanted} == wanted:
             return path
@@ -489,6 +521,8 @@ def _closest_difference(results_dir: Path, base: str, config: RunConfig) -> str:
     """Why no run matched, for the message of a ``--resume`` with nothing to resume."""
     wanted = config.identity()
     for path in reversed(rec.find_runs(results_dir, base)):
+        if not (path / rec.CONFIG_FILE).exists():
+            continue
         saved = _saved_config(path).get("config", {})
         diff = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
         return f"{path.name} differs in {'; '.join(diff)}"
@@ -527,12 +561,20 @@ def open_run_dirs(run: Run, resume: bool, command: str, quiet: bool = False) -> 
         dirs = [results_dir / name for name in training["teachers"].values()]
         previous = [rec.RunRecord.read_if_present(d) for d in dirs]
         return RunDirs(dirs, previous, (found / CHECKPOINT_NAME).exists())
-    dirs = [rec.create_run_dir(results_dir, rec.run_base_name(t.config)) for t in run.teachers]
-    training = {"teachers": {k: d.name for k, d in zip(keys, dirs, strict=True)}} if len(dirs) > 1 else None
-    for t, d in zip(run.teachers, dirs, strict=True):
-        rec.atomic_write_json(d / rec.CONFIG_FILE, {"config": t.config.to_dict(), "command": command,
-                                                    "training": training})
-        run.split.save(d / "split.json")
+    dirs: list[Path] = []
+    try:
+        dirs += [rec.create_run_dir(results_dir, rec.run_base_name(t.config)) for t in run.teachers]
+        training = {"teachers": {k: d.name for k, d in zip(keys, dirs, strict=True)}} if len(dirs) > 1 else None
+        for t, d in zip(run.teachers, dirs, strict=True):
+            rec.atomic_write_json(d / rec.CONFIG_FILE, {"config": t.config.to_dict(), "command": command,
+                                                        "training": training})
+            run.split.save(d / "split.json")
+    except OSError as exc:
+        for d in dirs:   # never leave a half-made run behind: it would block the next --resume
+            shutil.rmtree(d, ignore_errors=True)
+        raise OSError(exc.errno, f"--results-dir {str(results_dir)!r}: cannot create a run there "
+                                 f"({exc.strerror or exc}: {exc.filename}); pass a writable folder with free space "
+                                 "to --results-dir") from None
     return RunDirs(dirs, [None] * len(dirs), False)
 
 
@@ -619,12 +661,18 @@ class Reporter:
             save_checkpoint(self.dirs.checkpoint, state)
         wall = round(time.perf_counter() - self.t0, 1)
         for t, d, record in zip(self.run.teachers, self.dirs.dirs, self.records, strict=True):
-            rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
             record.status, record.error, record.steps_done = status, error, self.run.step
             record.results = rec.summarize_evaluations(t.evaluations.rows) if t.evaluations.rows else None
             record.finished = rec.now_iso() if status != rec.RunStatus.RUNNING else None
             record.wall_seconds = wall if status == rec.RunStatus.FINISHED else None
-            record.write(d)
+            try:
+                rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
+                record.write(d)
+            except OSError as exc:   # a full disk, a folder gone read-only: say what is kept and how to go on
+                kept = (f"the last checkpoint {self.dirs.checkpoint} is kept" if self.dirs.checkpoint.exists()
+                        else "no checkpoint was written yet")
+                raise OSError(exc.errno, f"cannot write the run files in {d} ({exc.strerror or exc}); {kept}: free "
+                                         "space or fix the folder, then continue with --resume") from None
 
     def close(self) -> None:
         self.bar.close()
@@ -673,7 +721,11 @@ def _locked(dirs: list[Path]) -> Iterator[None]:
     """Hold every run directory's lock: a second process resuming the same run is refused."""
     with contextlib.ExitStack() as stack:
         for d in dirs:
-            stack.enter_context(RunLock(d))
+            try:
+                stack.enter_context(RunLock(d))
+            except PermissionError as exc:
+                raise OSError(exc.errno, f"run directory {d} is not writable ({exc.strerror}: {exc.filename}); make "
+                                         "it writable (or copy it into a folder you own) and --resume again") from None
         yield
 
 
@@ -707,15 +759,23 @@ def _train(run: Run, dirs: RunDirs, command: str, *, stop_at: int | None,
         report.save(window, rec.RunStatus.FINISHED if done else rec.RunStatus.INTERRUPTED, checkpoint=False,
                     error=None if done else f"stopped at step {run.step} by --stop-at; continue with --resume")
     except KeyboardInterrupt:
-        report.save(window, rec.RunStatus.INTERRUPTED, checkpoint=False,
-                    error="interrupted (Ctrl-C); continue from the last checkpoint with --resume")
-        raise
+        _save_quietly(report, window, rec.RunStatus.INTERRUPTED,
+                      "interrupted (Ctrl-C); continue from the last checkpoint with --resume")
+        raise RunInterrupted(dirs.dirs[0]) from None
     except BaseException as exc:
-        report.save(window, rec.RunStatus.FAILED, checkpoint=False, error=f"{type(exc).__name__}: {exc}")
+        _save_quietly(report, window, rec.RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         report.close()
     return run.ranks.from_main(lambda: [(r.to_dict(), d) for r, d in zip(report.records, dirs.dirs, strict=True)])
+
+
+def _save_quietly(report: Reporter, window: LogWindow, status: rec.RunStatus, error: str) -> None:
+    """Record how a training ended, without hiding why it ended (a full disk may refuse this write too)."""
+    try:
+        report.save(window, status, error=error, checkpoint=False)
+    except OSError:
+        pass
 
 
 def teacher_configs(config: RunConfig, axes: dict[str, list[Any]]) -> list[RunConfig]:

@@ -151,8 +151,6 @@ def test_checkpoint_of_another_run_is_refused_naming_what_differs(stopped, tmp_p
     assert snapshot(stopped.parent) == before
 
 
-@pytest.mark.xfail(strict=True, reason="a checkpoint without a key restore() reads (an older layout) raises "
-                                       "KeyError: 'log_window' with a traceback")
 def test_checkpoint_of_an_older_layout_is_one_line(stopped, capsys):
     path = stopped / "checkpoint.pt"
     state = load_checkpoint(path)
@@ -185,8 +183,6 @@ def test_sweep_plan_with_a_corrupt_config_json_is_one_line(stopped, capsys):
     assert_one_error_line(err, str(stopped / "config.json"), "move the run directory")
 
 
-@pytest.mark.xfail(strict=True, reason="valid JSON of the wrong shape in config.json raises TypeError / "
-                                       "AttributeError with a traceback (train._saved_config, open_run_dirs)")
 @pytest.mark.parametrize("change", [{"training": "x"}, {"config": "x"}, {"training": {"teachers": 3}}])
 def test_config_json_of_the_wrong_shape_is_one_line(stopped, capsys, change):
     path = stopped / "config.json"
@@ -220,8 +216,6 @@ def test_bad_value_is_one_line_and_nothing_is_created(tmp_path, capsys, argv, na
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="RunConfig.validate lets NaN and infinity through (NaN compares False "
-                                       "with both bounds): the run starts, diverges and says 'Lower --lr'")
 @pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--momentum", "nan"),
                                          ("--weight-decay", "inf")])
 def test_non_finite_setting_is_refused_before_a_run_starts(tmp_path, capsys, flag, value):
@@ -231,8 +225,6 @@ def test_non_finite_setting_is_refused_before_a_run_starts(tmp_path, capsys, fla
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="validate accepts any 'cuda:...'; torch.device('cuda:x') then raises "
-                                       "RuntimeError: Invalid device string, with a traceback")
 def test_malformed_device_is_one_line(tmp_path, capsys):
     code, _, err = cli(capsys, *run_args(tmp_path / "results", "--device", "cuda:x"))
     assert code == 2
@@ -285,7 +277,6 @@ def test_unusable_npz_is_one_line_from_the_cli(tmp_path, capsys, case, named):
 
 # -- the results folder -------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="leaderboard --results-dir <a file> says the folder 'does not exist'")
 def test_leaderboard_of_a_file_says_it_is_not_a_folder(tmp_path, capsys):
     (tmp_path / "a-file").write_text("not a folder")
     code, _, err = cli(capsys, "leaderboard", "--results-dir", str(tmp_path / "a-file"))
@@ -297,9 +288,6 @@ def _read_only_mkdir(path, *args, **kwargs):
     raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="a raw OSError line ('[Errno 20] Not a directory', '[Errno 17] File "
-                                       "exists', '[Errno 13] Permission denied') that says neither what is "
-                                       "wrong with the folder nor that --results-dir fixes it")
 @pytest.mark.parametrize("case", ["under a file", "a file", "read-only"])
 def test_unusable_results_folder_is_one_line_with_the_fix(tmp_path, capsys, monkeypatch, case):
     (tmp_path / "a-file").write_text("not a folder")
@@ -312,7 +300,6 @@ def test_unusable_results_folder_is_one_line_with_the_fix(tmp_path, capsys, monk
     assert_one_error_line(err, str(results), "--results-dir")
 
 
-@pytest.mark.xfail(strict=True, reason="--results-dir '' trains into the current directory")
 def test_empty_results_dir_is_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, *run_args("", "--stop-at", "1"))
@@ -337,7 +324,6 @@ def test_read_only_run_on_resume_is_refused_and_left_untouched(stopped, capsys, 
     assert snapshot(stopped.parent) == before
 
 
-@pytest.mark.xfail(strict=True, reason="the line is '[Errno 13] Permission denied: <run>/lock.json': no fix")
 def test_read_only_run_on_resume_says_how_to_fix_it(stopped, capsys, monkeypatch):
     real_open = os.open
 
@@ -389,9 +375,6 @@ def test_disk_full_keeps_the_last_checkpoint_and_resume_is_exact(tmp_path, capsy
     assert metric_rows(run_dir) == metric_rows(reference)
 
 
-@pytest.mark.xfail(strict=True, reason="'error: [Errno 28] No space left on device': the checkpoint's own "
-                                       "message (path, previous checkpoint kept, --resume) is replaced by the "
-                                       "record write that fails in _train's except handler")
 def test_disk_full_names_the_checkpoint_and_the_fix(tmp_path, capsys, monkeypatch):
     DiskFull(monkeypatch, after_first_checkpoint=True)
     code, _, err = cli(capsys, *run_args(tmp_path / "results"))
@@ -400,8 +383,6 @@ def test_disk_full_names_the_checkpoint_and_the_fix(tmp_path, capsys, monkeypatc
     assert_one_error_line(err, str(tmp_path / "results" / RUN_NAME / "checkpoint.pt"), "--resume")
 
 
-@pytest.mark.xfail(strict=True, reason="a disk full while a new run writes config.json prints '[Errno 28] No "
-                                       "space left on device' (no path) and leaves an empty run directory")
 def test_disk_full_at_the_start_names_the_folder(tmp_path, capsys, monkeypatch):
     DiskFull(monkeypatch, after_first_checkpoint=False)
     code, _, err = cli(capsys, *run_args(tmp_path / "results"))
@@ -410,9 +391,6 @@ def test_disk_full_at_the_start_names_the_folder(tmp_path, capsys, monkeypatch):
     assert_one_error_line(err, str(tmp_path / "results"))
 
 
-@pytest.mark.xfail(strict=True, reason="the empty run directory a failed start leaves makes every later "
-                                       "--resume and sweep of the same settings fail: '<run>/config.json is "
-                                       "unreadable (FileNotFoundError ...)'")
 def test_a_run_that_failed_to_start_does_not_block_the_next(tmp_path, capsys, monkeypatch):
     DiskFull(monkeypatch, after_first_checkpoint=False)
     assert cli(capsys, *run_args(tmp_path / "results"))[0] == 2
@@ -440,7 +418,6 @@ def _out_of_memory(run, batch):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-@pytest.mark.xfail(strict=True, reason="torch.OutOfMemoryError is not among cli._user_errors: a traceback")
 def test_out_of_memory_is_one_line_with_the_fix(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_module, "training_step", _out_of_memory)
     code, _, err = cli(capsys, *run_args(tmp_path / "results"))
@@ -474,7 +451,6 @@ def test_ctrl_c_exits_130_and_resume_with_other_output_options_is_exact(tmp_path
     assert metric_rows(run_dir) == metric_rows(reference)
 
 
-@pytest.mark.xfail(strict=True, reason="the Ctrl-C line does not name the run directory to resume")
 def test_ctrl_c_line_names_the_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_module, "training_step", _interrupt_at_step_5(train_module.training_step))
     code, _, err = cli(capsys, *run_args(tmp_path / "results"))
@@ -581,8 +557,6 @@ def test_a_large_sweep_plans_without_hanging(tmp_path, capsys):
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="a plain `kill` (SIGTERM) ends the process without a word: the record stays "
-                                       "'running' (then stale), though RunStatus.INTERRUPTED says 'Ctrl-C / SIGTERM'")
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_sigterm_is_recorded_interrupted(tmp_path):
     results = tmp_path / "results"
