@@ -256,8 +256,8 @@ def test_global_batch_is_two_distinct_permutation_streams_not_one_stream_twice(r
     counts = torch.bincount(torch.cat([a.flatten(), b.flatten()]))
     assert set(counts[labeled].tolist()) == {2} and counts.sum() == 2 * len(labeled)
     ua, ub = zero["drawn"]["unlabeled"], one["drawn"]["unlabeled"]
-    assert ua.shape == (5, 8) and not torch.equal(ua, ub)
-    assert len(set(ua.flatten().tolist())) == len(set(ub.flatten().tolist())) == 40  # no repeats within a pass
+    assert ua.shape == (5, 4 * 7) and not torch.equal(ua, ub)   # FixMatch's mu = 7 per labelled image
+    assert len(set(ua.flatten().tolist())) == len(set(ub.flatten().tolist())) == 140  # no repeats within a pass
 
 
 def test_diverged_ranks_are_reported_on_every_rank(ranks):
