@@ -19,7 +19,10 @@ after the last one, as the loop evaluates:
 
 Targets: (c)/(a) <= 1.25x; (c)/(b) is the saving (about 1/4 if the teachers cost little). The teachers'
 extra cost is their smoother updates (every step) and their evaluations (every ``eval_every`` steps); the
-per-teacher figures are the differences (c) - (a) and (d) - (a) divided by the number of extra teachers.
+per-teacher evaluation cost is the difference (c) - (a) or (d) - (a) in evaluation time divided by the number
+of extra teachers. A smoother update is far below the noise of a whole step (measured: the step difference
+came out negative), so after the timed intervals every teacher's ``smoother.update`` is also timed on its own
+(``--update-calls`` calls each, median), as ``training_step`` calls it.
 
 Measurement: all trainings of a repeat are built first (not timed), then warmed up (``--warmup`` steps and one
 evaluation each, not timed; the evaluation also fills the Figure-3 snapshots so every timed evaluation does
@@ -39,7 +42,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -73,6 +76,7 @@ class Training:
     steps_s: float = 0.0
     evals_s: float = 0.0
     evaluations: int = 0
+    update_s: dict[str, float] = field(default_factory=dict)   # median smoother update by teacher key
 
 
 def workloads(base: RunConfig) -> dict[str, list[list[RunConfig]]]:
@@ -91,7 +95,8 @@ def clock_of(name: str) -> Callable[[], float]:
     return time.process_time if name == "cpu" else time.perf_counter
 
 
-def measure_repeat(trainings: list[Training], steps: int, warmup: int, clock: Callable[[], float]) -> int:
+def measure_repeat(trainings: list[Training], steps: int, warmup: int, clock: Callable[[], float],
+                   update_calls: int) -> int:
     """Build, warm up and time every training (see the module docstring), interval by interval in turn;
     returns the number of test images an evaluation classifies."""
     for t in trainings:
@@ -120,6 +125,14 @@ def measure_repeat(trainings: list[Training], steps: int, warmup: int, clock: Ca
             t.evals_s += end - middle
             t.evaluations += 1
         done = boundary
+    for t in trainings:   # each teacher's update on its own, as training_step calls it (after the timed steps)
+        for teacher in t.run.teachers:
+            times = []
+            for _ in range(update_calls):
+                start = clock()
+                teacher.smoother.update(teacher.model, t.run.student)
+                times.append(clock() - start)
+            t.update_s[teacher.key] = statistics.median(times)
     test_images = len(trainings[0].run.x_test)
     for t in trainings:
         t.run = None
@@ -137,19 +150,21 @@ class Repeat:
     evaluations: int
     teachers: dict[str, int]      # teachers per training of each workload ((b): per training)
     test_images: int
+    updates: dict[str, dict[str, float]]   # median smoother update by teacher key, per workload (c) and (d)
 
     def total(self, workload: str) -> float:
         return self.steps_s[workload] + self.evals_s[workload]
 
 
-def run_repeat(base: RunConfig, steps: int, warmup: int, clock: Callable[[], float]) -> Repeat:
+def run_repeat(base: RunConfig, steps: int, warmup: int, clock: Callable[[], float], update_calls: int) -> Repeat:
     trainings = [Training(name, configs) for name, group in workloads(base).items() for configs in group]
     teachers = {t.workload: len(t.configs) for t in trainings}
-    test_images = measure_repeat(trainings, steps, warmup, clock)
+    test_images = measure_repeat(trainings, steps, warmup, clock, update_calls)
     steps_s = {name: sum(t.steps_s for t in trainings if t.workload == name) for name in teachers}
     evals_s = {name: sum(t.evals_s for t in trainings if t.workload == name) for name in teachers}
     per_b = {t.configs[0].smooth: t.steps_s + t.evals_s for t in trainings if t.workload == "b"}
-    return Repeat(steps_s, evals_s, per_b, trainings[0].evaluations, teachers, test_images)
+    updates = {t.workload: t.update_s for t in trainings if t.workload in ("c", "d")}
+    return Repeat(steps_s, evals_s, per_b, trainings[0].evaluations, teachers, test_images, updates)
 
 
 def median(values: list[float]) -> float:
@@ -206,18 +221,26 @@ def report(repeats: list[Repeat], steps: int, eval_every: int) -> dict[str, floa
           f"for {n_d} separate trainings)")
     print(f"(b:{SINGLE})/(a): {ratios['b_sts/a']:.3f}x  (the same training twice in a repeat: the noise floor)")
 
-    # Per teacher: the extra work of (c) and (d) over (a), divided by their extra teachers.
+    # Per teacher: the extra evaluation time of (c) and (d) over (a), divided by their extra teachers.
     a_step = med(lambda r: r.steps_s["a"] / steps)
     interval = a_step * eval_every
     for label, name, n in (("(c)-(a)", "c", n_c), ("(d)-(a)", "d", n_d)):
         eval_ms = med(lambda r, w=name, k=n: (r.evals_s[w] - r.evals_s["a"]) / n_eval / (k - 1)) * 1e3
-        update_ms = med(lambda r, w=name, k=n: (r.steps_s[w] - r.steps_s["a"]) / steps / (k - 1)) * 1e3
+        step_ms = med(lambda r, w=name, k=n: (r.steps_s[w] - r.steps_s["a"]) / steps / (k - 1)) * 1e3
         ratios[f"eval_ms_per_teacher_{name}"] = eval_ms
-        ratios[f"update_ms_per_teacher_{name}"] = update_ms
         print(f"per teacher from {label}: evaluation {eval_ms:.1f} ms per evaluation = "
               f"{eval_ms / 1e3 / interval:.1%} of an evaluation interval ({eval_every} steps of (a) at "
-              f"{a_step * 1e3:.1f} ms = {interval:.2f} s); smoother update {update_ms:.2f} ms per step = "
-              f"{update_ms / 1e3 / a_step:.1%} of a step of (a)")
+              f"{a_step * 1e3:.1f} ms = {interval:.2f} s); whole-step difference {step_ms:+.2f} ms per step "
+              f"(noise floor: (b:{SINGLE}) - (a) = {(ratios['b_sts/a'] - 1) * a_step * 1e3:+.2f} ms per step)")
+    # The smoother updates, timed on their own (medians over the repeats of each teacher's median).
+    updates = {w: {key: med(lambda r, w=w, k=key: r.updates[w][k]) * 1e3 for key in repeats[0].updates[w]}
+               for w in ("c", "d")}
+    costliest = max(updates["d"], key=updates["d"].get)
+    ratios["update_ms_per_teacher_d"] = statistics.median(updates["d"].values())
+    print("smoother update on its own, ms per teacher per step: (c) "
+          + ", ".join(f"{k} {v:.3f}" for k, v in updates["c"].items())
+          + f"; (d)'s {n_d}: median {ratios['update_ms_per_teacher_d']:.3f}, max {updates['d'][costliest]:.3f} "
+          f"({costliest}) = {updates['d'][costliest] / 1e3 / a_step:.2%} of a step of (a)")
     one_eval = med(lambda r: r.evals_s["a"] / n_eval) * 1e3
     print(f"one evaluation of (a) (its teacher + the student): {one_eval:.1f} ms; (a) in all: {a_total:.2f} s")
     return ratios
@@ -232,6 +255,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
                         help="process CPU time or wall clock (default: cpu with one thread, else wall)")
+    parser.add_argument("--update-calls", type=int, default=None,
+                        help="calls per teacher when timing smoother updates on their own (default 50; quick 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every training (default 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke profile, 6 steps, 1 repeat: checks that the benchmark runs, measures nothing")
@@ -239,7 +264,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     steps = args.steps if args.steps is not None else (6 if args.quick else 200)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    update_calls = args.update_calls if args.update_calls is not None else (3 if args.quick else 50)
     for flag, value, low in (("--steps", steps, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
+                             ("--update-calls", update_calls, 1),
                              ("--threads", args.threads, 1)):
         if value < low:
             parser.error(f"{flag} {value} is out of range; expected an integer >= {low}")
@@ -260,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     results = []
     for i in range(repeats):
         started = time.perf_counter()
-        results.append(run_repeat(base, steps, warmup, clock))
+        results.append(run_repeat(base, steps, warmup, clock, update_calls))
         print(f"repeat {i + 1}/{repeats}: " + ", ".join(f"({w}) {results[-1].total(w):.2f} s" for w in "abcd")
               + f"  [{time.perf_counter() - started:.0f} s wall]", flush=True)
     ratios = report(results, steps, settings.eval_every)

@@ -93,6 +93,13 @@ def test_per_teacher_costs_are_reported_and_consistent(quick_output):
         assert eval_ms > 0 and step_ms > 0
         # the share is the teacher's evaluation over eval_every steps of (a), up to the printed rounding
         assert share == pytest.approx(100 * eval_ms / (eval_every * step_ms), rel=0.02, abs=0.1)
+    updates = re.search(r"smoother update on its own, ms per teacher per step: \(c\) (.*); \(d\)'s 12: median "
+                        + NUMBER + ", max " + NUMBER, quick_output)
+    assert updates, quick_output
+    per_strategy = dict(item.rsplit(" ", 1) for item in updates.group(1).split(", "))
+    assert [key.split("-")[0] for key in per_strategy] == ["none", "tma", "se", "sts"]
+    assert all(float(v) > 0 for v in per_strategy.values())
+    assert 0 < float(updates.group(2)) <= float(updates.group(3))
 
 
 def test_bad_option_is_one_clear_line():
