@@ -106,16 +106,6 @@ def mixup_sample(num: int, alpha: float, generator: torch.Generator) -> tuple[Te
     return lam, perm
 
 
-def to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
-    """Copy a small CPU tensor to ``device`` without a host-device sync (pinned + non_blocking on CUDA)."""
-    if device is None:
-        return t
-    device = torch.device(device)
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def mixup(x: Tensor, targets: Tensor, lam: Tensor | float, perm: Tensor) -> tuple[Tensor, Tensor]:
     """MixUp of inputs and their target distributions with partner rows ``perm`` (MixMatch Eqs. 10-11).
 

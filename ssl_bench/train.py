@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from ssl_bench import results as rec
 from ssl_bench.algorithm import (
+    Algorithm,
     Batch,
     build_algorithm,
     check_losses,
@@ -196,7 +197,7 @@ class Run:
     config: RunConfig                # the training's settings (the first teacher's variant)
     dataset: ImageDataset
     split: LabelSplit
-    algorithm: Any                   # a registered algorithm (ssl_bench.algorithm)
+    algorithm: Algorithm             # a registered algorithm (ssl_bench.algorithm)
     algorithm_module: nn.Module | None
     student: nn.Module
     teachers: list[Teacher]

@@ -411,12 +411,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_the_old_entry_point_still_adds_the_commands():
-    parser = argparse.ArgumentParser(prog="run_bench.py")
-    lb.add_subcommands(parser.add_subparsers(dest="command"))
-    assert parser.parse_args(["compare", "--dataset", "d", "--labels", "4"]).alg is None
-
-
 def test_cli_leaderboard_writes_markdown_by_default_and_formats_on_request(tmp_path, capsys):
     write_run(tmp_path, median=40.0)
     args = _parser().parse_args(["leaderboard", "--results-dir", str(tmp_path)])
