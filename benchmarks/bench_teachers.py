@@ -20,9 +20,10 @@ after the last one, as the loop evaluates:
 Targets: (c)/(a) <= 1.25x; (c)/(b) is the saving (about 1/4 if the teachers cost little). The teachers'
 extra cost is their smoother updates (every step) and their evaluations (every ``eval_every`` steps); the
 per-teacher evaluation cost is the difference (c) - (a) or (d) - (a) in evaluation time divided by the number
-of extra teachers. A smoother update is far below the noise of a whole step (measured: the step difference
-came out negative), so after the timed intervals every teacher's ``smoother.update`` is also timed on its own
-(``--update-calls`` calls each, median), as ``training_step`` calls it.
+of extra teachers. A smoother update is far below the noise of a whole step (the step difference per extra
+teacher came out between -0.8 and +0.5 ms against a ~100 ms step), so after the timed intervals every
+teacher's ``smoother.update`` is also timed on its own (``--update-calls`` calls each, median), as
+``training_step`` calls it.
 
 Measurement: all trainings of a repeat are built first (not timed), then warmed up (``--warmup`` steps and one
 evaluation each, not timed; the evaluation also fills the Figure-3 snapshots so every timed evaluation does
