@@ -39,8 +39,8 @@ def run_quickstart(args: argparse.Namespace) -> int:
         config = RunConfig(algorithm=algorithm, steps=args.steps, seed=args.seed, results_dir=args.results_dir,
                            device=args.device, **DEFAULTS)
         print(f"training {algorithm} ({args.steps} steps) ...", flush=True)
-        record, run_dir = train(config, resume=True, progress=True, command=f"ssl-bench quickstart --steps "
-                                                                           f"{args.steps} --seed {args.seed}")
+        record, run_dir = train(config, resume=True, progress=True, quiet=True,
+                                command=f"ssl-bench quickstart --steps {args.steps} --seed {args.seed}")
         outcome[algorithm] = {**record["results"], "run_dir": run_dir}
     print(format_table(outcome, args.steps, args.seed, time.perf_counter() - started))
     return 0

@@ -684,10 +684,10 @@ class Reporter:
 # -- the loop ---------------------------------------------------------------------------------------------------
 
 def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True,
-          sync_bn: bool = False, command: str | None = None) -> tuple[dict[str, Any], Path]:
+          sync_bn: bool = False, command: str | None = None, quiet: bool = False) -> tuple[dict[str, Any], Path]:
     """Run (or resume) one experiment; returns its record and its directory (see ``train_teachers``)."""
     return train_teachers([config], resume=resume, stop_at=stop_at, progress=progress, sync_bn=sync_bn,
-                          command=command)[0]
+                          command=command, quiet=quiet)[0]
 
 
 def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_at: int | None = None,
