@@ -543,6 +543,19 @@ class RunDirs:
         return self.dirs[0] / CHECKPOINT_NAME
 
 
+def _finished_elsewhere(run: Run, results_dir: Path) -> RunDirs | None:
+    """Each teacher's finished run, when every one has one (its numbers are those this training would give)."""
+    dirs, records = [], []
+    for t in run.teachers:
+        found = matching_run_dir(results_dir, rec.run_base_name(t.config), t.config)
+        record = rec.RunRecord.read_if_present(found) if found is not None else None
+        if record is None or record.status != rec.RunStatus.FINISHED:
+            return None
+        dirs.append(found)
+        records.append(record)
+    return RunDirs(dirs, records, False)
+
+
 def open_run_dirs(run: Run, resume: bool, command: str, quiet: bool = False) -> RunDirs:
     """The directories to resume (``resume`` and a match), or new ones; never reuses another run's directory."""
     results_dir = Path(run.config.results_dir)
@@ -556,6 +569,9 @@ def open_run_dirs(run: Run, resume: bool, command: str, quiet: bool = False) -> 
         saved = _saved_config(found)
         training = saved.get("training") or {"teachers": {keys[0]: found.name}}
         if list(training["teachers"]) != keys or training["teachers"][keys[0]] != found.name:
+            finished = _finished_elsewhere(run, results_dir)
+            if finished is not None:   # every teacher asked for already finished, e.g. in a larger shared training
+                return finished
             raise ValueError(f"--resume: {found} belongs to a training of the teachers {list(training['teachers'])}; "
                              f"this command asks for {keys}. Resume with exactly those smoothing settings, or drop "
                              "--resume to start a new training")

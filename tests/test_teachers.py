@@ -109,3 +109,11 @@ def test_teacher_models_are_independent_of_each_other(tmp_path):
     a, b = (t.model.state_dict() for t in run.teachers)
     assert all(a[k].data_ptr() != b[k].data_ptr() for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resuming_one_teacher_of_a_finished_shared_training_returns_its_record(tmp_path):
+    """The shared training's tma record is what a separate tma run would give: --resume returns it, trains nothing."""
+    shared = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "sts"]}), progress=False)
+    record, run_dir = train(smoke(tmp_path, smooth="tma"), resume=True, progress=False)
+    assert run_dir == shared[0][1] and record == shared[0][0]
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(d.name for _, d in shared)
