@@ -496,23 +496,29 @@ def _steps_done(run_dir: Path) -> int | None:
         return None
 
 
+def _signal_at_step_4(results: Path, run_dir: Path, signum: int) -> None:
+    """Train in a forked process and send it ``signum`` once the record of step 4 (written right after its
+    checkpoint) is there."""
+    child = multiprocessing.get_context("fork").Process(target=_train_until_killed, args=(run_args(results),))
+    child.start()
+    try:
+        deadline = time.monotonic() + 120
+        while _steps_done(run_dir) != 4:
+            assert child.is_alive() and time.monotonic() < deadline, "the child did not reach its checkpoint"
+            time.sleep(0.05)
+        os.kill(child.pid, signum)
+        child.join(30)
+    finally:
+        if child.is_alive():
+            child.kill()
+
+
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
 def test_killed_run_is_stale_on_the_leaderboard_and_in_the_sweep_and_resumes_exactly(tmp_path, capsys, caplog,
                                                                                     reference):
     results = tmp_path / "results"
     run_dir = results / RUN_NAME
-    child = multiprocessing.get_context("fork").Process(target=_train_until_killed, args=(run_args(results),))
-    child.start()
-    try:
-        deadline = time.monotonic() + 120
-        while _steps_done(run_dir) != 4:   # the record of step 4 is written right after its checkpoint
-            assert child.is_alive() and time.monotonic() < deadline, "the child did not reach its checkpoint"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
+    _signal_at_step_4(results, run_dir, signal.SIGKILL)
     assert json.loads((run_dir / "record.json").read_text())["status"] == "running"
 
     code, out, _ = cli(capsys, "leaderboard", "--results-dir", str(results), "--format", "json", "--no-write")
@@ -561,16 +567,5 @@ def test_a_large_sweep_plans_without_hanging(tmp_path, capsys):
 def test_sigterm_is_recorded_interrupted(tmp_path):
     results = tmp_path / "results"
     run_dir = results / RUN_NAME
-    child = multiprocessing.get_context("fork").Process(target=_train_until_killed, args=(run_args(results),))
-    child.start()
-    try:
-        deadline = time.monotonic() + 120
-        while _steps_done(run_dir) != 4:
-            assert child.is_alive() and time.monotonic() < deadline, "the child did not reach its checkpoint"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGTERM)
-        child.join(30)
-    finally:
-        if child.is_alive():
-            child.kill()
+    _signal_at_step_4(results, run_dir, signal.SIGTERM)
     assert json.loads((run_dir / "record.json").read_text())["status"] == "interrupted"
