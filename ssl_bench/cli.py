@@ -76,7 +76,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collecti
     for f in run_settings():
         meta, default = f.metadata, getattr(defaults, f.name)
         kind, group = _value_type(f), groups[meta["group"]]
-        help_text = meta["help"] + (" (comma list)" if f.name in list_fields else "")
+        help_text = meta["help"] + (" (comma list)" if f.name in list_fields and "comma" not in meta["help"] else "")
         if f.name == "alg_args":
             group.add_argument(flag_of(f), dest=f.name, action="append", type=_key_value, default=[],
                                metavar="KEY=VALUE", help=help_text)
@@ -84,7 +84,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collecti
             group.add_argument(flag_of(f), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)
         elif f.name in list_fields:
-            group.add_argument(flag_of(f), dest=f.name, default=None, metavar=f.name.upper() + "S",
+            group.add_argument(flag_of(f), dest=f.name, default=None, metavar=f.name.upper() + "[,...]",
                                help=help_text + (f" (default: {default})" if default is not None else ""))
         else:
             group.add_argument(flag_of(f), dest=f.name, type=kind, default=default, choices=meta["choices"],
@@ -281,8 +281,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         return 130
     except torch.OutOfMemoryError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
-        print(f"error: out of memory ({first}); the run is recorded as failed: lower --batch-size or "
-              "--eval-batch-size, or use a device with more memory, then start it again", file=sys.stderr)
+        print(f"error: out of memory ({first}): lower --batch-size or --eval-batch-size, or use a device with "
+              "more memory, then start it again (a run that had started is recorded as failed)", file=sys.stderr)
         return 2
     except _user_errors() as exc:
         # A failure the user can fix: the message names the value or file and the fix; a bug keeps its traceback.

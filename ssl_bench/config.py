@@ -244,23 +244,20 @@ def run_settings() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(RunConfig)
 
 
-def config_to_argv(configs: RunConfig | list[RunConfig]) -> list[str]:
-    """The ``run`` options that reproduce ``configs`` (one run, or the teachers of one training: their teacher
-    settings as comma lists); only settings that differ from the defaults are written."""
-    configs = configs if isinstance(configs, list) else [configs]
+def config_to_argv(config: RunConfig) -> list[str]:
+    """The ``run`` options that reproduce ``config`` (only settings that differ from the defaults are written)."""
     defaults = RunConfig()
     argv: list[str] = []
     for f in run_settings():
-        values = list(dict.fromkeys(getattr(c, f.name) for c in configs)) if f.name in TEACHER_AXES else \
-            [getattr(configs[0], f.name)]
-        if values == [getattr(defaults, f.name)]:
+        value = getattr(config, f.name)
+        if value == getattr(defaults, f.name):
             continue
         if f.name == "alg_args":
-            argv += [a for k, v in values[0].items() for a in (flag_of(f), f"{k}={v}")]
-        elif isinstance(values[0], bool):
-            argv.append(flag_of(f) if values[0] else "--no-" + flag_of(f)[2:])
-        elif values != [None]:
-            argv += [flag_of(f), ",".join(str(v) for v in values)]
+            argv += [a for k, v in value.items() for a in (flag_of(f), f"{k}={v}")]
+        elif isinstance(value, bool):
+            argv.append(flag_of(f) if value else "--no-" + flag_of(f)[2:])
+        elif value is not None:
+            argv += [flag_of(f), str(value)]
     return argv
 
 

@@ -92,7 +92,8 @@ def _section_notes(section: Section) -> list[str]:
                      f"{SUPERVISED}` with the same settings)")
     shared = section.shared_trainings()
     if shared:
-        notes.append(f"{sum(shared.values())} of these runs come from {len(shared)} shared trainings (one "
+        notes.append(f"{sum(shared.values())} of these runs come from {len(shared)} shared "
+                     f"training{'s' if len(shared) != 1 else ''} (one "
                      "student, several teachers): their differences are exactly paired")
     for row in section.rows:
         for cell in row.cells.values():

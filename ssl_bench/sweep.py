@@ -38,7 +38,7 @@ from typing import Any
 
 from ssl_bench import results as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings
-from ssl_bench.train import matching_run_dir, resolve_without_data, teacher_variants
+from ssl_bench.train import matching_run_dir, resolve_without_data, saved_config, teacher_variants, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -94,11 +94,11 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
     The first grid field in ``RunConfig`` order after ``seed`` is the outermost loop but one: ``seed`` is always
     outermost, so a sweep stopped half-way has complete seeds.
     """
-    known = {f.name for f in run_settings()}
-    unknown = sorted(set(grid) - known)
+    known = [f.name for f in run_settings()]   # a list: the order must not depend on the process's hash seed
+    unknown = sorted(set(grid) - set(known))
     if unknown:
         raise ValueError(f"cannot sweep {unknown}; sweepable settings are the run options {sorted(known)}")
-    order = sorted(grid, key=lambda name: (name != "seed", list(known).index(name) if name in known else 0))
+    order = sorted(grid, key=lambda name: (name != "seed", known.index(name)))
     seen: dict[tuple, RunConfig] = {}
     for values in itertools.product(*(grid[name] for name in order)):
         config = dataclasses.replace(base, alg_args=dict(base.alg_args), **dict(zip(order, values, strict=True)))
@@ -143,10 +143,11 @@ class Planned:
 def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
     """Class each training by what the results folder holds for its teachers (the loop's own lookup).
 
-    A teacher whose run already finished (separately or in another training) is dropped from the training; the
-    training is finished when none is left, unfinished when one of the rest has a directory, else new.
+    A teacher whose run already finished (separately or in another training) is dropped. A teacher whose run is
+    unfinished is resumed with the whole training it belongs to (that training's own teachers, read from its
+    config.json); the rest form a new training. A group with nothing left is finished.
     """
-    planned = []
+    planned: list[Planned] = []
     cache: dict[tuple, RunConfig] = {}   # grids repeat their settings but the seeds: resolve each once
 
     def resolve(c: RunConfig) -> RunConfig:
@@ -157,36 +158,54 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
 
     for configs in trainings:
         resolved = [resolve(c) for c in configs]
-        todo, found = [], []
+        new, saved = [], {}   # saved: lead directory -> (its teachers' configs, status detail)
         for config, c in zip(configs, resolved, strict=True):
-            run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
-            status, detail = None, ""
+            results_dir = Path(c.results_dir)
+            run_dir = matching_run_dir(results_dir, rec.run_base_name(c), c)
+            record, detail = None, ""
             if run_dir is not None:
                 try:
-                    record = rec.RunRecord.read(run_dir)
+                    record = rec.RunRecord.read_if_present(run_dir)
                 except (ValueError, OSError) as exc:
-                    status, detail = "unreadable", f"record unreadable: {exc}"
-                else:
+                    detail = f"record unreadable: {exc}"
+            if record is not None and record.status == rec.RunStatus.FINISHED:
+                continue
+            if run_dir is None:
+                new.append((config, c))
+                continue
+            teachers = training_of(run_dir)
+            lead = results_dir / next(iter(teachers.values()))
+            if lead not in saved:
+                # the saved training's own teachers; what does not identify a run (folders, device, output
+                # options) is this sweep's, e.g. a results folder that was moved
+                here = {f.name: getattr(c, f.name) for f in run_settings() if not f.metadata["identifies"]}
+                members = [dataclasses.replace(RunConfig.from_dict(saved_config(results_dir / name)["config"]), **here)
+                           for name in teachers.values()]
+                if record is not None:
                     status = record.effective_status(run_dir).value
                     detail = f"{status} at step {record.steps_done}/{record.steps}" + (
-                        f": {record.error}" if record.error and status != rec.RunStatus.FINISHED else "")
-            if status != rec.RunStatus.FINISHED:
-                todo.append((config, c))
-                found.append((run_dir, status, detail))
-        p = Planned([t[0] for t in todo] or list(configs), [t[1] for t in todo] or resolved,
-                    rec.run_base_name(todo[0][1] if todo else resolved[0]), runs=resolved)
-        if not todo:
-            p.state, p.status = "finished", rec.RunStatus.FINISHED.value
-        elif any(run_dir is not None for run_dir, _, _ in found):
-            p.state = "unfinished"
-            p.status, p.detail = next((s, d) for r, s, d in found if r is not None)
-        planned.append(p)
+                        f": {record.error}" if record.error else "")
+                saved[lead] = (members, record.effective_status(run_dir).value if record else None, detail)
+        for lead, (members, status, detail) in saved.items():
+            planned.append(Planned(members, members, lead.name, runs=resolved, state="unfinished", status=status,
+                                   detail=detail))
+        if new:
+            planned.append(Planned([n[0] for n in new], [n[1] for n in new], rec.run_base_name(new[0][1]),
+                                   runs=resolved))
+        if not new and not saved:
+            planned.append(Planned(list(configs), resolved, rec.run_base_name(resolved[0]), runs=resolved,
+                                   state="finished", status=rec.RunStatus.FINISHED.value))
     return planned
+
+
+def _all_runs(planned: Sequence[Planned]) -> list[RunConfig]:
+    """Every run of the sweep once (the trainings of one group share their group's list of runs)."""
+    return list({id(c): c for p in planned for c in p.runs}.values())
 
 
 def format_plan(planned: Sequence[Planned], results_dir: str) -> str:
     counts = {s: sum(p.state == s for p in planned) for s in ("finished", "unfinished", "new")}
-    runs = sum(len(p.runs) for p in planned)
+    runs = len(_all_runs(planned))
     lines = [f"sweep: {runs} runs in {len(planned)} trainings in {results_dir}: {counts['finished']} finished "
              f"(skipped), {counts['unfinished']} unfinished (resumed), {counts['new']} new"]
     for p in planned:
@@ -220,8 +239,10 @@ class TrainingJob:
             import torch
 
             torch.set_num_threads(self.threads)
-        command = shlex.join(["python", "run_bench.py", "run", *config_to_argv(self.configs)])
-        outcomes = train_teachers(self.configs, resume=True, progress=self.progress, command=command, quiet=True)
+        # Each record gets the single-run command of its teacher: it reproduces that record number for number
+        # (a teacher's numbers do not depend on the others), whatever set of teachers this training serves.
+        commands = [shlex.join(["python", "run_bench.py", "run", *config_to_argv(c)]) for c in self.configs]
+        outcomes = train_teachers(self.configs, resume=True, progress=self.progress, command=commands, quiet=True)
         return [str(run_dir) for _, run_dir in outcomes]
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -301,18 +322,17 @@ def execute(todo: Sequence[Planned], options: SweepOptions, executor: Any) -> di
 def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tuple[str, bool]:
     """One line per run (every teacher of every training) and whether all finished."""
     rows, all_finished = [], True
-    for p in planned:
-        for c in p.runs:
-            run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
-            try:
-                record = rec.RunRecord.read(run_dir) if run_dir is not None else None
-            except (ValueError, OSError):
-                record = None
-            status = record.effective_status(run_dir).value if record is not None else "missing"
-            all_finished &= status == rec.RunStatus.FINISHED
-            med = ((record.results or {}).get("teacher_median_last20") if record is not None else None)
-            rows.append(f"  {run_dir.name if run_dir else rec.run_base_name(c)}  {status}"
-                        + (f"  teacher med20 {med:.2f}" if med is not None else ""))
+    for c in _all_runs(planned):
+        run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
+        try:
+            record = rec.RunRecord.read(run_dir) if run_dir is not None else None
+        except (ValueError, OSError):
+            record = None
+        status = record.effective_status(run_dir).value if record is not None else "missing"
+        all_finished &= status == rec.RunStatus.FINISHED
+        med = (record.results or {}).get("teacher_median_last20") if record is not None else None
+        rows.append(f"  {run_dir.name if run_dir else rec.run_base_name(c)}  {status}"
+                    + (f"  teacher med20 {med:.2f}" if med is not None else ""))
     lines = ["summary:", *rows]
     unfinished = sum("  finished" not in row for row in rows)
     if unfinished:

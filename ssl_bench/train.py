@@ -277,8 +277,18 @@ def resolve_without_data(configs: Sequence[RunConfig]) -> list[RunConfig]:
     without loading any data: the family of a built-in or npz data set follows from its name."""
     c = configs[0]
     family = family_of(Path(c.dataset).stem)
-    settings = loop_settings(build_algorithm(c.algorithm, c.alg_args, family), family)
-    return [x.resolved(family, default_model(family), settings) for x in configs]
+    algorithm = build_algorithm(c.algorithm, c.alg_args, family)
+    if len(configs) > 1 and algorithm.targets_from == "teacher":
+        raise ValueError(f"--alg {c.algorithm} takes its targets from the teacher, so each smoothing variant "
+                         "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
+                         "time (`ssl-bench sweep` plans separate trainings for it)")
+    settings = loop_settings(algorithm, family)
+    resolved = [x.resolved(family, default_model(family), settings) for x in configs]
+    # the same teacher twice (e.g. --m left to the profile and given as the profile's value) is one teacher
+    unique: dict[str, RunConfig] = {}
+    for x in resolved:
+        unique.setdefault(x.teacher_key(), x)
+    return list(unique.values())
 
 
 def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PROCESS,
@@ -291,10 +301,6 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     first = variants[0]
     # The algorithm first (cheap checks of its name and hyper-parameters), then the data.
     algorithm = build_algorithm(first.algorithm, first.alg_args, family_of(Path(first.dataset).stem))
-    if len(variants) > 1 and algorithm.targets_from == "teacher":
-        raise ValueError(f"--alg {first.algorithm} takes its targets from the teacher, so each smoothing variant "
-                         "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
-                         "time (`run_bench.py sweep` plans separate trainings for it)")
     variants = resolve_without_data(variants)
     c = variants[0]
     dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
@@ -303,7 +309,7 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     ranks.per_rank(c.batch_size)
 
     # Model initialisation is the only draw from torch's global generator; seeded here, then never used again.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
         torch.manual_seed(c.seed)
         student = build_model(c.model, dataset.num_classes)
         algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
@@ -397,11 +403,14 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
     if run.ranks.enabled:   # data parallel: every gradient and float buffer becomes its mean over the ranks
         modules = [m for m in (run.student, run.algorithm_module, *(t.model for t in run.teachers)) if m is not None]
         params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
-        for p in params:    # a parameter without a gradient here contributes zeros (and keeps grad=None after)
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
+        unused = [p for p in params if p.grad is None]
+        for p in unused:    # a parameter without a gradient here contributes zeros to the mean ...
+            p.grad = torch.zeros_like(p)
         run.ranks.all_reduce_mean_([p.grad for p in params] + [b for m in modules for b in m.buffers()
                                                                  if b.is_floating_point()])
+        for p in unused:    # ... and, unused on every rank, keeps grad=None (SGD skips it, as in one process)
+            if not p.grad.any():
+                p.grad = None
     run.optimizer.step()
     run.scheduler.step()
     for teacher in run.teachers:
@@ -491,7 +500,7 @@ def _load_state(run: Run, state: dict[str, Any]) -> LogWindow:
 
 # -- run directories and records (rank 0) ---------------------------------------------------------------------------
 
-def _saved_config(run_dir: Path) -> dict[str, Any]:
+def saved_config(run_dir: Path) -> dict[str, Any]:
     """A run directory's config.json, checked for the shape this module reads; one clear line otherwise."""
     path = run_dir / rec.CONFIG_FILE
     fix = f"move the run directory {run_dir} aside to start this run anew"
@@ -506,28 +515,50 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
-    """The latest existing directory of a run with the same identifying settings (``RunConfig.identity``)."""
+def matching_run_dirs(results_dir: Path, base: str, config: RunConfig) -> list[Path]:
+    """Every existing directory of a run with the same identifying settings (``RunConfig.identity``), newest first."""
     wanted = config.identity()
+    found = []
     for path in reversed(rec.find_runs(results_dir, base)):
         if not (path / rec.CONFIG_FILE).exists():   # a run that failed before writing its config: nothing to resume
             continue
-        saved = _saved_config(path).get("config", {})
+        saved = saved_config(path).get("config", {})
         if {k: saved.get(k) for k in wanted} == wanted:
-            return path
-    return None
+            found.append(path)
+    return found
 
 
-def _closest_difference(results_dir: Path, base: str, config: RunConfig) -> str:
-    """Why no run matched, for the message of a ``--resume`` with nothing to resume."""
+def matching_run_dir(results_dir: Path, base: str, config: RunConfig) -> Path | None:
+    """The latest existing directory of a run with the same identifying settings, if any."""
+    found = matching_run_dirs(results_dir, base, config)
+    return found[0] if found else None
+
+
+def training_of(run_dir: Path) -> dict[str, str]:
+    """The teachers (key -> run directory name) of the training a run directory belongs to, lead first."""
+    saved = saved_config(run_dir)
+    if saved.get("training"):
+        return dict(saved["training"]["teachers"])
+    return {RunConfig.from_dict(saved["config"]).teacher_key(): run_dir.name}
+
+
+def _closest_difference(results_dir: Path, config: RunConfig) -> str:
+    """Why no run matched, for the message of a ``--resume`` with nothing to resume: the run in ``results_dir``
+    whose identifying settings differ least from ``config``, and how."""
     wanted = config.identity()
-    for path in reversed(rec.find_runs(results_dir, base)):
-        if not (path / rec.CONFIG_FILE).exists():
+    best: tuple[int, str] | None = None
+    for path in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
+        try:
+            saved = saved_config(path).get("config", {}) if (path / rec.CONFIG_FILE).is_file() else None
+        except ValueError:
             continue
-        saved = _saved_config(path).get("config", {})
+        if saved is None:
+            continue
         diff = [f"{k} {saved.get(k)!r} there, {v!r} here" for k, v in wanted.items() if saved.get(k) != v]
-        return f"{path.name} differs in {'; '.join(diff)}"
-    return f"no run named {base}* in {results_dir}"
+        if best is None or len(diff) < best[0]:
+            best = (len(diff), f"the closest, {path.name}, differs in {'; '.join(diff[:4])}"
+                               + ("; ..." if len(diff) > 4 else ""))
+    return best[1] if best else f"no runs in {results_dir}"
 
 
 @dataclass
@@ -556,34 +587,57 @@ def _finished_elsewhere(run: Run, results_dir: Path) -> RunDirs | None:
     return RunDirs(dirs, records, False)
 
 
-def open_run_dirs(run: Run, resume: bool, command: str, quiet: bool = False) -> RunDirs:
-    """The directories to resume (``resume`` and a match), or new ones; never reuses another run's directory."""
+def _find_training(run: Run, results_dir: Path) -> tuple[dict[str, str] | None, list[dict[str, str]]]:
+    """The saved training with exactly this run's teachers (in any order; an unfinished one first), and the
+    unfinished trainings that hold some of them but not exactly them."""
+    keys = {t.key for t in run.teachers}
+    same, other = [], []
+    for t in run.teachers:
+        for path in matching_run_dirs(results_dir, rec.run_base_name(t.config), t.config):
+            teachers = training_of(path)
+            lead = rec.RunRecord.read_if_present(results_dir / next(iter(teachers.values())))
+            unfinished = lead is None or lead.status != rec.RunStatus.FINISHED
+            if set(teachers) == keys:
+                same.append((not unfinished, teachers))    # unfinished first, then the newest
+            elif unfinished:
+                other.append(teachers)
+    same.sort(key=lambda x: x[0])
+    return (same[0][1] if same else None), other
+
+
+def open_run_dirs(run: Run, resume: bool, command: str | dict[str, str], quiet: bool = False) -> RunDirs:
+    """The directories to resume (``resume`` and a saved training with the same teachers), or new ones; never
+    reuses another run's directory. ``command``: one for every teacher, or one per teacher key."""
     results_dir = Path(run.config.results_dir)
-    keys = [t.key for t in run.teachers]
-    lead = run.teachers[0].config
-    found = matching_run_dir(results_dir, rec.run_base_name(lead), lead) if resume else None
-    if resume and found is None and not quiet:
-        print(f"--resume: nothing to resume ({_closest_difference(results_dir, rec.run_base_name(lead), lead)}); "
-              "starting a new run", flush=True)
-    if found is not None:
-        saved = _saved_config(found)
-        training = saved.get("training") or {"teachers": {keys[0]: found.name}}
-        if list(training["teachers"]) != keys or training["teachers"][keys[0]] != found.name:
-            finished = _finished_elsewhere(run, results_dir)
-            if finished is not None:   # every teacher asked for already finished, e.g. in a larger shared training
-                return finished
-            raise ValueError(f"--resume: {found} belongs to a training of the teachers {list(training['teachers'])}; "
-                             f"this command asks for {keys}. Resume with exactly those smoothing settings, or drop "
+    if resume:
+        teachers, others = _find_training(run, results_dir)
+        if teachers is not None:
+            order = list(teachers)   # the saved order: the first teacher's directory holds the checkpoint
+            run.teachers.sort(key=lambda t: order.index(t.key))
+            run.config = run.teachers[0].config
+            dirs = [results_dir / name for name in teachers.values()]
+            previous = [rec.RunRecord.read_if_present(d) for d in dirs]
+            return RunDirs(dirs, previous, (dirs[0] / CHECKPOINT_NAME).exists())
+        finished = _finished_elsewhere(run, results_dir)
+        if finished is not None:   # every teacher asked for already finished, e.g. in a larger shared training
+            return finished
+        if others:
+            raise ValueError(f"--resume: an unfinished training holds the teachers {list(others[0])} (in "
+                             f"{results_dir / next(iter(others[0].values()))}); this command asks for "
+                             f"{[t.key for t in run.teachers]}. Resume with exactly those smoothing settings, or drop "
                              "--resume to start a new training")
-        dirs = [results_dir / name for name in training["teachers"].values()]
-        previous = [rec.RunRecord.read_if_present(d) for d in dirs]
-        return RunDirs(dirs, previous, (found / CHECKPOINT_NAME).exists())
+        if not quiet:   # the user asked to continue a run: starting another (perhaps of 2^20 steps) would surprise
+            raise ValueError(f"--resume: nothing to resume with these settings "
+                             f"({_closest_difference(results_dir, run.teachers[0].config)}); drop --resume to start "
+                             "a new run, or fix the settings")
+    keys = [t.key for t in run.teachers]
+    commands = [command[k] if isinstance(command, dict) else command for k in keys]
     dirs: list[Path] = []
     try:
         dirs += [rec.create_run_dir(results_dir, rec.run_base_name(t.config)) for t in run.teachers]
         training = {"teachers": {k: d.name for k, d in zip(keys, dirs, strict=True)}} if len(dirs) > 1 else None
-        for t, d in zip(run.teachers, dirs, strict=True):
-            rec.atomic_write_json(d / rec.CONFIG_FILE, {"config": t.config.to_dict(), "command": command,
+        for t, d, cmd in zip(run.teachers, dirs, commands, strict=True):
+            rec.atomic_write_json(d / rec.CONFIG_FILE, {"config": t.config.to_dict(), "command": cmd,
                                                         "training": training})
             run.split.save(d / "split.json")
     except OSError as exc:
@@ -630,7 +684,7 @@ def _tensorboard_writer(run_dir: Path) -> Any:
 class Reporter:
     """Rank 0's writer of everything a training leaves on disk: records, metrics.csv, checkpoint, TensorBoard."""
 
-    def __init__(self, run: Run, dirs: RunDirs, command: str, progress: bool) -> None:
+    def __init__(self, run: Run, dirs: RunDirs, command: str | dict[str, str], progress: bool) -> None:
         self.run, self.dirs = run, dirs
         self.active = run.ranks.is_main
         previous = [p for p in dirs.previous if p is not None]
@@ -638,7 +692,8 @@ class Reporter:
         rows = run.teachers[0].evaluations.rows   # restored before the reporter starts: the clock continues
         self.t0 = time.perf_counter() - (rows[-1]["elapsed_s"] if rows else 0.0)
         training = dirs.dirs[0].name if len(dirs.dirs) > 1 else None
-        self.records = [new_record(run, t, d, command, started, training)
+        self.records = [new_record(run, t, d, command[t.key] if isinstance(command, dict) else command, started,
+                                   training)
                         for t, d in zip(run.teachers, dirs.dirs, strict=True)]
         for record, p in zip(self.records, dirs.previous, strict=True):
             if p is not None and p.data_parallel:   # every stretch of steps and its world size
@@ -707,14 +762,15 @@ def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None
 
 
 def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_at: int | None = None,
-                   progress: bool = True, sync_bn: bool = False, command: str | None = None,
+                   progress: bool = True, sync_bn: bool = False, command: str | Sequence[str] | None = None,
                    quiet: bool = False) -> list[tuple[dict[str, Any], Path]]:
     """Train one student for every smoothing variant in ``configs``; returns each variant's record and directory.
 
     ``resume``: continue the latest unfinished training with the same identifying settings (or return the
     records of a finished one) instead of starting new directories. ``stop_at``: checkpoint and stop after this
     step (a preemptible job's time limit). ``command``: the command line saved in the records (default: this
-    process's). ``quiet``: no notice when ``resume`` finds nothing to resume (sweeps, which plan that).
+    process's), or one per config. ``quiet``: no notice when ``resume`` finds nothing to resume (sweeps plan
+    that).
     Under torchrun every rank calls this and gets rank 0's records.
     """
     if stop_at is not None and stop_at <= 0:
@@ -726,6 +782,8 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
         if ranks.enabled:   # each rank on its own device under torchrun
             configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]
         run = build_run(configs, ranks, sync_bn=sync_bn)
+        if not isinstance(command, str):   # one command per config: keyed by its teacher, whatever order follows
+            command = {resolve_without_data([c])[0].teacher_key(): cmd for c, cmd in zip(configs, command, strict=True)}
         dirs = ranks.from_main(lambda: open_run_dirs(run, resume, command, quiet))
         if all(p is not None and p.status == rec.RunStatus.FINISHED for p in dirs.previous):
             return [(p.to_dict(), d) for p, d in zip(dirs.previous, dirs.dirs, strict=True)]
@@ -746,7 +804,7 @@ def _locked(dirs: list[Path]) -> Iterator[None]:
         yield
 
 
-def _train(run: Run, dirs: RunDirs, command: str, *, stop_at: int | None,
+def _train(run: Run, dirs: RunDirs, command: str | dict[str, str], *, stop_at: int | None,
            progress: bool) -> list[tuple[dict[str, Any], Path]]:
     window = restore(run, load_checkpoint(dirs.checkpoint), dirs.checkpoint) if dirs.has_checkpoint else LogWindow()
     c = run.config
@@ -777,7 +835,9 @@ def _train(run: Run, dirs: RunDirs, command: str, *, stop_at: int | None,
                     error=None if done else f"stopped at step {run.step} by --stop-at; continue with --resume")
     except KeyboardInterrupt:
         _save_quietly(report, window, rec.RunStatus.INTERRUPTED,
-                      "interrupted (Ctrl-C); continue from the last checkpoint with --resume")
+                      "interrupted (Ctrl-C); continue from the last checkpoint with --resume"
+                      if dirs.checkpoint.exists() else
+                      "interrupted (Ctrl-C) before its first checkpoint; --resume starts it again from step 0")
         raise RunInterrupted(dirs.dirs[0]) from None
     except BaseException as exc:
         _save_quietly(report, window, rec.RunStatus.FAILED, f"{type(exc).__name__}: {exc}")

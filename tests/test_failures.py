@@ -398,7 +398,10 @@ def test_a_run_that_failed_to_start_does_not_block_the_next(tmp_path, capsys, mo
     code, out, err = cli(capsys, "sweep", *SMOKE, "--results-dir", str(tmp_path / "results"), "--dry-run")
     assert code == 0, err
     code, out, err = cli(capsys, *run_args(tmp_path / "results", "--resume"))
+    assert code == 2 and "nothing to resume" in err   # the failed start left nothing behind to resume
+    code, out, err = cli(capsys, *run_args(tmp_path / "results"))
     assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == [RUN_NAME]
 
 
 # -- the life of a run: divergence, out of memory, Ctrl-C, a second process, a killed one ----------------------------

@@ -246,4 +246,4 @@ def test_missing_timm_gives_install_hint(monkeypatch):
     with pytest.raises(ImportError) as info:
         build_model("timm:resnet18", 10)
     message = str(info.value)
-    assert 'pip install -e ".[timm]"' in message and "torchvision" in message and "timm:resnet18" in message
+    assert "pip install 'ssl-bench[timm]'" in message and "torchvision" in message and "timm:resnet18" in message

@@ -65,7 +65,7 @@ def test_one_checkpoint_holds_every_teacher_and_resume_is_exact(tmp_path):
 def test_resuming_with_another_set_of_teachers_is_refused(tmp_path):
     configs = teacher_configs(smoke(tmp_path), {"smooth": ["tma", "sts"]})
     train_teachers(configs, stop_at=2, progress=False)
-    with pytest.raises(ValueError, match=r"belongs to a training of the teachers .*Resume with exactly"):
+    with pytest.raises(ValueError, match=r"an unfinished training holds the teachers .*Resume with exactly"):
         train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "se"]})[:1], resume=True, progress=False)
 
 
@@ -117,3 +117,52 @@ def test_resuming_one_teacher_of_a_finished_shared_training_returns_its_record(t
     record, run_dir = train(smoke(tmp_path, smooth="tma"), resume=True, progress=False)
     assert run_dir == shared[0][1] and record == shared[0][0]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(d.name for _, d in shared)
+
+
+def test_resume_finds_the_training_whatever_the_order_of_the_teachers(tmp_path):
+    first = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
+    train(smoke(tmp_path, smooth="none"), progress=False)   # a newer, separate run of one of them
+    resumed = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "none"]}), resume=True,
+                             progress=False)
+    assert sorted(d for _, d in resumed) == sorted(d for _, d in first)
+    assert all(r["status"] == "finished" for r, _ in resumed)
+
+
+def test_sweep_resumes_a_saved_training_whole_and_trains_the_rest_apart(tmp_path, capsys):
+    train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
+    argv = ["sweep", "--alg", "fixmatch", "--smooth", "none,tma,sts", "--dataset", "digits", "--labels", "20",
+            "--profile", "smoke", "--device", "cpu", "--no-progress", "--results-dir", str(tmp_path / "results")]
+    assert main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs in 2 trainings" in out and "1 unfinished (resumed), 1 new" in out
+    assert main(argv) == 0
+    records = [json.loads((d / "record.json").read_text()) for d in (tmp_path / "results").iterdir()]
+    assert sorted(r["smooth"] for r in records) == ["none", "sts", "tma"]
+    assert all(r["status"] == "finished" for r in records)
+
+
+def test_dry_run_refuses_what_the_run_refuses(capsys):
+    code = main(["--alg", "mean_teacher", "--smooth", "tma,sts", "--dataset", "digits", "--labels", "20",
+                 "--profile", "smoke", "--dry-run"])
+    assert code == 2 and "targets from the teacher" in capsys.readouterr().err
+
+
+def test_the_same_teacher_given_twice_is_one_teacher(tmp_path):
+    from ssl_bench.train import build_run
+
+    run = build_run([smoke(tmp_path, smooth="tma"), smoke(tmp_path, smooth="tma", m=0.999)])   # smoke's m is 0.999
+    assert len(run.teachers) == 1
+
+
+def test_sweep_order_does_not_depend_on_the_hash_seed():
+    import subprocess
+    import sys
+
+    code = ("from ssl_bench import cli, sweep\n"
+            "args = cli.build_parser().parse_args(\n"
+            "    ['sweep', '--smooth', 'tma,sts', '--m', '0.9,0.99', '--seeds', '0,1'])\n"
+            "base, grid = cli.settings_from_args(args, cli.GRID_FIELDS)\n"
+            "print([c.teacher_key() + str(c.seed) for c in sweep.expand_grid(base, grid)])\n")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(outs) == 1

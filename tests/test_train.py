@@ -126,13 +126,11 @@ def test_resume_equals_uninterrupted(tmp_path, stop_at):
     assert again_dir == run_dir and again == record
 
 
-def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+def test_resume_with_nothing_to_resume_says_so_and_starts_nothing(tmp_path):
     train(smoke(tmp_path), stop_at=2, progress=False)
-    capsys.readouterr()
-    _, run_dir = train(smoke(tmp_path, lr=0.01), resume=True, progress=False)
-    out = capsys.readouterr().out
-    assert "nothing to resume" in out and "lr" in out and "0.01" in out
-    assert run_dir.name.endswith("-2")
+    with pytest.raises(ValueError, match=r"nothing to resume .*differs in lr 0.03 there, 0.01 here.*drop --resume"):
+        train(smoke(tmp_path, lr=0.01), resume=True, progress=False)
+    assert len(list((tmp_path / "results").iterdir())) == 1
 
 
 def test_ctrl_c_is_recorded_interrupted_and_resumes_exactly(tmp_path, monkeypatch):

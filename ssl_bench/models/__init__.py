@@ -9,7 +9,7 @@ Names:
   ``tiny``                  a three-layer CNN with BatchNorm (6 k weights), for tests
   ``small``                 the same CNN at widths 32/64/128 (95 k weights), for the ``cpu`` profile: a few
                             CPU minutes per run, where WRN-28-2 would take hours
-  ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional: ``pip install -e ".[timm]"``)
+  ``timm:<name>``           any timm model, e.g. ``timm:resnet18`` (optional: ``pip install 'ssl-bench[timm]'``)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Any timm backbone behind the ssl-bench model interface (``features``, ``num_features``, ``classifier``).
 
-timm is optional (``pip install -e ".[timm]"``) because it needs torchvision, so it is imported only when a
+timm is optional (``pip install 'ssl-bench[timm]'``) because it needs torchvision, so it is imported only when a
 ``timm:<name>`` model is built.  The interface comes from timm's own (timm >= 0.9, "Feature Extraction" docs):
 ``forward_features(x)`` gives the unpooled last hidden state, ``forward_head(h, pre_logits=True)`` the pooled
 features that enter the classifier, ``get_classifier()`` that classifier.  The pooled width is
@@ -55,7 +55,7 @@ def build_timm_model(timm_name: str, num_classes: int) -> TimmAdapter:
         import timm
     except (ImportError, RuntimeError, AttributeError, OSError) as err:
         raise ImportError(
-            f"model '{TIMM_PREFIX}{timm_name}' needs the optional package timm: pip install -e \".[timm]\". "
+            f"model '{TIMM_PREFIX}{timm_name}' needs the optional package timm: pip install 'ssl-bench[timm]'. "
             f"timm imports torchvision, which must be the build that matches the installed torch "
             f"({torch.__version__}). Import failed with: {type(err).__name__}: {err}"
         ) from err
