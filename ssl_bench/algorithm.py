@@ -188,6 +188,12 @@ def check_hyperparameters(algorithm: Any, given: dict[str, str] | None = None) -
 _REGISTRY: dict[str, type] = {}
 
 
+def source_sha256(algorithm: Any) -> str | None:
+    """sha256 of the file that defines ``algorithm`` (recorded with every run), or None when it has none."""
+    path = Path(_source_file(type(algorithm)))
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def _source_file(cls: type) -> str:
     try:
         return inspect.getsourcefile(cls) or "<unknown file>"

@@ -262,6 +262,7 @@ class RunRecord:
     weight_decay: float | None = _stored()
     strong_augment: str | None = _stored()
     hflip: bool | None = _stored()
+    algorithm_sha256: str | None = _stored()   # of the algorithm's file: a plug-in edited later is told apart
     results: dict[str, Any] | None = _stored()
     versions: dict[str, Any] | None = _stored()
     device: str | None = _stored()

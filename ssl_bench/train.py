@@ -55,6 +55,7 @@ from ssl_bench.algorithm import (
     hyperparameters,
     loop_settings,
     set_requires_grad,
+    source_sha256,
 )
 from ssl_bench.augment import normalize, strong_augment, weak_augment
 from ssl_bench.checkpoint import (
@@ -664,7 +665,7 @@ def new_record(run: Run, teacher: Teacher, run_dir: Path, command: str, started:
         train_size=len(d.y_train), labels=c.labels, seed=c.seed, split_seed=c.split_seed, split_hash=run.split.hash,
         profile=c.profile, steps=c.steps, steps_done=run.step, model=c.model, batch_size=c.batch_size, mu=c.mu,
         eval_every=c.eval_every, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-        strong_augment=c.strong_augment, hflip=d.hflip,
+        strong_augment=c.strong_augment, hflip=d.hflip, algorithm_sha256=source_sha256(run.algorithm),
         results=rec.summarize_evaluations(teacher.evaluations.rows) if teacher.evaluations.rows else None,
         versions=rec.versions(), device=rec.device_description(run.device), commit=rec.git_commit(),
         command=command, started=started, finished=None, wall_seconds=None,

@@ -51,6 +51,10 @@ def test_smoke_run_writes_record_and_teacher_follows_strategy(tmp_path, smooth):
                 "mu", "lr", "weight_decay", "strong_augment"):
         assert saved[key] not in (None, ""), key
     assert saved["results"]["num_evals"] == 2
+    import hashlib
+
+    import ssl_bench_algorithms.fixmatch as fixmatch_file
+    assert saved["algorithm_sha256"] == hashlib.sha256(Path(fixmatch_file.__file__).read_bytes()).hexdigest()
     assert set(saved["results"]) >= {"teacher_median_last20", "teacher_best", "student_median_last20", "student_best"}
     assert json.loads((run_dir / "split.json").read_text())["hash"] == saved["split_hash"]
     assert len(metric_rows(run_dir)) == 2
