@@ -569,6 +569,7 @@ class RunDirs:
     dirs: list[Path]
     previous: list[rec.RunRecord | None]   # each teacher's record before this attempt (resume), else None
     has_checkpoint: bool
+    keys: list[str]                        # the teachers in the order of ``dirs`` (a resumed training's order)
 
     @property
     def checkpoint(self) -> Path:
@@ -585,7 +586,7 @@ def _finished_elsewhere(run: Run, results_dir: Path) -> RunDirs | None:
             return None
         dirs.append(found)
         records.append(record)
-    return RunDirs(dirs, records, False)
+    return RunDirs(dirs, records, False, [t.key for t in run.teachers])
 
 
 def _find_training(run: Run, results_dir: Path) -> tuple[dict[str, str] | None, list[dict[str, str]]]:
@@ -613,12 +614,10 @@ def open_run_dirs(run: Run, resume: bool, command: str | dict[str, str], quiet: 
     if resume:
         teachers, others = _find_training(run, results_dir)
         if teachers is not None:
-            order = list(teachers)   # the saved order: the first teacher's directory holds the checkpoint
-            run.teachers.sort(key=lambda t: order.index(t.key))
-            run.config = run.teachers[0].config
             dirs = [results_dir / name for name in teachers.values()]
             previous = [rec.RunRecord.read_if_present(d) for d in dirs]
-            return RunDirs(dirs, previous, (dirs[0] / CHECKPOINT_NAME).exists())
+            # the saved order (the first teacher's directory holds the checkpoint); every rank adopts it
+            return RunDirs(dirs, previous, (dirs[0] / CHECKPOINT_NAME).exists(), list(teachers))
         finished = _finished_elsewhere(run, results_dir)
         if finished is not None:   # every teacher asked for already finished, e.g. in a larger shared training
             return finished
@@ -647,7 +646,7 @@ def open_run_dirs(run: Run, resume: bool, command: str | dict[str, str], quiet: 
         raise OSError(exc.errno, f"--results-dir {str(results_dir)!r}: cannot create a run there "
                                  f"({exc.strerror or exc}: {exc.filename}); pass a writable folder with free space "
                                  "to --results-dir") from None
-    return RunDirs(dirs, [None] * len(dirs), False)
+    return RunDirs(dirs, [None] * len(dirs), False, keys)
 
 
 def new_record(run: Run, teacher: Teacher, run_dir: Path, command: str, started: str,
@@ -786,6 +785,8 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
         if not isinstance(command, str):   # one command per config: keyed by its teacher, whatever order follows
             command = {resolve_without_data([c])[0].teacher_key(): cmd for c, cmd in zip(configs, command, strict=True)}
         dirs = ranks.from_main(lambda: open_run_dirs(run, resume, command, quiet))
+        run.teachers.sort(key=lambda t: dirs.keys.index(t.key))   # the directories' order, on every rank
+        run.config = run.teachers[0].config
         if all(p is not None and p.status == rec.RunStatus.FINISHED for p in dirs.previous):
             return [(p.to_dict(), d) for p, d in zip(dirs.previous, dirs.dirs, strict=True)]
         with _locked(dirs.dirs if ranks.is_main else []):
