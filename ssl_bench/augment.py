@@ -75,7 +75,7 @@ application.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -763,29 +763,49 @@ def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -
     """One round of the reference pool on the RGBA state (N, C + 1, H, W), grouped by op like table12's."""
     c = state.shape[1] - 1
     ops = torch.where(draws.applied[r], draws.ops[r], torch.full_like(draws.ops[r], _RAMC_IDENTITY))
-    key = _RAMC_GROUP_RANK.to(ops.device)[ops]
+
+    def colour(name: str, xs: torch.Tensor, levels: torch.Tensor, negated: torch.Tensor) -> torch.Tensor:
+        if name == "identity":
+            return xs
+        mag = None if name in ("autocontrast", "equalize") else ramc_magnitude(name, levels)
+        alpha = torch.full_like(xs[:, c:], 255) if name in _RAMC_OPAQUE else xs[:, c:]
+        return torch.cat([_COLOUR_OPS[name](xs[:, :c], mag), alpha], dim=1)
+
+    def geometric(name: str, levels: torch.Tensor, negated: torch.Tensor) -> torch.Tensor:
+        return _ramc_matrix(name, ramc_magnitude(name, levels, negated), h, w)
+
+    # RGB and alpha are resampled together; outside the image is transparent black (0, 0, 0, 0)
+    return _apply_grouped(state, _RAMC_GROUP_RANK.to(ops.device)[ops], _RAMC_GROUP_ORDER,
+                          (draws.levels[r], draws.negated[r]), colour, geometric, fill=0)
+
+
+def _apply_grouped(x: torch.Tensor, key: torch.Tensor, group_order: Sequence[str], params: tuple[torch.Tensor, ...],
+                   colour: Callable[..., torch.Tensor], geometric: Callable[..., torch.Tensor],
+                   fill: int) -> torch.Tensor:
+    """Apply one op per sample, batched by op: sample i gets ``group_order[key[i]]``.
+
+    Samples are sorted by ``key`` (colour ops first, the geometric ops last: one argsort and one bincount, a single
+    host sync); every colour op runs once on the contiguous slice of its samples (``colour(name, xs, *params)``)
+    and all geometric samples share one affine resampling pass (``geometric(name, *params)`` gives their
+    matrices). ``params`` are per-sample tensors, sliced like the samples. One index_select restores the order.
+    """
     order = torch.argsort(key, stable=True)
-    counts = torch.bincount(key, minlength=len(RAMC_OPS)).tolist()
-    xs = state.index_select(0, order)
-    levels, negated = draws.levels[r].index_select(0, order), draws.negated[r].index_select(0, order)
+    counts = torch.bincount(key, minlength=len(group_order)).tolist()
+    xs = x.index_select(0, order)
+    ps = tuple(p.index_select(0, order) for p in params)
     pieces, start, geo_start, geo_mats = [], 0, None, []
-    for name, count in zip(_RAMC_GROUP_ORDER, counts, strict=True):
+    for name, count in zip(group_order, counts, strict=True):
         sl = slice(start, start + count)
         start += count
         if count == 0:
             continue
         if name in _GEOMETRIC:
             geo_start = sl.start if geo_start is None else geo_start
-            geo_mats.append(_ramc_matrix(name, ramc_magnitude(name, levels[sl], negated[sl]), h, w))
-        elif name == "identity":
-            pieces.append(xs[sl])
+            geo_mats.append(geometric(name, *(p[sl] for p in ps)))
         else:
-            mag = None if name in ("autocontrast", "equalize") else ramc_magnitude(name, levels[sl])
-            rgb = _COLOUR_OPS[name](xs[sl, :c], mag)
-            alpha = torch.full_like(xs[sl, c:], 255) if name in _RAMC_OPAQUE else xs[sl, c:]
-            pieces.append(torch.cat([rgb, alpha], dim=1))
-    if geo_mats:  # RGB and alpha resampled together; outside the image is transparent black (0, 0, 0, 0)
-        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), 0))
+            pieces.append(colour(name, xs[sl], *(p[sl] for p in ps)))
+    if geo_mats:
+        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), fill))
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     return torch.cat(pieces).index_select(0, inverse)
@@ -820,33 +840,15 @@ def _magnitudes(name: str, u: torch.Tensor) -> torch.Tensor:
 
 
 def _randaugment_round(x: torch.Tensor, ops: torch.Tensor, u: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """One RandAugment layer: sample i gets OPS[ops[i]] with magnitude from u[i].
+    """One RandAugment layer: sample i gets OPS[ops[i]] with magnitude from u[i] (batched by op)."""
 
-    Samples are sorted by op, colour ops first and the five geometric ops last (one argsort and one bincount:
-    a single host sync per round); every colour op then runs once on the contiguous slice of its samples and
-    all geometric samples share one affine resampling pass. One index_select restores the original order.
-    """
-    key = _GROUP_RANK.to(ops.device)[ops]
-    order = torch.argsort(key, stable=True)
-    counts = torch.bincount(key, minlength=len(OPS)).tolist()
-    xs, us = x.index_select(0, order), u.index_select(0, order)
-    pieces, start, geo_start, geo_mats = [], 0, None, []
-    for name, count in zip(_GROUP_ORDER, counts, strict=True):
-        sl = slice(start, start + count)
-        start += count
-        if count == 0:
-            continue
-        if name in _GEOMETRIC:
-            geo_start = sl.start if geo_start is None else geo_start
-            geo_mats.append(_geometric_matrix(name, _magnitudes(name, us[sl]), h, w))
-        else:
-            mag = _magnitudes(name, us[sl]) if name in MAGNITUDE_RANGES else None
-            pieces.append(_COLOUR_OPS[name](xs[sl], mag))
-    if geo_mats:
-        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), FILL))
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return torch.cat(pieces).index_select(0, inverse)
+    def colour(name: str, xs: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+        return _COLOUR_OPS[name](xs, _magnitudes(name, us) if name in MAGNITUDE_RANGES else None)
+
+    def geometric(name: str, us: torch.Tensor) -> torch.Tensor:
+        return _geometric_matrix(name, _magnitudes(name, us), h, w)
+
+    return _apply_grouped(x, _GROUP_RANK.to(ops.device)[ops], _GROUP_ORDER, (u,), colour, geometric, fill=FILL)
 
 
 def normalize(x_uint8: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

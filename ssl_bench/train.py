@@ -276,6 +276,11 @@ def teacher_variants(configs: Sequence[RunConfig]) -> list[RunConfig]:
 def resolve_without_data(configs: Sequence[RunConfig]) -> list[RunConfig]:
     """The settings as ``build_run`` resolves them (profile, dataset family and algorithm reference defaults),
     without loading any data: the family of a built-in or npz data set follows from its name."""
+    return _resolve(configs)[1]
+
+
+def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
+    """The built algorithm and the resolved, de-duplicated teacher configurations."""
     c = configs[0]
     family = family_of(Path(c.dataset).stem)
     algorithm = build_algorithm(c.algorithm, c.alg_args, family)
@@ -289,7 +294,7 @@ def resolve_without_data(configs: Sequence[RunConfig]) -> list[RunConfig]:
     unique: dict[str, RunConfig] = {}
     for x in resolved:
         unique.setdefault(x.teacher_key(), x)
-    return list(unique.values())
+    return algorithm, list(unique.values())
 
 
 def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PROCESS,
@@ -299,10 +304,8 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     ``configs``: one run, or several smoothing variants of one training (see the module docstring).
     """
     variants = teacher_variants([configs] if isinstance(configs, RunConfig) else list(configs))
-    first = variants[0]
     # The algorithm first (cheap checks of its name and hyper-parameters), then the data.
-    algorithm = build_algorithm(first.algorithm, first.alg_args, family_of(Path(first.dataset).stem))
-    variants = resolve_without_data(variants)
+    algorithm, variants = _resolve(variants)
     c = variants[0]
     dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
     split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
