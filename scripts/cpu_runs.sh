@@ -19,7 +19,7 @@ fixmatch_separate() { for s in $SEEDS; do run --alg fixmatch --labels 20 --seed 
 alg() { for s in $SEEDS; do run --alg "$1" --labels "${2:-20}" --seed "$s" --smooth "${3:-tma,sts}"; done; }
 case "${1:-}" in
   lane1) fixmatch_ablation; alg uda; alg mixmatch; fixmatch_separate ;;
-  lane2) alg fixmatch 40 none,tma,se,sts; alg supervised; alg supervised 1442 tma,sts; alg remixmatch
+  lane2) alg fixmatch 40 none,tma,se,sts; alg supervised; alg supervised 40; alg supervised 1442 tma,sts; alg remixmatch
          alg mean_teacher 20 tma; alg pi_model; alg pseudo_label ;;
   *) echo "usage: $0 {lane1|lane2}" >&2; exit 2 ;;
 esac
