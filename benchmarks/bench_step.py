@@ -6,7 +6,7 @@
 
 (``benchmarks/gpu_report.py`` measures these and every other GPU figure in one command, on its own device.)
 
-Both paths train the same thing, built by ``ssl_bench.train.build_run``: FixMatch's loss
+Both paths train the same thing, built by ``ssl_bench.run.build.build_training``: FixMatch's loss
 (``build_algorithm("fixmatch")``), Nesterov SGD with the cosine schedule, and the ``tma`` smoother
 (m = 0.999), on WRN-28-2 (CIFAR-10) or WRN-28-8 (CIFAR-100), B labelled + 7 B unlabelled images per step,
 each unlabelled image in a weak and a strong view: 15 B images through the network per step (960 at the
@@ -71,8 +71,10 @@ from bench_augment import pillow_strong, pillow_weak  # noqa: E402  (the per-ima
 from ssl_bench.algorithm import Batch  # noqa: E402
 from ssl_bench.config import PROFILES, RunConfig  # noqa: E402
 from ssl_bench.data import DatasetNotFoundError, load_dataset  # noqa: E402
+from ssl_bench.run.build import build_training  # noqa: E402
+from ssl_bench.run.loop import next_batch, training_step  # noqa: E402
+from ssl_bench.run.state import Training  # noqa: E402
 from ssl_bench.smoothing import GRANULARITIES, build_smoother  # noqa: E402
-from ssl_bench.train import Run, build_run, next_batch, training_step  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", HERE.parents[1] / "shared" / "data"))
 PROTOCOL_STEPS = PROFILES["full"].steps  # 2^20 (Spatial Ensemble paper Sec. 4.1, following FixMatch)
@@ -104,7 +106,7 @@ def to_tensor_normalized(image: np.ndarray, mean: torch.Tensor, std: torch.Tenso
     return t.sub_(mean).div_(std)
 
 
-def pillow_batch(run: Run, rng: random.Random) -> Batch:
+def pillow_batch(run: Training, rng: random.Random) -> Batch:
     """One step's batch the way a per-image DataLoader builds it, from the run's own index streams."""
     c, d = run.config, run.dataset
     labeled = run.streams.labeled.next(c.batch_size).numpy()
@@ -185,11 +187,11 @@ def step_config(model: str, batch: int, mu: int | None, device: torch.device, sc
 
 @dataclass
 class Contender:
-    """One row of the table: a Run and how one step of it is taken."""
+    """One row of the table: a Training and how one step of it is taken."""
 
     name: str
     label: str
-    run: Run
+    run: Training
     make_batch: Callable[[], Batch]
     step_times: list[float] = field(default_factory=list)
     input_s: float = float("nan")
@@ -205,7 +207,7 @@ class Contender:
 
 def plain_contender(base: RunConfig, seed: int = 0) -> Contender:
     """The plain path: ``base``'s run, fed per-image Pillow batches (``pillow_batch``)."""
-    run = build_run(base)
+    run = build_training(base)
     rng = random.Random(seed)
     return Contender("plain", PLAIN_LABEL, run, lambda: pillow_batch(run, rng))
 
@@ -213,7 +215,7 @@ def plain_contender(base: RunConfig, seed: int = 0) -> Contender:
 def fast_contender(base: RunConfig, variant: str) -> Contender:
     """A fast-path variant of FAST_VARIANTS: ``base`` with its RunConfig options, fed by ``next_batch``."""
     label, options = FAST_VARIANTS[variant]
-    run = build_run(dataclasses.replace(base, **options))
+    run = build_training(dataclasses.replace(base, **options))
     return Contender(variant, label, run, lambda: next_batch(run))
 
 

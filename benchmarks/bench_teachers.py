@@ -6,7 +6,7 @@
 
 Every workload is FixMatch on the embedded ``digits`` data (20 labels, no download) at the ``cpu`` profile's
 settings (its model, batch and evaluation cadence; ``--quick``: the ``smoke`` profile's), built by
-``ssl_bench.train.build_run`` and driven by the loop's own ``next_batch`` / ``training_step`` / ``evaluate``
+``ssl_bench.run.build.build_training`` and driven by the loop's own ``next_batch`` / ``training_step`` / ``evaluate``
 (no run directories are written). One *training* is K steps and an evaluation every ``eval_every`` steps and
 after the last one, as the loop evaluates:
 
@@ -50,15 +50,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ssl_bench.config import RunConfig  # noqa: E402
-from ssl_bench.train import (  # noqa: E402
-    Run,
-    build_run,
-    evaluate,
-    next_batch,
-    resolve_without_data,
-    teacher_configs,
-    training_step,
-)
+from ssl_bench.run import state  # noqa: E402
+from ssl_bench.run.build import build_training, plan_teachers, teacher_grid  # noqa: E402
+from ssl_bench.run.loop import evaluate, next_batch, training_step  # noqa: E402
 
 STRATEGIES = ["none", "tma", "se", "sts"]        # the four strategies of the paper's comparison (Table 6)
 GRANULARITIES = ["layer", "channel", "neuron"]   # Table 4's fragments
@@ -68,12 +62,12 @@ TARGET_C_OVER_A = 1.25                           # issue 13: 4 variants cost at 
 
 
 @dataclass
-class Training:
+class TimedTraining:
     """One training of a workload and its timed work in the current repeat."""
 
     workload: str
     configs: list[RunConfig]
-    run: Run | None = None
+    run: state.Training | None = None
     steps_s: float = 0.0
     evals_s: float = 0.0
     evaluations: int = 0
@@ -81,14 +75,14 @@ class Training:
 
 
 def workloads(base: RunConfig) -> dict[str, list[list[RunConfig]]]:
-    """Each workload's trainings, each training as its list of teacher configs (``teacher_configs``)."""
-    table4 = (teacher_configs(base, {"smooth": ["se"], "granularity": GRANULARITIES})
-              + teacher_configs(base, {"smooth": ["sts"], "granularity": GRANULARITIES, "p": TABLE4_P}))
+    """Each workload's trainings, each training as its list of teacher configs (``teacher_grid``)."""
+    table4 = (teacher_grid(base, {"smooth": ["se"], "granularity": GRANULARITIES})
+              + teacher_grid(base, {"smooth": ["sts"], "granularity": GRANULARITIES, "p": TABLE4_P}))
     if len(table4) != 12:
-        raise RuntimeError(f"the Table-4 ablation should have 12 teachers, teacher_configs made {len(table4)}")
-    return {"a": [teacher_configs(base, {"smooth": [SINGLE]})],
-            "b": [teacher_configs(base, {"smooth": [s]}) for s in STRATEGIES],
-            "c": [teacher_configs(base, {"smooth": STRATEGIES})],
+        raise RuntimeError(f"the Table-4 ablation should have 12 teachers, teacher_grid made {len(table4)}")
+    return {"a": [teacher_grid(base, {"smooth": [SINGLE]})],
+            "b": [teacher_grid(base, {"smooth": [s]}) for s in STRATEGIES],
+            "c": [teacher_grid(base, {"smooth": STRATEGIES})],
             "d": [table4]}
 
 
@@ -96,12 +90,12 @@ def clock_of(name: str) -> Callable[[], float]:
     return time.process_time if name == "cpu" else time.perf_counter
 
 
-def measure_repeat(trainings: list[Training], steps: int, warmup: int, clock: Callable[[], float],
+def measure_repeat(trainings: list[TimedTraining], steps: int, warmup: int, clock: Callable[[], float],
                    update_calls: int) -> int:
     """Build, warm up and time every training (see the module docstring), interval by interval in turn;
     returns the number of test images an evaluation classifies."""
     for t in trainings:
-        t.run = build_run(t.configs)
+        t.run = build_training(t.configs)
         t.steps_s = t.evals_s = 0.0
         t.evaluations = 0
         t.run.student.train()
@@ -158,7 +152,7 @@ class Repeat:
 
 
 def run_repeat(base: RunConfig, steps: int, warmup: int, clock: Callable[[], float], update_calls: int) -> Repeat:
-    trainings = [Training(name, configs) for name, group in workloads(base).items() for configs in group]
+    trainings = [TimedTraining(name, configs) for name, group in workloads(base).items() for configs in group]
     teachers = {t.workload: len(t.configs) for t in trainings}
     test_images = measure_repeat(trainings, steps, warmup, clock, update_calls)
     steps_s = {name: sum(t.steps_s for t in trainings if t.workload == name) for name in teachers}
@@ -278,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # steps = the timed steps + the warm-up: the cosine schedule and the algorithms' ramp-ups stay in range.
     base = RunConfig(algorithm="fixmatch", dataset="digits", labels=20, profile=profile, device="cpu",
                      seed=args.seed, steps=steps + warmup)
-    settings = resolve_without_data([base])[0]
+    settings = plan_teachers([base])[0]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), clock: {clock_name}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPU(s)")
     print(f"FixMatch on digits, 20 labels, profile {profile}: model {settings.model}, batch {settings.batch_size} "

@@ -25,7 +25,7 @@ order they run (cheap and most asked-for first; torch.compile last, as compiling
      granularity, neuron-wise <= 3x a fused EMA (one ``torch._foreach_lerp_`` over the same tensors, timed in
      the same run).
    * teachers: the cost of N teachers in one training, N = 1 and 4 (tma; tma, sts, se, none), as the loop
-     runs it (``build_run`` with N smoothing variants): one ``training_step`` (the student's step + N
+     runs it (``build_training`` with N smoothing variants): one ``training_step`` (the student's step + N
      ``Smoother.update`` calls) and one ``evaluate`` (N teachers and the student on the test set, 10,000
      images), and one teacher's evaluation pass alone; with an evaluation every 1024 steps, the projected
      2^20-step wall time of one training with N teachers, against one with one teacher (target, issue 13:
@@ -92,12 +92,15 @@ from bench_step import (  # noqa: E402  (the step benchmark's runs, paths and cl
     timed,
 )
 
-from ssl_bench import results as rec  # noqa: E402
+from ssl_bench import records as rec  # noqa: E402
 from ssl_bench.augment import strong_augment, weak_augment  # noqa: E402
 from ssl_bench.config import RunConfig  # noqa: E402
-from ssl_bench.evaluate import accuracy  # noqa: E402
+from ssl_bench.run.build import build_training  # noqa: E402
+from ssl_bench.run.evaluate import accuracy  # noqa: E402
+from ssl_bench.run.loop import evaluate, next_batch, training_step  # noqa: E402
+from ssl_bench.run.state import Training  # noqa: E402
+from ssl_bench.run.writer import git_commit, versions  # noqa: E402
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES  # noqa: E402
-from ssl_bench.train import Run, build_run, evaluate, next_batch, training_step  # noqa: E402
 
 SCHEMA = 1
 DEFAULT_BUDGET_S = 480.0
@@ -215,7 +218,7 @@ class Report:
 
 
 def guarded(report: Report, name: str, needs_s: float, budget: Budget, fn: Callable[[], object]) -> None:
-    """Run one section or case: skipped if the budget cannot hold ``needs_s`` more, its failure recorded, not
+    """Training one section or case: skipped if the budget cannot hold ``needs_s`` more, its failure recorded, not
     raised, so the rest of the report is still measured."""
     left = budget.left()
     if left < max(needs_s, 1e-9):
@@ -263,8 +266,8 @@ def package_version(name: str) -> str | None:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = {"device": str(device), **rec.versions(), "triton": package_version("triton"),
-                           "commit": rec.git_commit(), "cpu": platform.processor() or platform.machine(),
+    env: dict[str, Any] = {"device": str(device), **versions(), "triton": package_version("triton"),
+                           "commit": git_commit(), "cpu": platform.processor() or platform.machine(),
                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "cuda": torch.version.cuda, "gpu": None, "driver": None}
     if device.type == "cuda":
@@ -298,10 +301,10 @@ class ModelBench:
     device: torch.device
     sync: Callable[[], None]
     settings: Settings
-    shared: Run | None = None
+    shared: Training | None = None
     shared_step_times: list[float] = field(default_factory=list)
 
-    def shared_run(self, budget: Budget) -> Run:
+    def shared_run(self, budget: Budget) -> Training:
         """A fast fp32 run for the smoothing and teachers sections, past its warm-up, with its step times."""
         if self.shared is None:
             run = fast_contender(self.base, "fp32").run
@@ -329,7 +332,7 @@ def free_device(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def model_header(bench: ModelBench, run: Run) -> dict[str, Any]:
+def model_header(bench: ModelBench, run: Training) -> dict[str, Any]:
     c = run.config
     unlabeled = c.batch_size * c.mu
     return {"model": c.model, "role": bench.role, "classes": run.dataset.num_classes, "batch": c.batch_size,
@@ -428,7 +431,7 @@ def case_line(role: str, case: str, r: dict[str, Any]) -> str:
 
 def augment_section(report: Report, bench: ModelBench) -> None:
     s, device, clock = bench.settings, bench.device, time.perf_counter
-    run = build_run(bench.base)     # the training images on the device, and the step's unlabelled batch
+    run = build_training(bench.base)     # the training images on the device, and the step's unlabelled batch
     images, unlabeled = run.x_train, run.config.batch_size * run.config.mu
     flip, policy = run.dataset.hflip, run.config.strong_augment   # as next_batch calls them
     del run
@@ -490,7 +493,7 @@ def smoothing_section(report: Report, bench: ModelBench, budget: Budget) -> None
 
 
 def teachers_section(report: Report, bench: ModelBench, budget: Budget) -> None:
-    """One training with N teachers, as the loop runs it (``build_run`` with N smoothing variants): a
+    """One training with N teachers, as the loop runs it (``build_training`` with N smoothing variants): a
     ``training_step`` (the student's step + N ``Smoother.update`` calls) and an ``evaluate`` (N teachers'
     and the student's accuracy on the test set, with the Figure-3 snapshots); and the building block of
     the latter, one teacher's evaluation pass over the test set. The figures are kept as they come; the
@@ -512,12 +515,12 @@ def teachers_section(report: Report, bench: ModelBench, budget: Budget) -> None:
         if n == 1:
             run = shared      # the base configuration's one teacher: tma
         else:
-            run = build_run([dataclasses.replace(bench.base, smooth=strategy)
+            run = build_training([dataclasses.replace(bench.base, smooth=strategy)
                              for strategy in TEACHER_STRATEGIES[:n]])
             for _ in range(s.warmup):
                 training_step(run, next_batch(run))
         if [t.config.smooth for t in run.teachers] != list(TEACHER_STRATEGIES[:n]):
-            raise RuntimeError(f"build_run made teachers {[t.key for t in run.teachers]} of "
+            raise RuntimeError(f"build_training made teachers {[t.key for t in run.teachers]} of "
                                f"{list(TEACHER_STRATEGIES[:n])}")
         repeats = max(s.repeats // 3, MIN_TIMED_STEPS)
         step_s = median_time(lambda run=run: training_step(run, next_batch(run)), repeats, sync, clock,

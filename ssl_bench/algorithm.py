@@ -17,7 +17,7 @@ An algorithm is one small class in one file. It declares
 and registers itself with ``@register("name")``. Hyper-parameters are dataclass fields declared with
 :func:`hp` (default, valid range, source beside them); ``--alg-arg key=value`` overrides them and
 :func:`build_algorithm` checks every value against its declared range. The training loop
-(``ssl_bench.train``) owns the optimizer, the data, the smoothing and the checkpoints; an algorithm never
+(``ssl_bench.run.loop``) owns the optimizer, the data, the smoothing and the checkpoints; an algorithm never
 sees them. Random draws (MixUp) come from ``batch.generator``, which the loop seeds and checkpoints.
 
 An algorithm that needs trainable parts or state of its own (ReMixMatch's rotation head, a running
@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from ssl_bench.errors import UserError
 from ssl_bench.functional import frozen_batchnorm_stats
 
 TARGET_SOURCES = ("student", "teacher")
@@ -109,7 +110,7 @@ class Algorithm(Protocol):
     def loss(self, student: nn.Module, teacher: nn.Module, batch: Batch) -> Losses: ...
 
 
-class AlgorithmError(ValueError):
+class AlgorithmError(UserError):
     """A registered algorithm or an algorithm file is unusable; the message names the file and the problem."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
+from ssl_bench.errors import UserError
 
 SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep", "quickstart")
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
@@ -53,7 +54,7 @@ def parse_values(f: dataclasses.Field, text: str) -> list[Any]:
     values: list[Any] = []
     for item in (t.strip() for t in str(text).split(",")):
         if not item:
-            raise ValueError(f"{flag} {text!r}: empty element; expected a comma-separated list such as a,b,c")
+            raise UserError(f"{flag} {text!r}: empty element; expected a comma-separated list such as a,b,c")
         try:
             if kind is int and re.fullmatch(r"\d+-\d+", item):
                 lo, hi = (int(t) for t in item.split("-"))
@@ -63,8 +64,8 @@ def parse_values(f: dataclasses.Field, text: str) -> list[Any]:
             else:
                 parsed = [kind(item)]
         except ValueError:
-            raise ValueError(f"{flag} {item!r} is not a valid {kind.__name__}"
-                             f"{' or range a-b (a <= b)' if kind is int else ''}") from None
+            raise UserError(f"{flag} {item!r} is not a valid {kind.__name__}"
+                            f"{' or range a-b (a <= b)' if kind is int else ''}") from None
         values += parsed
     return list(dict.fromkeys(values))   # linear de-duplication, order kept
 
@@ -116,9 +117,9 @@ def settings_from_args(args: argparse.Namespace,
 def _show_config(configs: Sequence[RunConfig]) -> int:
     """Print the effective settings of a run without training (no data needed for the built-in data sets)."""
     from ssl_bench.algorithm import build_algorithm, hyperparameters
-    from ssl_bench.train import resolve_without_data, teacher_variants
+    from ssl_bench.run.build import plan_teachers
 
-    resolved = resolve_without_data(teacher_variants(configs))
+    resolved = plan_teachers(configs)
     first = resolved[0]
     algorithm = build_algorithm(first.algorithm, first.alg_args, resolved_family(first))
     print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}), dataset {first.dataset}")
@@ -140,10 +141,11 @@ def resolved_family(config: RunConfig) -> str | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ssl_bench.train import teacher_configs, train_teachers
+    from ssl_bench.run.build import teacher_grid
+    from ssl_bench.run.loop import train_teachers
 
     base, axes = settings_from_args(args, TEACHER_AXES)
-    configs = teacher_configs(base, axes)
+    configs = teacher_grid(base, axes)
     for c in configs:
         c.validate()
     if args.dry_run:
@@ -169,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
 # -- sweep ----------------------------------------------------------------------------------------------------------
 
 def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
-    from ssl_bench.sweep import EXECUTORS
+    from ssl_bench.run.sweep import EXECUTORS
 
     e = parser.add_argument_group("execution")
     e.add_argument("--executor", default="local", choices=EXECUTORS,
@@ -202,7 +204,7 @@ def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ssl_bench import sweep
+    from ssl_bench.run import sweep
 
     base, grid = settings_from_args(args, GRID_FIELDS)
     options = sweep.SweepOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(sweep.SweepOptions)})
@@ -252,20 +254,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_sweep_options(sweep)
     sweep.set_defaults(func=_sweep)
 
-    from ssl_bench import leaderboard_cli, plots, quickstart
+    from ssl_bench import quickstart
+    from ssl_bench.report import cli as report_cli
+    from ssl_bench.report import plots
 
-    leaderboard_cli.add_subcommands(sub)
+    report_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
     quickstart.add_subcommand(sub)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """The failures a user can cause and fix (bad values, files, a diverged run, a held lock): one line each."""
-    from ssl_bench.lock import RunLockedError
-    from ssl_bench.train import DivergedError
-
-    return (ValueError, OSError, ImportError, DivergedError, RunLockedError)
+    """The failures a user can cause and fix: ``UserError`` (bad values and files, a diverged run, a held lock,
+    a missing optional package) and the machine's ``OSError`` (a full disk, a missing folder): one line each.
+    Anything else is a bug (ssl-bench's or a plug-in's, e.g. a shape mistake in a loss) and keeps its traceback."""
+    return (UserError, OSError)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:

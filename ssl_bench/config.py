@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssl_bench.augment import STRONG_POLICIES
+from ssl_bench.errors import UserError
 from ssl_bench.smoothing import (
     BUFFER_POLICIES,
     GRANULARITIES,
@@ -77,7 +78,7 @@ def cosine_lr_factor(step: int, total_steps: int) -> float:
 
 GROUPS = ("experiment", "teacher", "budget", "system")
 # The smoothing settings: a run may list several values of each (comma lists); their cross product is the set
-# of teachers of one training (ssl_bench.train). Every other setting has one value per training.
+# of teachers of one training (ssl_bench.run.build). Every other setting has one value per training.
 TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers")
 
 
@@ -174,20 +175,20 @@ class RunConfig:
             if value is None:
                 continue
             if meta["choices"] is not None and value not in meta["choices"]:
-                raise ValueError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
+                raise UserError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{flag_of(f)} {value} is not a finite number; pass a number such as "
-                                 f"{getattr(RunConfig(), f.name) or meta['minimum']}")
+                raise UserError(f"{flag_of(f)} {value} is not a finite number; pass a number such as "
+                                f"{getattr(RunConfig(), f.name) or meta['minimum']}")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 low, high = meta["minimum"], meta["maximum"]
                 if (low is not None and value < low) or (high is not None and value > high):
                     where = (f"in [{low}, {high}]" if low is not None and high is not None
                              else f">= {low}" if low is not None else f"<= {high}")
-                    raise ValueError(f"{flag_of(f)} {value} is out of range; expected a value {where}")
+                    raise UserError(f"{flag_of(f)} {value} is out of range; expected a value {where}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (N a GPU index)")
+            raise UserError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (N a GPU index)")
         if not self.results_dir.strip():
-            raise ValueError("--results-dir is empty; pass the folder run directories go to (default: results)")
+            raise UserError("--results-dir is empty; pass the folder run directories go to (default: results)")
 
     def resolved(self, dataset_family: str | None, default_model: str, loop_settings: dict[str, Any]) -> RunConfig:
         """Fill every ``None`` from the profile, the dataset and the algorithm's reference ``loop_settings``
@@ -214,7 +215,7 @@ class RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"config has unknown keys {unknown}; this ssl-bench knows {sorted(known)}")
+            raise UserError(f"config has unknown keys {unknown}; this ssl-bench knows {sorted(known)}")
         return cls(**data)
 
     def identity(self) -> dict[str, Any]:

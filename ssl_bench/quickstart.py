@@ -32,7 +32,7 @@ def add_subcommand(subparsers: Any) -> None:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
-    from ssl_bench.train import train
+    from ssl_bench.run.loop import train
 
     outcome: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()

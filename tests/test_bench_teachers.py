@@ -1,4 +1,4 @@
-"""benchmarks/bench_teachers.py: the quick mode runs the benchmark's whole code path (the loop's build_run,
+"""benchmarks/bench_teachers.py: the quick mode runs the benchmark's whole code path (the loop's build_training,
 next_batch, training_step and evaluate with 1, 4 and 12 teachers) and prints every row and every ratio.
 
 The quick mode's numbers mean nothing (tiny CNN, a few steps): these tests check that the table and the

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssl_bench import checkpoint as ckpt
-from ssl_bench.checkpoint import (
+from ssl_bench.run import checkpoint as ckpt
+from ssl_bench.run.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
     check_plain,
@@ -176,7 +176,7 @@ def test_save_then_load_round_trips(tmp_path):
 def test_checkpoint_of_a_training_run_loads_with_weights_only(tmp_path):
     """The state the loop really writes (models, optimizer, scheduler, smoother, streams, history)."""
     from ssl_bench.config import RunConfig
-    from ssl_bench.train import train
+    from ssl_bench.run.loop import train
 
     config = RunConfig(algorithm="fixmatch", smooth="sts", dataset="digits", labels=20, profile="smoke",
                        results_dir=str(tmp_path / "results"), device="cpu")

@@ -29,7 +29,7 @@ import torch
 from helpers import metric_rows
 
 from ssl_bench.config import RunConfig
-from ssl_bench.ranks import Ranks
+from ssl_bench.run.ranks import Ranks
 
 WORLD_SIZE = 2
 REMIX_ARGS = ["--alg", "remixmatch", "--smooth", "sts", "--dataset", "digits", "--labels", "20",
@@ -69,11 +69,12 @@ def _worker(out: Path, second_port: int) -> None:
     """One rank of the module's two-rank launch; saves what it saw to ``out/rank<r>.pt``."""
     import torch.distributed as dist
 
-    import ssl_bench.train as train_module
+    import ssl_bench.run.loop as train_module
     from ssl_bench.algorithm import Batch
     from ssl_bench.cli import main
-    from ssl_bench.ranks import join
-    from ssl_bench.train import build_run, check_ranks_agree, next_batch, train, training_step
+    from ssl_bench.run.build import build_training, check_ranks_agree
+    from ssl_bench.run.loop import next_batch, train, training_step
+    from ssl_bench.run.ranks import join
 
     torch.set_num_threads(1)
     rank = int(os.environ["RANK"])
@@ -82,8 +83,8 @@ def _worker(out: Path, second_port: int) -> None:
     if rank != 0:
         _watch_writes(results, seen["writes"])
     runs: list = []
-    build = train_module.build_run
-    train_module.build_run = lambda *a, **k: runs.append(build(*a, **k)) or runs[-1]
+    build = train_module.build_training
+    train_module.build_training = lambda *a, **k: runs.append(build(*a, **k)) or runs[-1]
 
     # 1. The command line under torchrun's environment: train() joins the process group and leaves it.
     seen["cli_exit"] = main([*REMIX_ARGS, "--results-dir", str(results / "cli")])
@@ -100,7 +101,7 @@ def _worker(out: Path, second_port: int) -> None:
 
     # 3. Which labelled / unlabelled images each rank draws, through next_batch.
     with join(torch.device("cpu")) as ranks:
-        run = build_run(smoke(results / "unused"), ranks)
+        run = build_training(smoke(results / "unused"), ranks)
         seen["labeled_set"] = torch.as_tensor(run.split.labeled)
         drawn: dict[str, list[torch.Tensor]] = {"labeled": [], "unlabeled": []}
         for name in drawn:
@@ -121,10 +122,10 @@ def _worker(out: Path, second_port: int) -> None:
 
     # 4. One step on two halves of a batch vs one process on the whole batch, BatchNorm frozen.
     config = smoke(results / "unused", alg_args={"threshold": "0"}, smooth="tma")  # every pseudo-label counts
-    reference = build_run(config)
+    reference = build_training(config)
     batch = next_batch(reference)      # identical on every rank: same seeds
     with join(torch.device("cpu")) as ranks:
-        run = build_run(config, ranks)
+        run = build_training(config, ranks)
         b, u = len(batch.x) // WORLD_SIZE, len(batch.u[0]) // WORLD_SIZE
         half = Batch(x=batch.x[rank * b:(rank + 1) * b], y=batch.y[rank * b:(rank + 1) * b],
                      u=tuple(v[rank * u:(rank + 1) * u] for v in batch.u), progress=batch.progress,
@@ -273,7 +274,7 @@ def test_resume_with_the_same_world_size_is_exact(ranks):
     assert stopped["status"] == "interrupted" and stopped["steps_done"] == 3
     assert resumed_dir == stopped_dir and resumed["status"] == "finished"
     assert metric_rows(resumed_dir) == metric_rows(straight_dir)
-    from ssl_bench.checkpoint import load_checkpoint
+    from ssl_bench.run.checkpoint import load_checkpoint
 
     a, b = load_checkpoint(straight_dir / "checkpoint.pt"), load_checkpoint(resumed_dir / "checkpoint.pt")
     assert len(a["streams"]) == 2
@@ -285,8 +286,8 @@ def test_resume_with_the_same_world_size_is_exact(ranks):
 def test_resume_with_one_process_after_two_finishes_with_a_complete_record(ranks):
     import json
 
-    from ssl_bench.checkpoint import load_checkpoint
-    from ssl_bench.train import train
+    from ssl_bench.run.checkpoint import load_checkpoint
+    from ssl_bench.run.loop import train
 
     out, (zero, _) = ranks
     run_dir = out / "copy"     # rank 0 copied the 2-rank run directory right after it stopped at step 3
@@ -327,7 +328,7 @@ def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, capsys):
 
 
 def test_single_process_record_says_so(tmp_path):
-    from ssl_bench.train import train
+    from ssl_bench.run.loop import train
 
     record, _ = train(smoke(tmp_path, steps=1, eval_every=1), progress=False)
     assert record["data_parallel"] == [{"from_step": 0, "world_size": 1}]

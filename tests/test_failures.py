@@ -28,9 +28,10 @@ import pytest
 import torch
 from helpers import metric_rows
 
-import ssl_bench.train as train_module
-from ssl_bench.checkpoint import load_checkpoint
+import ssl_bench.run.loop as train_module
+import ssl_bench.run.writer as writer_module
 from ssl_bench.cli import main
+from ssl_bench.run.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--profile", "smoke", "--dataset", "digits", "--labels", "20", "--device", "cpu", "--no-progress"]
@@ -345,7 +346,7 @@ class DiskFull:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, after_first_checkpoint: bool) -> None:
         self.full = not after_first_checkpoint
-        real_fsync, real_save = os.fsync, train_module.save_checkpoint
+        real_fsync, real_save = os.fsync, writer_module.save_checkpoint
 
         def fsync(fd: int) -> None:
             if self.full:
@@ -358,7 +359,7 @@ class DiskFull:
 
         monkeypatch.setattr(os, "fsync", fsync)
         if after_first_checkpoint:
-            monkeypatch.setattr(train_module, "save_checkpoint", save_then_fill)
+            monkeypatch.setattr(writer_module, "save_checkpoint", save_then_fill)
 
 
 def test_disk_full_keeps_the_last_checkpoint_and_resume_is_exact(tmp_path, capsys, monkeypatch, reference):
@@ -463,7 +464,7 @@ def test_ctrl_c_line_names_the_run(tmp_path, capsys, monkeypatch):
 def test_resume_of_a_run_another_process_trains_is_refused(stopped, capsys):
     """A real second process holds the run's lock: --resume is one line naming the run and that process."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from ssl_bench.lock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from ssl_bench.run.lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(stopped)],
         stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

@@ -18,7 +18,9 @@ import torch
 from ssl_bench.algorithm import Batch
 from ssl_bench.cli import build_parser, settings_from_args
 from ssl_bench.config import TEACHER_AXES, RunConfig
-from ssl_bench.train import Run, build_run, next_batch, training_step
+from ssl_bench.run.build import build_training
+from ssl_bench.run.loop import next_batch, training_step
+from ssl_bench.run.state import Training
 
 # channels_last: both layouts go to oneDNN (mkldnn) convolutions, but an NHWC tensor gets other kernels with
 # another blocking, which add the same products in another order; fp32 sums in another order differ in the
@@ -44,12 +46,12 @@ COMPILE_RTOL = 1e-5
 COMPILE_STEPS = 3
 
 
-def train_steps(tmp_path: Path, steps: int, **options: bool) -> tuple[Run, list[float], Batch]:
+def train_steps(tmp_path: Path, steps: int, **options: bool) -> tuple[Training, list[float], Batch]:
     """Build a smoke run with ``options`` and take ``steps`` training steps; returns the run, the per-step
     losses (``training_step``'s ``loss`` log) and the last batch."""
     config = RunConfig(dataset="digits", labels=20, profile="smoke", device="cpu",
                        results_dir=str(tmp_path / "results"), **options)
-    run = build_run(config)
+    run = build_training(config)
     run.student.train()
     run.teacher.train()
     losses = []

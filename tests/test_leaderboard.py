@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench import algorithm, lock, paper, render, stats
-from ssl_bench import compare as cmp
-from ssl_bench import leaderboard as lb
+from ssl_bench import algorithm
 from ssl_bench.config import PROFILES, RunConfig
-from ssl_bench.leaderboard_cli import add_subcommands
-from ssl_bench.results import RunStatus
+from ssl_bench.records import RunStatus
+from ssl_bench.report import compare as cmp
+from ssl_bench.report import leaderboard as lb
+from ssl_bench.report import paper, render, stats
+from ssl_bench.report.cli import add_subcommands
+from ssl_bench.run import lock
 
 PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "paper" / "spatial_ensemble_neurips2021.md"
 METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc", "teacher_param_msd",

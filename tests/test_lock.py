@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench import lock as lock_module
-from ssl_bench.lock import (
+from ssl_bench.run import lock as lock_module
+from ssl_bench.run.lock import (
     LOCK_NAME,
     STALE_AFTER_S,
     RunLock,
@@ -84,7 +84,7 @@ def test_lock_held_by_another_live_process_is_refused_with_one_line(tmp_path):
 def test_lock_held_by_a_live_subprocess_is_refused_until_it_exits(tmp_path):
     script = textwrap.dedent(f"""
         import sys, time
-        from ssl_bench.lock import RunLock
+        from ssl_bench.run.lock import RunLock
         with RunLock({str(tmp_path)!r}, interval=0.1):
             print("held", flush=True)
             sys.stdin.readline()
@@ -107,7 +107,7 @@ def test_lock_held_by_a_live_subprocess_is_refused_until_it_exits(tmp_path):
 def test_lock_of_a_killed_subprocess_is_not_alive_and_is_taken_over(tmp_path):
     script = textwrap.dedent(f"""
         import os
-        from ssl_bench.lock import RunLock
+        from ssl_bench.run.lock import RunLock
         RunLock({str(tmp_path)!r}).acquire()
         os._exit(0)   # dies holding the lock, as a process killed by the OOM killer would
     """)
@@ -302,7 +302,7 @@ def test_of_processes_taking_over_a_dead_lock_at_once_exactly_one_wins(tmp_path)
     go = tmp_path.parent / f"{tmp_path.name}.go"
     script = textwrap.dedent(f"""
         import os, sys, time
-        from ssl_bench.lock import RunLock, RunLockedError
+        from ssl_bench.run.lock import RunLock, RunLockedError
         while not os.path.exists({str(go)!r}):
             time.sleep(0.001)
         lock = RunLock({str(tmp_path)!r})

@@ -15,13 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from ssl_bench import train
 from ssl_bench.config import cosine_lr_factor
-
-
-def build_optimizer(params_decay, params_no_decay, lr, momentum, weight_decay):
-    """The loop's optimizer builder (switch here if it moves or is renamed)."""
-    return train.build_optimizer(params_decay, params_no_decay, lr, momentum, weight_decay)
+from ssl_bench.run.build import build_optimizer
 
 
 def test_two_sgd_steps_match_a_hand_computed_nesterov_update_with_decay_on_kernels_only():

@@ -8,7 +8,7 @@ import math
 import pytest
 from test_leaderboard import reference, write_run  # noqa: F401  (the writer and the stand-in reference)
 
-from ssl_bench import plots
+from ssl_bench.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -116,7 +116,7 @@ def test_plot_accuracy_keeps_granularity_and_p_variants_apart(tmp_path, monkeypa
 
 
 def test_cli_compare_without_alg_reports_every_algorithm(tmp_path, capsys):
-    from ssl_bench.leaderboard_cli import add_subcommands
+    from ssl_bench.report.cli import add_subcommands
 
     for seed in range(2):
         write_run(tmp_path, seed=seed, median=50.0 + seed)

@@ -9,8 +9,8 @@ import pytest
 
 from ssl_bench.algorithm import available_algorithms
 from ssl_bench.config import RunConfig
+from ssl_bench.run.loop import train
 from ssl_bench.smoothing import STRATEGIES
-from ssl_bench.train import train
 
 
 @pytest.mark.parametrize("smooth", STRATEGIES)

@@ -1,4 +1,4 @@
-"""Run records (``RunRecord``): round trip, old-schema migration, one-line errors, stale runs, file modes."""
+"""Training records (``RunRecord``): round trip, old-schema migration, one-line errors, stale runs, file modes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ssl_bench import lock
-from ssl_bench.results import (
+from ssl_bench.records import (
     RECORD_FILE,
     SCHEMA_VERSION,
     RecordError,
@@ -19,6 +18,7 @@ from ssl_bench.results import (
     RunStatus,
     atomic_write_bytes,
 )
+from ssl_bench.run import lock
 
 # A schema-1 record as the training loop wrote it before schema 2 (results/*-cpu/record.json, Nov 2026).
 SCHEMA1 = {
@@ -149,10 +149,10 @@ def test_effective_status_reports_a_running_record_without_a_live_holder_as_stal
 def test_a_killed_lock_holder_makes_its_running_record_stale(tmp_path):
     """End to end with the real lock: a process takes the run's lock and is killed with SIGKILL."""
     if not hasattr(lock, "RunLock"):
-        pytest.skip("ssl_bench.lock has no RunLock yet")
+        pytest.skip("ssl_bench.run.lock has no RunLock yet")
     new_record().write(tmp_path)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from ssl_bench.lock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from ssl_bench.run.lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", str(tmp_path)],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:

@@ -14,9 +14,10 @@ import pytest
 from helpers import metric_rows
 from submitit.helpers import DelayedSubmission
 
-from ssl_bench import cli, sweep
+from ssl_bench import cli
 from ssl_bench.config import RunConfig
-from ssl_bench.train import train
+from ssl_bench.run import sweep
+from ssl_bench.run.loop import train
 
 GRID_ARGS = ["sweep", "--alg", "fixmatch", "--smooth", "tma,sts", "--labels", "20,40", "--seeds", "0,1",
              "--profile", "smoke", "--dataset", "digits"]

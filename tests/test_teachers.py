@@ -10,10 +10,11 @@ import torch
 from helpers import metric_rows
 
 from ssl_bench.algorithm import available_algorithms, load_algorithm_class
-from ssl_bench.checkpoint import load_checkpoint
 from ssl_bench.cli import main
 from ssl_bench.config import RunConfig
-from ssl_bench.train import teacher_configs, train, train_teachers
+from ssl_bench.run.build import teacher_grid
+from ssl_bench.run.checkpoint import load_checkpoint
+from ssl_bench.run.loop import train, train_teachers
 
 VARIANTS = {"smooth": ["none", "tma", "se", "sts"]}
 STUDENT_TARGETS = [a for a in available_algorithms() if load_algorithm_class(a).targets_from == "student"]
@@ -33,7 +34,7 @@ def comparable(record: dict) -> dict:
 
 @pytest.mark.parametrize("algorithm", STUDENT_TARGETS)
 def test_every_variant_equals_its_single_variant_run(tmp_path, algorithm):
-    configs = teacher_configs(smoke(tmp_path / "shared", algorithm=algorithm), VARIANTS)
+    configs = teacher_grid(smoke(tmp_path / "shared", algorithm=algorithm), VARIANTS)
     shared = train_teachers(configs, progress=False)
     assert [r["smooth"] for r, _ in shared] == VARIANTS["smooth"]
     training = shared[0][1].name
@@ -46,11 +47,11 @@ def test_every_variant_equals_its_single_variant_run(tmp_path, algorithm):
 
 
 def test_one_checkpoint_holds_every_teacher_and_resume_is_exact(tmp_path):
-    configs = teacher_configs(smoke(tmp_path / "a"), {"smooth": ["tma", "sts"], "granularity": ["layer", "neuron"]})
+    configs = teacher_grid(smoke(tmp_path / "a"), {"smooth": ["tma", "sts"], "granularity": ["layer", "neuron"]})
     assert [c.teacher_key() for c in configs] == ["tma-mNone-copy", "sts-layer-p0.5-mNone-copy",
                                                   "sts-neuron-p0.5-mNone-copy"]   # tma ignores the granularity
     straight = train_teachers(configs, progress=False)
-    stopped_configs = teacher_configs(smoke(tmp_path / "b"), {"smooth": ["tma", "sts"],
+    stopped_configs = teacher_grid(smoke(tmp_path / "b"), {"smooth": ["tma", "sts"],
                                                               "granularity": ["layer", "neuron"]})
     first = train_teachers(stopped_configs, stop_at=3, progress=False)
     state = load_checkpoint(first[0][1] / "checkpoint.pt")
@@ -63,15 +64,15 @@ def test_one_checkpoint_holds_every_teacher_and_resume_is_exact(tmp_path):
 
 
 def test_resuming_with_another_set_of_teachers_is_refused(tmp_path):
-    configs = teacher_configs(smoke(tmp_path), {"smooth": ["tma", "sts"]})
+    configs = teacher_grid(smoke(tmp_path), {"smooth": ["tma", "sts"]})
     train_teachers(configs, stop_at=2, progress=False)
     with pytest.raises(ValueError, match=r"an unfinished training holds the teachers .*Resume with exactly"):
-        train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "se"]})[:1], resume=True, progress=False)
+        train_teachers(teacher_grid(smoke(tmp_path), {"smooth": ["tma", "se"]})[:1], resume=True, progress=False)
 
 
 def test_mean_teacher_refuses_a_list_and_says_why(tmp_path, capsys):
     with pytest.raises(ValueError, match="targets from the teacher"):
-        train_teachers(teacher_configs(smoke(tmp_path, algorithm="mean_teacher"), VARIANTS), progress=False)
+        train_teachers(teacher_grid(smoke(tmp_path, algorithm="mean_teacher"), VARIANTS), progress=False)
     code = main(["--alg", "mean_teacher", "--smooth", "tma,sts", "--dataset", "digits", "--labels", "20",
                  "--profile", "smoke", "--results-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
@@ -103,9 +104,9 @@ def test_sweep_groups_teachers_into_shared_trainings(tmp_path, capsys):
 
 def test_teacher_models_are_independent_of_each_other(tmp_path):
     """Two teachers of one training are separate tensors (no aliasing through the deep copy)."""
-    from ssl_bench.train import build_run
+    from ssl_bench.run.build import build_training
 
-    run = build_run(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "se"]}))
+    run = build_training(teacher_grid(smoke(tmp_path), {"smooth": ["tma", "se"]}))
     a, b = (t.model.state_dict() for t in run.teachers)
     assert all(a[k].data_ptr() != b[k].data_ptr() for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -113,23 +114,23 @@ def test_teacher_models_are_independent_of_each_other(tmp_path):
 
 def test_resuming_one_teacher_of_a_finished_shared_training_returns_its_record(tmp_path):
     """The shared training's tma record is what a separate tma run would give: --resume returns it, trains nothing."""
-    shared = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "sts"]}), progress=False)
+    shared = train_teachers(teacher_grid(smoke(tmp_path), {"smooth": ["tma", "sts"]}), progress=False)
     record, run_dir = train(smoke(tmp_path, smooth="tma"), resume=True, progress=False)
     assert run_dir == shared[0][1] and record == shared[0][0]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == sorted(d.name for _, d in shared)
 
 
 def test_resume_finds_the_training_whatever_the_order_of_the_teachers(tmp_path):
-    first = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
+    first = train_teachers(teacher_grid(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
     train(smoke(tmp_path, smooth="none"), progress=False)   # a newer, separate run of one of them
-    resumed = train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["tma", "none"]}), resume=True,
+    resumed = train_teachers(teacher_grid(smoke(tmp_path), {"smooth": ["tma", "none"]}), resume=True,
                              progress=False)
     assert sorted(d for _, d in resumed) == sorted(d for _, d in first)
     assert all(r["status"] == "finished" for r, _ in resumed)
 
 
 def test_sweep_resumes_a_saved_training_whole_and_trains_the_rest_apart(tmp_path, capsys):
-    train_teachers(teacher_configs(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
+    train_teachers(teacher_grid(smoke(tmp_path), {"smooth": ["none", "tma"]}), stop_at=4, progress=False)
     argv = ["sweep", "--alg", "fixmatch", "--smooth", "none,tma,sts", "--dataset", "digits", "--labels", "20",
             "--profile", "smoke", "--device", "cpu", "--no-progress", "--results-dir", str(tmp_path / "results")]
     assert main([*argv, "--dry-run"]) == 0
@@ -148,9 +149,9 @@ def test_dry_run_refuses_what_the_run_refuses(capsys):
 
 
 def test_the_same_teacher_given_twice_is_one_teacher(tmp_path):
-    from ssl_bench.train import build_run
+    from ssl_bench.run.build import build_training
 
-    run = build_run([smoke(tmp_path, smooth="tma"), smoke(tmp_path, smooth="tma", m=0.999)])   # smoke's m is 0.999
+    run = build_training([smoke(tmp_path, smooth="tma"), smoke(tmp_path, smooth="tma", m=0.999)])   # smoke's m is 0.999
     assert len(run.teachers) == 1
 
 
@@ -158,7 +159,7 @@ def test_sweep_order_does_not_depend_on_the_hash_seed():
     import subprocess
     import sys
 
-    code = ("from ssl_bench import cli, sweep\n"
+    code = ("from ssl_bench import cli\nfrom ssl_bench.run import sweep\n"
             "args = cli.build_parser().parse_args(\n"
             "    ['sweep', '--smooth', 'tma,sts', '--m', '0.9,0.99', '--seeds', '0,1'])\n"
             "base, grid = cli.settings_from_args(args, cli.GRID_FIELDS)\n"

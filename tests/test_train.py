@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -10,12 +11,14 @@ import pytest
 import torch
 from helpers import metric_rows
 
-import ssl_bench.train as train_module
-from ssl_bench.checkpoint import CheckpointMismatch, load_checkpoint
+import ssl_bench.run.loop as train_module
 from ssl_bench.cli import main
 from ssl_bench.config import RunConfig
-from ssl_bench.lock import RunLock, RunLockedError
-from ssl_bench.train import DivergedError, build_run, restore, train
+from ssl_bench.run.build import build_training
+from ssl_bench.run.checkpoint import CheckpointMismatch, load_checkpoint
+from ssl_bench.run.lock import RunLock, RunLockedError
+from ssl_bench.run.loop import train
+from ssl_bench.run.state import DivergedError, restore
 
 
 def smoke(tmp_path: Path, **changes) -> RunConfig:
@@ -74,14 +77,14 @@ def test_the_unlabelled_ratio_comes_from_the_algorithm_not_the_profile(tmp_path)
     from ssl_bench.algorithm import build_algorithm, loop_settings
 
     for algorithm in ("fixmatch", "mixmatch"):
-        run = build_run(smoke(tmp_path, algorithm=algorithm))
+        run = build_training(smoke(tmp_path, algorithm=algorithm))
         expected = loop_settings(build_algorithm(algorithm, {}, None), None)["mu"]
         assert run.config.mu == expected
         batch = train_module.next_batch(run)
         assert all(len(u) == run.config.batch_size * expected for u in batch.u)
-    assert build_run(smoke(tmp_path, algorithm="fixmatch")).config.mu != build_run(
+    assert build_training(smoke(tmp_path, algorithm="fixmatch")).config.mu != build_training(
         smoke(tmp_path, algorithm="mixmatch")).config.mu
-    assert build_run(smoke(tmp_path, algorithm="mixmatch", mu=3)).config.mu == 3   # --mu still overrides
+    assert build_training(smoke(tmp_path, algorithm="mixmatch", mu=3)).config.mu == 3   # --mu still overrides
 
 
 def test_learning_rate_in_metrics_follows_the_cosine_schedule(tmp_path):
@@ -118,7 +121,7 @@ def test_resume_equals_uninterrupted(tmp_path, stop_at):
     record, run_dir = train(config, stop_at=stop_at, progress=False)
     assert record["status"] == "interrupted" and record["steps_done"] == stop_at
     # --resume matches on what determines the numbers only: a new --log-every / --eval-batch-size still resumes
-    record, resumed_dir = train(train_module.dataclasses.replace(config, log_every=3, eval_batch_size=100),
+    record, resumed_dir = train(dataclasses.replace(config, log_every=3, eval_batch_size=100),
                                 resume=True, progress=False)
     assert resumed_dir == run_dir and record["status"] == "finished"
     assert metric_rows(resumed_dir) == metric_rows(straight)
@@ -175,7 +178,7 @@ def test_checkpoint_of_another_run_is_refused_and_nothing_is_loaded(tmp_path):
     config = smoke(tmp_path)
     _, run_dir = train(config, progress=False)
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    other = build_run(smoke(tmp_path, model="wrn10_1", smooth="se"))
+    other = build_training(smoke(tmp_path, model="wrn10_1", smooth="se"))
     before = {k: v.clone() for k, v in other.student.state_dict().items()}
     with pytest.raises(CheckpointMismatch) as err:
         restore(other, state, run_dir / "checkpoint.pt")

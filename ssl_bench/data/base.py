@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ssl_bench.errors import UserError
+
 FINGERPRINT_CHARS = 16  # 64 bits of sha256: plenty to tell data sets apart, short enough for a table cell
 MIN_CLASSES = 2  # with one class every prediction is right: accuracy says nothing
 
@@ -20,11 +22,11 @@ class DatasetNotFoundError(FileNotFoundError):
     """The data set's files are not where they were looked for; the message names the path and the fixes."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError):
     """The files exist but their content is not what ssl-bench expects (dtype, shape, label range, keys)."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError):
     """A downloaded archive does not have the published MD5; it was deleted, nothing was extracted."""
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ssl_bench.errors import MissingPackageError
+
 from .base import ImageDataset
 
 DIGITS_SIZE = 32   # the models' input size
@@ -56,7 +58,7 @@ def load_digits() -> ImageDataset:
         from sklearn import __version__ as sklearn_version
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError as e:  # pragma: no cover - scikit-learn is a dependency of ssl-bench
-        raise ImportError("the embedded 'digits' data set needs scikit-learn: "
+        raise MissingPackageError("the embedded 'digits' data set needs scikit-learn: "
                           "pip install scikit-learn") from e
     bunch = sklearn_load_digits()
     x = digits_to_rgb32(bunch.images)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssl_bench.errors import UserError
+
 from .base import DatasetNotFoundError, ImageDataset
 from .cifar import CIFAR_SPECS, load_cifar
 from .embedded import EMBEDDED
@@ -149,8 +151,8 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
         ChecksumError (a ValueError): a downloaded archive does not have the published MD5.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"data set name must be a non-empty string, got {name!r}; "
-                         f"try one of {builtin_names()}")
+        raise UserError(f"data set name must be a non-empty string, got {name!r}; "
+                        f"try one of {builtin_names()}")
     if name in CIFAR_SPECS:
         return load_cifar(name, resolve_data_root(root), download=download)
     if name in EMBEDDED:

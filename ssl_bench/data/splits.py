@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ssl_bench.errors import UserError
+
 # Label budgets of the paper's Table 6 (the FixMatch protocol: CIFAR-10 with 2/4/25/400 labels per class,
 # CIFAR-100 with 2/4/25/100 per class).
 TABLE6_BUDGETS: dict[str, tuple[int, ...]] = {
@@ -60,7 +62,7 @@ def split_hash(labeled: np.ndarray, unlabeled: np.ndarray, num_labels: int, seed
 def _index_array(values: Any, what: str) -> np.ndarray:
     a = np.asarray(values)
     if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"LabelSplit.{what} must be a 1-D array of integer indices, got {a.dtype} {a.shape}")
+        raise UserError(f"LabelSplit.{what} must be a 1-D array of integer indices, got {a.dtype} {a.shape}")
     return a.astype(np.int64)
 
 
@@ -93,12 +95,12 @@ class LabelSplit:
         unlabeled = _index_array(self.unlabeled, "unlabeled")
         for what, idx in (("labeled", labeled), ("unlabeled", unlabeled)):
             if idx.size and (idx.min() < 0 or idx.max() >= self.num_train):
-                raise ValueError(f"LabelSplit.{what} has indices outside [0, {self.num_train})")
+                raise UserError(f"LabelSplit.{what} has indices outside [0, {self.num_train})")
             if idx.size > 1 and not (np.diff(idx) > 0).all():
-                raise ValueError(f"LabelSplit.{what} must be sorted and unique")
+                raise UserError(f"LabelSplit.{what} must be sorted and unique")
         if len(labeled) != self.num_labels:
-            raise ValueError(f"LabelSplit has {len(labeled)} labelled indices but "
-                             f"num_labels={self.num_labels}")
+            raise UserError(f"LabelSplit has {len(labeled)} labelled indices but "
+                            f"num_labels={self.num_labels}")
         object.__setattr__(self, "labeled", labeled)
         object.__setattr__(self, "unlabeled", unlabeled)
         object.__setattr__(self, "hash", split_hash(labeled, unlabeled, self.num_labels, self.seed))
@@ -136,11 +138,11 @@ class LabelSplit:
             split = cls(labeled=d["labeled"], unlabeled=unlabeled, num_labels=int(d["num_labels"]),
                         seed=int(d["seed"]), num_classes=int(d["num_classes"]), num_train=int(d["num_train"]))
         except KeyError as e:
-            raise ValueError(f"label split is missing the field {e}; "
-                             "expected the keys of LabelSplit.to_dict()") from e
+            raise UserError(f"label split is missing the field {e}; "
+                            "expected the keys of LabelSplit.to_dict()") from e
         if "hash" in d and d["hash"] != split.hash:
-            raise ValueError(f"label split hash mismatch: stored {d['hash']}, recomputed {split.hash}; "
-                             "the indices were edited or the file is corrupted")
+            raise UserError(f"label split hash mismatch: stored {d['hash']}, recomputed {split.hash}; "
+                            "the indices were edited or the file is corrupted")
         return split
 
     def save(self, path: str | Path) -> Path:
@@ -182,45 +184,45 @@ def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int
     """
     y = np.asarray(y_train)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y_train must be a 1-D integer array of class indices, got {y.dtype} {y.shape}")
+        raise UserError(f"y_train must be a 1-D integer array of class indices, got {y.dtype} {y.shape}")
     for what, v in (("num_labels", num_labels), ("num_classes", num_classes), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise ValueError(f"{what} must be an int, got {v!r}")
+            raise UserError(f"{what} must be an int, got {v!r}")
     num_labels, num_classes, seed = int(num_labels), int(num_classes), int(seed)
     if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes}: expected a positive number of classes")
+        raise UserError(f"num_classes={num_classes}: expected a positive number of classes")
     if seed < 0:
-        raise ValueError(f"seed={seed}: split seeds must be >= 0 (e.g. 0, 1, 2)")
+        raise UserError(f"seed={seed}: split seeds must be >= 0 (e.g. 0, 1, 2)")
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         bad = sorted(set(y[(y < 0) | (y >= num_classes)][:5].tolist()))
-        raise ValueError(f"y_train has labels {bad} outside [0, {num_classes}) for "
+        raise UserError(f"y_train has labels {bad} outside [0, {num_classes}) for "
                          f"num_classes={num_classes}; pass the data set's num_classes, and class indices "
                          "(not one-hot or names) as labels")
     num_train = len(y)
     if num_labels <= 0:
-        raise ValueError(f"num_labels={num_labels}: the label budget must be a positive multiple of "
-                         f"num_classes={num_classes}, e.g. {4 * num_classes} (4 per class), or {num_train} "
-                         "(every training image labelled)")
+        raise UserError(f"num_labels={num_labels}: the label budget must be a positive multiple of "
+                        f"num_classes={num_classes}, e.g. {4 * num_classes} (4 per class), or {num_train} "
+                        "(every training image labelled)")
     everything = np.arange(num_train, dtype=np.int64)
     if num_labels == num_train:  # the fully-labelled ceiling (docstring)
         return LabelSplit(labeled=everything, unlabeled=everything, num_labels=num_labels, seed=seed,
                           num_classes=num_classes, num_train=num_train)
     if num_labels > num_train:
-        raise ValueError(f"num_labels={num_labels} is more than the {num_train} training images; use at most "
-                         f"{num_train} (every image labelled)")
+        raise UserError(f"num_labels={num_labels} is more than the {num_train} training images; use at most "
+                        f"{num_train} (every image labelled)")
     if num_labels % num_classes:
-        raise ValueError(f"num_labels={num_labels} is not a multiple of num_classes={num_classes}; the "
-                         "labelled set is class-balanced, so use "
-                         f"{_nearest_budgets(num_labels, num_classes)}, or {num_train} (every training image "
-                         "labelled)")
+        raise UserError(f"num_labels={num_labels} is not a multiple of num_classes={num_classes}; the "
+                        "labelled set is class-balanced, so use "
+                        f"{_nearest_budgets(num_labels, num_classes)}, or {num_train} (every training image "
+                        "labelled)")
     per_class = num_labels // num_classes
     counts = np.bincount(y, minlength=num_classes)
     smallest = int(counts.argmin())
     if per_class > counts[smallest]:
-        raise ValueError(f"num_labels={num_labels} needs {per_class} labelled images per class, but class "
-                         f"{smallest} has only {counts[smallest]} training images; the largest balanced "
-                         f"budget here is {int(counts[smallest]) * num_classes}, or use {num_train} (every "
-                         "training image labelled)")
+        raise UserError(f"num_labels={num_labels} needs {per_class} labelled images per class, but class "
+                        f"{smallest} has only {counts[smallest]} training images; the largest balanced "
+                        f"budget here is {int(counts[smallest]) * num_classes}, or use {num_train} (every "
+                        "training image labelled)")
 
     keys = np.random.PCG64(seed).random_raw(num_train)  # one uint64 key per image, from the stable raw stream
     labeled = []

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from ssl_bench.errors import UserError
+
 from .timm_adapter import TIMM_PREFIX, TimmAdapter, build_timm_model
 from .tiny import SMALL_WIDTHS, TinyCNN
 from .wrn import WideResNet
@@ -67,8 +69,8 @@ def _resolve(name: str) -> Callable[[int], nn.Module]:
     if match:
         depth, width = int(match[1]), int(match[2])
         if depth < 10 or (depth - 4) % 6 or width < 1:
-            raise ValueError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; "
-                             f"{_choices()}")
+            raise UserError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; "
+                            f"{_choices()}")
         return lambda num_classes: WideResNet(num_classes, depth=depth, width=width)
     raise _unknown(name)
 
@@ -81,7 +83,7 @@ def check_model_name(name: str) -> None:
 def build_model(name: str, num_classes: int) -> nn.Module:
     """A freshly initialised model (draws from the global torch RNG: ``torch.manual_seed`` fixes the init)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
     return _resolve(name)(num_classes)
 
 
@@ -91,5 +93,5 @@ def default_model(dataset_family: str | None) -> str:
         return _DEFAULT_BY_FAMILY[dataset_family]
     except KeyError:
         known = ", ".join(repr(k) for k in _DEFAULT_BY_FAMILY)
-        raise ValueError(f"no default model for dataset family {dataset_family!r}; known families: "
-                         f"{known}") from None
+        raise UserError(f"no default model for dataset family {dataset_family!r}; known families: "
+                        f"{known}") from None

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ssl_bench.errors import MissingPackageError, UserError
+
 TIMM_PREFIX = "timm:"
 
 
@@ -49,12 +51,12 @@ def build_timm_model(timm_name: str, num_classes: int) -> TimmAdapter:
     No pretrained weights: SSL benchmarks train from scratch, and nothing is downloaded.
     """
     if not timm_name:
-        raise ValueError(f"empty timm model name; use {TIMM_PREFIX}<timm model name>, "
-                         f"e.g. {TIMM_PREFIX}resnet18")
+        raise UserError(f"empty timm model name; use {TIMM_PREFIX}<timm model name>, "
+                        f"e.g. {TIMM_PREFIX}resnet18")
     try:   # the wide except: timm imports torchvision, and one that does not match torch fails in odd ways
         import timm
     except (ImportError, RuntimeError, AttributeError, OSError) as err:
-        raise ImportError(
+        raise MissingPackageError(
             f"model '{TIMM_PREFIX}{timm_name}' needs the optional package timm: pip install 'ssl-bench[timm]'. "
             f"timm imports torchvision, which must be the build that matches the installed torch "
             f"({torch.__version__}). Import failed with: {type(err).__name__}: {err}"

@@ -25,6 +25,8 @@ import math
 import torch
 from torch import nn
 
+from ssl_bench.errors import UserError
+
 # --- Constants, each with its source ----------------------------------------------------------------------
 
 # libml/models.py: ``bn_args = dict(training=training, momentum=0.999)`` for tf.layers.batch_normalization,
@@ -128,11 +130,11 @@ class WideResNet(nn.Module):
     def __init__(self, num_classes: int, depth: int = 28, width: int = 2):
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
+            raise UserError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
         if width < 1:
-            raise ValueError(f"WideResNet width must be >= 1, got {width}")
+            raise UserError(f"WideResNet width must be >= 1, got {width}")
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise UserError(f"num_classes must be >= 1, got {num_classes}")
         self.depth, self.width = depth, width
         blocks_per_group = (depth - 4) // 6
         widths = [16 * width, 32 * width, 64 * width]

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssl_bench.results import atomic_write_bytes
+from ssl_bench.errors import UserError
+from ssl_bench.records import atomic_write_bytes
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # What every checkpoint written by the training loop has; a loadable file without them is something else.
@@ -40,11 +41,11 @@ _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 _FIX = "delete it to restart the run from step 0 (--resume keeps its directory), or restore a good copy"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError):
     """The checkpoint was written by a run with other settings or other shapes; nothing was loaded."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint file that cannot be used: corrupt, empty, truncated, not a checkpoint, or unsafe."""
 
 

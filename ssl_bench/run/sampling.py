@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssl_bench.errors import UserError
+
 
 class IndexStream:
     """Endless shuffled passes over ``indices``; ``next(n)`` returns the next ``n`` of them."""
@@ -20,7 +22,7 @@ class IndexStream:
     def __init__(self, indices: np.ndarray | torch.Tensor, seed: int) -> None:
         self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         if self.indices.numel() == 0:
-            raise ValueError("cannot sample batches from an empty index set")
+            raise UserError("cannot sample batches from an empty index set")
         self.generator = torch.Generator().manual_seed(int(seed))
         self._order = torch.empty(0, dtype=torch.long)
         self._pos = 0

@@ -11,9 +11,7 @@ import dataclasses
 import io
 import json
 import os
-import platform
 import secrets
-import subprocess
 import sys
 import types
 import typing
@@ -25,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import ssl_bench
-from ssl_bench import lock
-from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
+from ssl_bench.errors import UserError
+from ssl_bench.run import lock
 
 # The files of a run directory (docs/CONTRACTS.md).
 RECORD_FILE = "record.json"
@@ -101,72 +97,6 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-def run_base_name(config: Any) -> str:
-    """Human-readable stem of a run directory: algorithm, smoothing, data, budget, seed and profile."""
-    reads = STRATEGY_PARAMETERS.get(config.smooth, ())
-    smooth = config.smooth
-    if "granularity" in reads and config.granularity != PARAMETER_DEFAULTS["granularity"]:
-        smooth += f"_{config.granularity}"
-    if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
-        smooth += f"_p{config.p}"
-    dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
-    algorithm = Path(config.algorithm).stem
-    return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
-
-
-def create_run_dir(results_dir: Path, base: str) -> Path:
-    """Create a new, empty run directory ``base``, ``base-2``, ``base-3``, ...; never reuse an existing one.
-
-    ``os.mkdir`` is atomic, so two runs that start at the same moment get different directories.
-    """
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10_000):
-        path = results_dir / (base if k == 1 else f"{base}-{k}")
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"more than 10000 runs named {base!r} in {results_dir}")
-
-
-def find_runs(results_dir: Path, base: str) -> list[Path]:
-    """Existing run directories for the same settings, oldest first."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return []
-    def numbered(name: str) -> bool:
-        return name.startswith(base + "-") and name[len(base) + 1:].isdigit()
-
-    found = [p for p in results_dir.iterdir() if p.is_dir() and (p.name == base or numbered(p.name))]
-    return sorted(found, key=lambda p: (len(p.name), p.name))
-
-
-def git_commit() -> str | None:
-    """The commit of the ssl-bench checkout, with ``+dirty`` when it has uncommitted changes."""
-    repo = Path(ssl_bench.__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return sha + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def versions() -> dict[str, str]:
-    return {"ssl_bench": ssl_bench.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-
-
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -209,7 +139,7 @@ class RunStatus(str, Enum):
     STALE = "stale"
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """An unusable ``record.json`` (corrupt, partial, unknown schema); one line naming file and fix."""
 
 
@@ -315,9 +245,9 @@ class RunRecord:
         """Write ``record.json`` atomically into ``run_dir`` (default: ``self.run_dir``); returns its path."""
         where = run_dir if run_dir is not None else self.run_dir
         if where is None:
-            raise ValueError(f"RunRecord {self.run_id!r} has no run directory to be written to")
+            raise UserError(f"RunRecord {self.run_id!r} has no run directory to be written to")
         if self.status is RunStatus.STALE:
-            raise ValueError("status 'stale' is never written: a reader reports a dead 'running' run so")
+            raise UserError("status 'stale' is never written: a reader reports a dead 'running' run so")
         path = self.path(where)
         atomic_write_json(path, self.to_dict())
         self.run_dir = Path(where)
@@ -399,7 +329,7 @@ def _typed(name: str, value: Any) -> Any:
     if value is None:
         if type(None) in options:
             return None
-        raise ValueError(f"lacks the required field {name!r}")
+        raise UserError(f"lacks the required field {name!r}")
     base = next(t for t in options if t is not type(None))
     kind = typing.get_origin(base) or base
     if kind is RunStatus:
@@ -407,11 +337,11 @@ def _typed(name: str, value: Any) -> Any:
             return RunStatus(value)
         except ValueError:
             allowed = [s.value for s in RunStatus if s is not RunStatus.STALE]
-            raise ValueError(f"has status {value!r}, not one of {allowed}") from None
+            raise UserError(f"has status {value!r}, not one of {allowed}") from None
     if isinstance(value, bool) and kind is not bool:
-        raise ValueError(f"has {name} = {value!r}, expected a {kind.__name__}")
+        raise UserError(f"has {name} = {value!r}, expected a {kind.__name__}")
     if kind is float and isinstance(value, int):
         return float(value)
     if not isinstance(value, kind):
-        raise ValueError(f"has {name} = {value!r} ({type(value).__name__}), expected a {kind.__name__}")
+        raise UserError(f"has {name} = {value!r} ({type(value).__name__}), expected a {kind.__name__}")
     return value

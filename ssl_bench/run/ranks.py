@@ -1,29 +1,31 @@
 """The ranks of a ``torchrun --nproc_per_node N`` job, and the few collectives the training loop needs.
 
-This module knows tensors and Python objects, never the loop's ``Run``: broadcast from rank 0, an all-reduce
+This module knows tensors and Python objects, never the loop's ``Training``: broadcast from rank 0, an all-reduce
 mean, "rank 0 decides, every rank learns" (``from_main``), gather, and an equality check. Without torchrun
 (``WORLD_SIZE`` unset or 1) every collective is the identity and costs nothing.
 
 Why no ``DistributedDataParallel``: algorithms call ``student.features(...)`` / ``student.classifier(...)``
 (ReMixMatch's rotation head) besides ``forward``, which a DDP wrapper's reducer does not see. The loop instead
 averages every gradient and floating-point buffer with one explicit all-reduce per dtype after
-``loss.backward()`` (``all_reduce_mean_``): the gradient of the mean loss over the global batch, whatever the
+``loss.backward()`` (``average_gradients_``): the gradient of the mean loss over the global batch, whatever the
 algorithm does inside its loss. Cost: no overlap of communication with the backward pass, which matters little
 at ssl-bench's model sizes. How the loop uses these (per-rank data streams, rank-0-only files, resuming with
-another world size) is described in ``ssl_bench.train``.
+another world size) is described in ``ssl_bench.run.loop``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+
+from ssl_bench.errors import UserError
 
 T = TypeVar("T")
 
@@ -56,9 +58,9 @@ class Ranks:
         """This rank's share of a global batch; a clear error when the ranks cannot split it evenly."""
         if global_batch % self.world_size:
             n = self.world_size
-            raise ValueError(f"--batch-size {global_batch} is the global labelled batch and must split evenly over "
-                             f"the {n} data-parallel processes (torchrun --nproc_per_node {n}): use a multiple of "
-                             f"{n}, e.g. {global_batch // n * n or n} or {(global_batch // n + 1) * n}")
+            raise UserError(f"--batch-size {global_batch} is the global labelled batch and must split evenly over "
+                            f"the {n} data-parallel processes (torchrun --nproc_per_node {n}): use a multiple of "
+                            f"{n}, e.g. {global_batch // n * n or n} or {(global_batch // n + 1) * n}")
         return global_batch // self.world_size
 
     @torch.no_grad()
@@ -83,6 +85,24 @@ class Ranks:
             flat /= self.world_size
             for t, value in zip(group, flat.split([t.numel() for t in group]), strict=True):
                 t.copy_(value.view_as(t))
+
+    def average_gradients_(self, modules: Sequence[nn.Module]) -> None:
+        """Data parallel, after ``backward`` (a collective): every trainable parameter's gradient and every float
+        buffer of ``modules`` (the student and the algorithm's module) becomes its mean over the ranks.
+
+        A parameter without a gradient on this rank contributes zeros; unused on every rank, it keeps
+        ``grad=None`` (SGD then skips it, as in one process). Teachers are not passed: their buffers are made from
+        the student's after this call, so they never differ between ranks.
+        """
+        params = list({id(p): p for m in modules for p in m.parameters() if p.requires_grad}.values())
+        unused = [p for p in params if p.grad is None]
+        for p in unused:
+            p.grad = torch.zeros_like(p)
+        self.all_reduce_mean_([p.grad for p in params] + [b for m in modules for b in m.buffers()
+                                                          if b.is_floating_point()])
+        for p in unused:
+            if not p.grad.any():
+                p.grad = None
 
     def from_main(self, fn: Callable[[], T]) -> T:
         """``fn()`` run on rank 0 only (the files are rank 0's) and its result sent to every rank.
@@ -148,8 +168,8 @@ def join(device: torch.device) -> Iterator[Ranks]:
         return
     if device.type == "cuda":
         if device.index is not None:
-            raise ValueError(f"--device {device}: with torchrun every rank uses its own GPU (cuda:LOCAL_RANK); "
-                             "pass --device cuda or auto")
+            raise UserError(f"--device {device}: with torchrun every rank uses its own GPU (cuda:LOCAL_RANK); "
+                            "pass --device cuda or auto")
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not joined:

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_bench import results as rec
+from ssl_bench import records as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings
-from ssl_bench.train import matching_run_dir, resolve_without_data, saved_config, teacher_variants, training_of
+from ssl_bench.errors import MissingPackageError, UserError
+from ssl_bench.run.build import plan_teachers
+from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 
@@ -76,14 +78,14 @@ class SweepOptions:
 
     def validate(self) -> None:
         if self.executor not in EXECUTORS:
-            raise ValueError(f"--executor {self.executor!r} is unknown; choose from {list(EXECUTORS)}")
+            raise UserError(f"--executor {self.executor!r} is unknown; choose from {list(EXECUTORS)}")
         for name in ("threads", "parallel", "timeout_min", "cpus_per_task", "slurm_array_parallelism"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} {value} must be a positive integer")
+                raise UserError(f"--{name.replace('_', '-')} {value} must be a positive integer")
         if self.gpus_per_node not in (0, 1):
-            raise ValueError(f"--gpus-per-node {self.gpus_per_node}: a sweep job trains in one process on one GPU "
-                             "(0 or 1); data-parallel runs go through torchrun (README)")
+            raise UserError(f"--gpus-per-node {self.gpus_per_node}: a sweep job trains in one process on one GPU "
+                            "(0 or 1); data-parallel runs go through torchrun (README)")
 
 
 # -- grid and trainings (pure) --------------------------------------------------------------------------------------
@@ -97,12 +99,12 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
     known = [f.name for f in run_settings()]   # a list: the order must not depend on the process's hash seed
     unknown = sorted(set(grid) - set(known))
     if unknown:
-        raise ValueError(f"cannot sweep {unknown}; sweepable settings are the run options {sorted(known)}")
+        raise UserError(f"cannot sweep {unknown}; sweepable settings are the run options {sorted(known)}")
     order = sorted(grid, key=lambda name: (name != "seed", known.index(name)))
     seen: dict[tuple, RunConfig] = {}
     for values in itertools.product(*(grid[name] for name in order)):
         config = dataclasses.replace(base, alg_args=dict(base.alg_args), **dict(zip(order, values, strict=True)))
-        config = teacher_variants([config])[0]   # validated; settings its strategy ignores -> defaults
+        config = plan_teachers([config], resolve=False)[0]   # validated; settings its strategy ignores -> defaults
         seen.setdefault(_key(config), config)
     return list(seen.values())
 
@@ -153,7 +155,7 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
     def resolve(c: RunConfig) -> RunConfig:
         key = _key(dataclasses.replace(c, seed=0, split_seed=None))
         if key not in cache:
-            cache[key] = resolve_without_data([dataclasses.replace(c, seed=0, split_seed=None)])[0]
+            cache[key] = plan_teachers([dataclasses.replace(c, seed=0, split_seed=None)])[0]
         return dataclasses.replace(cache[key], seed=c.seed, split_seed=c.seed if c.split_seed is None else c.split_seed)
 
     for configs in trainings:
@@ -161,7 +163,7 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
         new, saved = [], {}   # saved: lead directory -> (its teachers' configs, status detail)
         for config, c in zip(configs, resolved, strict=True):
             results_dir = Path(c.results_dir)
-            run_dir = matching_run_dir(results_dir, rec.run_base_name(c), c)
+            run_dir = matching_run_dir(results_dir, run_base_name(c), c)
             record, detail = None, ""
             if run_dir is not None:
                 try:
@@ -190,10 +192,10 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
             planned.append(Planned(members, members, lead.name, runs=resolved, state="unfinished", status=status,
                                    detail=detail))
         if new:
-            planned.append(Planned([n[0] for n in new], [n[1] for n in new], rec.run_base_name(new[0][1]),
+            planned.append(Planned([n[0] for n in new], [n[1] for n in new], run_base_name(new[0][1]),
                                    runs=resolved))
         if not new and not saved:
-            planned.append(Planned(list(configs), resolved, rec.run_base_name(resolved[0]), runs=resolved,
+            planned.append(Planned(list(configs), resolved, run_base_name(resolved[0]), runs=resolved,
                                    state="finished", status=rec.RunStatus.FINISHED.value))
     return planned
 
@@ -232,7 +234,7 @@ class TrainingJob:
         self.configs, self.threads, self.progress, self.attempt = configs, threads, progress, 0
 
     def __call__(self) -> list[str]:
-        from ssl_bench.train import train_teachers
+        from ssl_bench.run.loop import train_teachers
 
         self.attempt += 1
         if self.threads:
@@ -256,7 +258,7 @@ def _submitit() -> Any:
     try:
         import submitit
     except ImportError:
-        raise ImportError("--executor submitit-local/slurm needs submitit: pip install 'ssl-bench[cluster]' "
+        raise MissingPackageError("--executor submitit-local/slurm needs submitit: pip install 'ssl-bench[cluster]' "
                           "(or use --executor local)") from None
     return submitit
 
@@ -271,7 +273,7 @@ def make_executor(options: SweepOptions, log_dir: Path) -> Any:
     try:
         executor = submitit.AutoExecutor(folder=log_dir, cluster="slurm", slurm_max_num_timeout=options.max_num_timeout)
     except RuntimeError as exc:   # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
-        raise ValueError(f"--executor slurm: {exc} Use --executor local or submitit-local on this machine.") from None
+        raise UserError(f"--executor slurm: {exc} Use --executor local or submitit-local on this machine.") from None
     params: dict[str, Any] = dict(timeout_min=options.timeout_min, gpus_per_node=options.gpus_per_node,
                                   cpus_per_task=options.cpus_per_task, nodes=1, tasks_per_node=1,
                                   name=options.job_name, slurm_array_parallelism=options.slurm_array_parallelism)
@@ -323,7 +325,7 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
     """One line per run (every teacher of every training) and whether all finished."""
     rows, all_finished = [], True
     for c in _all_runs(planned):
-        run_dir = matching_run_dir(Path(c.results_dir), rec.run_base_name(c), c)
+        run_dir = matching_run_dir(Path(c.results_dir), run_base_name(c), c)
         try:
             record = rec.RunRecord.read(run_dir) if run_dir is not None else None
         except (ValueError, OSError):
@@ -331,7 +333,7 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
         status = record.effective_status(run_dir).value if record is not None else "missing"
         all_finished &= status == rec.RunStatus.FINISHED
         med = (record.results or {}).get("teacher_median_last20") if record is not None else None
-        rows.append(f"  {run_dir.name if run_dir else rec.run_base_name(c)}  {status}"
+        rows.append(f"  {run_dir.name if run_dir else run_base_name(c)}  {status}"
                     + (f"  teacher med20 {med:.2f}" if med is not None else ""))
     lines = ["summary:", *rows]
     unfinished = sum("  finished" not in row for row in rows)

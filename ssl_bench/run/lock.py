@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ssl_bench.errors import UserError
+
 LOCK_NAME = "lock.json"
 HEARTBEAT_INTERVAL_S = 30.0
 # Slack for a slow shared filesystem, a busy machine and clock differences between hosts.
@@ -40,7 +42,7 @@ _REQUIRED = {"pid": int, "host": str, "started": str, "heartbeat": str}
 log = logging.getLogger(__name__)
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError):
     """Another live process holds the run directory's lock."""
 
 
@@ -89,7 +91,7 @@ class RunLock:
 
     def __init__(self, run_dir: Path, interval: float = HEARTBEAT_INTERVAL_S) -> None:
         if not interval > 0:
-            raise ValueError(f"RunLock interval must be a positive number of seconds, got {interval!r}")
+            raise UserError(f"RunLock interval must be a positive number of seconds, got {interval!r}")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
         self.interval = float(interval)

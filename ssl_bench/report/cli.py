@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ssl_bench.compare import compare
-from ssl_bench.leaderboard import STATS, LeaderboardError, build_leaderboard
-from ssl_bench.render import FORMATS, LEADERBOARD_FILE, render, render_compare, write_leaderboard
-from ssl_bench.results import RECORD_FILE
+from ssl_bench.records import RECORD_FILE
+from ssl_bench.report.compare import compare
+from ssl_bench.report.leaderboard import STATS, LeaderboardError, build_leaderboard
+from ssl_bench.report.render import FORMATS, LEADERBOARD_FILE, render, render_compare, write_leaderboard
 
 
 def positive_int(text: str) -> int:

@@ -10,6 +10,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ssl_bench.errors import UserError
+
 CONFIDENCE = 0.95
 
 
@@ -26,7 +28,7 @@ def sample_std(values: Sequence[float]) -> float | None:
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
     """Two-sided ``confidence`` quantile of Student's t with ``df`` degrees of freedom (t_{0.975, df})."""
     if df < 1:
-        raise ValueError(f"degrees of freedom {df} must be >= 1 (a t-interval needs two paired seeds)")
+        raise UserError(f"degrees of freedom {df} must be >= 1 (a t-interval needs two paired seeds)")
     from scipy import stats as scipy_stats  # here, not at import: scipy.stats costs seconds to import
 
     return float(scipy_stats.t.ppf(0.5 + confidence / 2, df))

@@ -31,7 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.leaderboard import (
+from ssl_bench.errors import UserError
+from ssl_bench.records import METRICS_FILE, RECORD_FILE, RecordError, RunRecord, RunStatus, atomic_write_bytes
+from ssl_bench.report.cli import positive_int
+from ssl_bench.report.leaderboard import (
     STATS,
     SUPERVISED,
     LeaderboardError,
@@ -44,11 +47,9 @@ from ssl_bench.leaderboard import (
     section_sort_key,
     section_title,
 )
-from ssl_bench.leaderboard_cli import positive_int
-from ssl_bench.results import METRICS_FILE, RECORD_FILE, RecordError, RunRecord, RunStatus, atomic_write_bytes
 
 
-class PlotError(ValueError):
+class PlotError(UserError):
     """Nothing to plot (no matching run, no usable metrics); the message says what was searched."""
 
 

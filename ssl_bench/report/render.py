@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.compare import ArmComparison, Comparison
-from ssl_bench.leaderboard import (
+from ssl_bench.records import RECORD_FILE, atomic_write_bytes
+from ssl_bench.report.compare import ArmComparison, Comparison
+from ssl_bench.report.leaderboard import (
     STAT_DESCRIPTIONS,
     SUPERVISED,
     Cell,
@@ -24,8 +25,7 @@ from ssl_bench.leaderboard import (
     section_key,
     section_title,
 )
-from ssl_bench.paper import load_paper_table, paper_columns
-from ssl_bench.results import RECORD_FILE, atomic_write_bytes
+from ssl_bench.report.paper import load_paper_table, paper_columns
 
 FORMATS = ("markdown", "csv", "json")
 LEADERBOARD_FILE = "LEADERBOARD.md"

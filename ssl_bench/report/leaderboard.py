@@ -1,9 +1,9 @@
 """Leaderboard tables, derived only from the run records ``results/*/record.json`` (``RunRecord``).
 
 There is no second source of truth: every table is rebuilt from the run records and the paper's Table 6
-(``ssl_bench.paper``), so it can be regenerated at any time, also while runs are still writing records.
-Rendering is ``ssl_bench.render``, paired comparisons ``ssl_bench.compare``, the commands
-``ssl_bench.leaderboard_cli``.
+(``ssl_bench.report.paper``), so it can be regenerated at any time, also while runs are still writing records.
+Rendering is ``ssl_bench.report.render``, paired comparisons ``ssl_bench.report.compare``, the commands
+``ssl_bench.report.cli``.
 
 Layout (like Table 6 of Huang et al., "Spatial Ensemble", NeurIPS 2021):
 
@@ -11,7 +11,7 @@ Layout (like Table 6 of Huang et al., "Spatial Ensemble", NeurIPS 2021):
   models or lengths are never averaged together; sections are ordered by budget, best first
   (``full > short > cpu > smoke``, unknown profiles after, alphabetically);
 * one **row** per algorithm x smoothing strategy x the settings that strategy reads (granularity, p, m,
-  buffers) x the run's deviations from the reference settings (``ssl_bench.paper.deviations``). Rows with
+  buffers) x the run's deviations from the reference settings (``ssl_bench.report.paper.deviations``). Rows with
   different settings never merge; the label shows every setting that differs from the paper's. The
   ``supervised`` baseline (labelled loss only) is a row like any other, listed first; its runs with every
   training label (the fully-labelled ceiling) are kept apart from the budget columns;
@@ -40,7 +40,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ssl_bench.paper import (
+from ssl_bench.errors import UserError
+from ssl_bench.records import RECORD_FILE, RecordError, RunRecord, RunStatus
+from ssl_bench.report.paper import (
     PAPER_SMOOTHING,
     deviations,
     is_paper_configuration,
@@ -49,9 +51,8 @@ from ssl_bench.paper import (
     paper_number,
     same_value,
 )
-from ssl_bench.results import RECORD_FILE, RecordError, RunRecord, RunStatus
+from ssl_bench.report.stats import mean, sample_std
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings
-from ssl_bench.stats import mean, sample_std
 
 STATS = {"median": "teacher_median_last20", "best": "teacher_best"}
 STAT_DESCRIPTIONS = {
@@ -73,7 +74,7 @@ SETUP_FIELDS = ("alg_args", "targets_from", "batch_size", "mu", "eval_every", "l
                 "weight_decay", "strong_augment", "hflip")
 
 
-class LeaderboardError(ValueError):
+class LeaderboardError(UserError):
     """A request the records cannot answer (nothing matches, bad option value); the message says why."""
 
 

@@ -26,8 +26,9 @@ from typing import Any
 
 from ssl_bench import algorithm as algorithm_registry
 from ssl_bench.config import PROFILES, RunConfig
+from ssl_bench.errors import UserError
 from ssl_bench.models import default_model
-from ssl_bench.results import RunRecord
+from ssl_bench.records import RunRecord
 from ssl_bench.smoothing import PARAMETER_DEFAULTS
 
 PAPER_PROFILE = "full"
@@ -41,10 +42,10 @@ PAPER_SMOOTHING: dict[str, Any] = PARAMETER_DEFAULTS
 @functools.lru_cache(maxsize=1)
 def load_paper_table() -> dict[str, Any]:
     """The paper's Table 6 as stored in ``ssl_bench/paper_table6.json`` (package data)."""
-    table = json.loads(resources.files("ssl_bench").joinpath(PAPER_TABLE_FILE).read_text(encoding="utf-8"))
+    table = json.loads(resources.files("ssl_bench.report").joinpath(PAPER_TABLE_FILE).read_text(encoding="utf-8"))
     keys = [(row["algorithm"], row["smooth"]) for row in table["rows"]]
     if len(keys) != len(set(keys)):
-        raise ValueError(f"{PAPER_TABLE_FILE} maps two rows to the same (algorithm, smooth) key")
+        raise UserError(f"{PAPER_TABLE_FILE} maps two rows to the same (algorithm, smooth) key")
     return table
 
 

@@ -6,7 +6,7 @@ For one data set and label budget, per section (profile, dataset, model, steps) 
   then variants;
 * every row minus the ``supervised`` row with the same smoothing: the algorithm's gain over the labelled loss.
 
-Differences are paired by seed (``ssl_bench.stats.paired_difference``); seeds one side lacks are listed,
+Differences are paired by seed (``ssl_bench.report.stats.paired_difference``); seeds one side lacks are listed,
 not used.
 """
 
@@ -16,7 +16,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ssl_bench.leaderboard import (
+from ssl_bench.records import RECORD_FILE, RunStatus
+from ssl_bench.report.leaderboard import (
     ALGORITHM_ORDER,
     SUPERVISED,
     LeaderboardError,
@@ -27,9 +28,8 @@ from ssl_bench.leaderboard import (
     load_runs,
     row_sort_key,
 )
-from ssl_bench.paper import PAPER_SMOOTHING, same_value
-from ssl_bench.results import RECORD_FILE, RunStatus
-from ssl_bench.stats import PairedDiff, mean, paired_difference
+from ssl_bench.report.paper import PAPER_SMOOTHING, same_value
+from ssl_bench.report.stats import PairedDiff, mean, paired_difference
 
 ARM_ORDER = {"sts": 0, "se": 1, "none": 2}
 

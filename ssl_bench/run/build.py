@@ -1,0 +1,181 @@
+"""Building a training from its settings: the teachers' plan, the data, student, teachers, optimizer, streams.
+
+``plan_teachers`` is the one place that turns settings into the list of teachers a training serves; every caller
+(the command line, sweeps, resume, the benchmarks) goes through it. ``build_training`` then builds everything a
+training holds (``ssl_bench.run.state.Training``), seeded, on every rank alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssl_bench.algorithm import Algorithm, build_algorithm, loop_settings, set_requires_grad
+from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
+from ssl_bench.data import load_dataset, make_split
+from ssl_bench.data.npz import family_of
+from ssl_bench.errors import UserError
+from ssl_bench.models import build_model, default_model
+from ssl_bench.run.ranks import SINGLE_PROCESS, Ranks
+from ssl_bench.run.sampling import rank_seed
+from ssl_bench.run.state import Streams, Teacher, Training
+from ssl_bench.smoothing import STRATEGY_PARAMETERS, build_smoother
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def build_optimizer(params_decay: list[Tensor], params_no_decay: list[Tensor], lr: float, momentum: float,
+                    weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; weight decay on conv / linear kernels only, as google-research/fixmatch
+    (its L2 term sums the variables named 'kernel'), not on biases and BatchNorm affine parameters."""
+    groups = [{"params": params_decay, "weight_decay": weight_decay},
+              {"params": params_no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+
+
+def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list[RunConfig]:
+    """THE plan of a training's teachers: ``configs`` checked, normalised, resolved and de-duplicated.
+
+    They must agree on every setting but the smoothing axes. A setting a strategy does not read is set to its
+    default first (``tma`` with two values of ``p`` is one teacher, not two). ``resolve``: also fill in the
+    profile's, the dataset family's and the algorithm reference's values, as the training will run them (no data
+    is loaded); without it the settings stay as given (a sweep groups them before resolving).
+    """
+    defaults = RunConfig()
+    unique: list[RunConfig] = []
+    for c in configs:
+        c.validate()
+        ignored = {k: getattr(defaults, k) for k in TEACHER_AXES
+                   if k != "smooth" and k not in STRATEGY_PARAMETERS[c.smooth]}
+        c = dataclasses.replace(c, **ignored)
+        if c not in unique:
+            unique.append(c)
+    first = unique[0].training_identity()
+    for c in unique[1:]:
+        diff = sorted(k for k, v in c.training_identity().items() if first.get(k) != v)
+        if diff:
+            raise UserError(f"teachers of one training must share every setting but {list(TEACHER_AXES)}; "
+                            f"these differ: {diff}. Run them as separate trainings (or use `sweep`).")
+    return _resolve(unique)[1] if resolve else unique
+
+
+def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
+    """The built algorithm and the resolved, de-duplicated teacher configurations."""
+    c = configs[0]
+    family = family_of(Path(c.dataset).stem)
+    algorithm = build_algorithm(c.algorithm, c.alg_args, family)
+    if len(configs) > 1 and algorithm.targets_from == "teacher":
+        raise UserError(f"--alg {c.algorithm} takes its targets from the teacher, so each smoothing variant "
+                         "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
+                         "time (`ssl-bench sweep` plans separate trainings for it)")
+    settings = loop_settings(algorithm, family)
+    resolved = [x.resolved(family, default_model(family), settings) for x in configs]
+    # the same teacher twice (e.g. --m left to the profile and given as the profile's value) is one teacher
+    unique: dict[str, RunConfig] = {}
+    for x in resolved:
+        unique.setdefault(x.teacher_key(), x)
+    return algorithm, list(unique.values())
+
+
+def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PROCESS,
+                   sync_bn: bool = False) -> Training:
+    """Resolve the settings and build data, split, student, teachers, optimizer and streams, seeded.
+
+    ``configs``: one run, or several smoothing variants of one training (see the module docstring).
+    """
+    variants = plan_teachers([configs] if isinstance(configs, RunConfig) else list(configs), resolve=False)
+    # The algorithm first (cheap checks of its name and hyper-parameters), then the data.
+    algorithm, variants = _resolve(variants)
+    c = variants[0]
+    dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
+    split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
+    device = ranks.device or resolve_device(c.device)
+    ranks.per_rank(c.batch_size)
+
+    # Model initialisation is the only draw from torch's global generator; seeded here, then never used again.
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+        torch.manual_seed(c.seed)
+        student = build_model(c.model, dataset.num_classes)
+        algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
+    if sync_bn:
+        if device.type != "cuda":
+            raise UserError(f"--sync-bn: torch's SyncBatchNorm runs on GPUs only and this run is on {device}; drop "
+                             "--sync-bn (the ranks' running statistics are then averaged after every step)")
+        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+    student = student.to(device)
+    if c.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    if algorithm_module is not None:
+        algorithm_module.to(device)
+
+    teachers = []
+    for v in variants:
+        # Each teacher starts as an exact copy of the student (the official SE code sends its first copy
+        # through the random gate, which leaves most teacher tensors at their random initialisation).
+        model = copy.deepcopy(student)
+        set_requires_grad(model, False)
+        smoother = build_smoother(v.smooth, p=v.p, m=v.m, granularity=v.granularity, buffers=v.buffers,
+                                  generator=torch.Generator(device).manual_seed(rank_seed(v.seed, "smoother")))
+        teachers.append(Teacher(v, model, smoother))
+
+    trainable = list(student.parameters()) + (list(algorithm_module.parameters()) if algorithm_module else [])
+    optimizer = build_optimizer([p for p in trainable if p.dim() > 1], [p for p in trainable if p.dim() <= 1],
+                                c.lr, c.momentum, c.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: cosine_lr_factor(k, c.steps))
+
+    def to_nchw(images: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+
+    training = Training(config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
+              student=student, teachers=teachers, optimizer=optimizer, scheduler=scheduler,
+              streams=Streams.seeded(split, c.seed, device, ranks.rank), ranks=ranks, device=device,
+              x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
+              x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
+              # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
+              train_model=torch.compile(student) if c.compile else student)
+    ranks.broadcast_(_states(training))   # every rank starts from rank 0's weights
+    return training
+
+
+def check_ranks_agree(training: Training) -> None:
+    """Fail loudly (on every rank) unless every rank holds the same student, teachers and algorithm module."""
+    named = {f"student.{k}": v for k, v in training.student.state_dict().items()}
+    for t in training.teachers:
+        named.update({f"teacher[{t.key}].{k}": v for k, v in t.model.state_dict().items()})
+    if training.algorithm_module is not None:
+        named.update({f"algorithm_module.{k}": v for k, v in training.algorithm_module.state_dict().items()})
+    found = training.ranks.first_difference(named)
+    if found is not None:
+        raise RuntimeError(f"data-parallel ranks diverged by step {training.step}: rank {found[0]} differs from "
+                           f"rank 0, first in {found[1]}. Does the algorithm give some parameters a gradient on some "
+                           "ranks only (data-dependent branches)? Every rank must produce gradients for the same "
+                           "parameters.")
+
+
+def _states(training: Training) -> list[Tensor]:
+    modules = [training.student, *(t.model for t in training.teachers), training.algorithm_module]
+    return [t for m in modules if m is not None for t in m.state_dict().values()]
+
+
+
+def teacher_grid(config: RunConfig, axes: dict[str, list[Any]]) -> list[RunConfig]:
+    """The cross product of the smoothing ``axes`` (lists of values) over ``config``: one config per teacher
+    (checked and de-duplicated by ``plan_teachers``, not yet resolved)."""
+    names = [a for a in TEACHER_AXES if a in axes]
+    return plan_teachers([dataclasses.replace(config, **dict(zip(names, values, strict=True)))
+                             for values in itertools.product(*(axes[a] for a in names))] or [config], resolve=False)

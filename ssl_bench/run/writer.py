@@ -1,0 +1,158 @@
+"""What a training leaves on disk (rank 0): each teacher's record.json and metrics.csv, the checkpoint,
+TensorBoard event files, the progress bar."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import ssl_bench
+from ssl_bench import records as rec
+from ssl_bench.algorithm import hyperparameters, source_sha256
+from ssl_bench.errors import MissingPackageError
+from ssl_bench.run.checkpoint import save_checkpoint
+from ssl_bench.run.rundirs import RunDirs
+from ssl_bench.run.state import LogWindow, Teacher, Training, checkpoint_state
+
+METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc",
+                  "teacher_param_msd", "teacher_output_msd", "elapsed_s")
+
+
+def git_commit() -> str | None:
+    """The commit of the ssl-bench checkout, with ``+dirty`` when it has uncommitted changes."""
+    repo = Path(ssl_bench.__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    """The versions of the packages behind a number."""
+    return {"ssl_bench": ssl_bench.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def device_description(device: torch.device) -> str:
+    """The device a run trained on, as the record names it."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str, started: str,
+               shared: str | None) -> rec.RunRecord:
+    """The record of one teacher's run, before its first evaluation."""
+    c, d = teacher.config, training.dataset
+    hp = hyperparameters(training.algorithm)
+    return rec.RunRecord(
+        run_id=run_dir.name, status=rec.RunStatus.RUNNING, error=None, algorithm=training.algorithm.name, alg_args=hp,
+        # the hyper-parameters changed with --alg-arg (the leaderboard decides "paper configuration" from alg_args)
+        alg_overrides={k: hp[k] for k in c.alg_args}, targets_from=training.algorithm.targets_from,
+        smooth=c.smooth, granularity=c.granularity, p=c.p, m=c.m, buffers=c.buffers,
+        training=shared, teacher=teacher.key if shared else None,
+        dataset=d.name, dataset_kind=d.kind, dataset_family=d.family, dataset_fingerprint=d.fingerprint,
+        train_size=len(d.y_train), labels=c.labels, seed=c.seed, split_seed=c.split_seed,
+        split_hash=training.split.hash,
+        profile=c.profile, steps=c.steps, steps_done=training.step, model=c.model, batch_size=c.batch_size, mu=c.mu,
+        eval_every=c.eval_every, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
+        strong_augment=c.strong_augment, hflip=d.hflip, algorithm_sha256=source_sha256(training.algorithm),
+        results=rec.summarize_evaluations(teacher.evaluations.rows) if teacher.evaluations.rows else None,
+        versions=versions(), device=device_description(training.device), commit=git_commit(),
+        command=command, started=started, finished=None, wall_seconds=None,
+        data_parallel=[{"from_step": training.step, "world_size": training.ranks.world_size}])
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard writer for ``run_dir`` (optional dependency: a clear message when it is missing)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MissingPackageError("--tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]' "
+                          "(or drop --tensorboard; metrics.csv has the same numbers)") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+class Reporter:
+    """Rank 0's writer of everything a training leaves on disk: records, metrics.csv, checkpoint, TensorBoard."""
+
+    def __init__(self, training: Training, dirs: RunDirs, command: str | dict[str, str], progress: bool) -> None:
+        self.training, self.dirs = training, dirs
+        self.active = training.ranks.is_main
+        previous = [p for p in dirs.previous if p is not None]
+        started = previous[0].started if previous and previous[0].started else rec.now_iso()
+        rows = training.teachers[0].evaluations.rows   # restored before the reporter starts: the clock continues
+        self.t0 = time.perf_counter() - (rows[-1]["elapsed_s"] if rows else 0.0)
+        shared = dirs.dirs[0].name if len(dirs.dirs) > 1 else None
+        self.records = [new_record(training, t, d, command[t.key] if isinstance(command, dict) else command, started,
+                                   shared)
+                        for t, d in zip(training.teachers, dirs.dirs, strict=True)]
+        for record, p in zip(self.records, dirs.previous, strict=True):
+            if p is not None and p.data_parallel:   # every stretch of steps and its world size
+                last = p.data_parallel[-1]
+                record.data_parallel = list(p.data_parallel) + (
+                    [] if last.get("world_size") == training.ranks.world_size else record.data_parallel)
+        tensorboard = training.config.tensorboard and self.active
+        self.writers = [_tensorboard_writer(d) for d in dirs.dirs] if tensorboard else []
+        self.bar = tqdm(total=training.config.steps, initial=training.step, desc=dirs.dirs[0].name, dynamic_ncols=True,
+                        disable=not (progress and self.active))
+
+    def progress(self, means: dict[str, float]) -> None:
+        last = self.training.teachers[0].evaluations.rows
+        self.bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}",
+                             mask=f"{means.get('mask_rate', float('nan')):.2f}",
+                             acc=f"{last[-1]['teacher_acc']:.1f}" if last else "-")
+        self.bar.update(self.training.step - self.bar.n)
+
+    def evaluation(self, means: dict[str, float], rows: list[dict[str, Any]]) -> None:
+        training = self.training
+        lr = training.scheduler.get_last_lr()[0]
+        elapsed = round(time.perf_counter() - self.t0, 3)
+        for t, row in zip(training.teachers, rows, strict=True):
+            t.evaluations.rows.append({"step": training.step, "lr": lr, **means, **row, "elapsed_s": elapsed})
+        for writer, t in zip(self.writers, training.teachers, strict=False):   # no writers without --tensorboard
+            for key, value in t.evaluations.rows[-1].items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, training.step)
+            writer.flush()
+
+    def save(self, window: LogWindow, status: rec.RunStatus, error: str | None = None,
+             streams: list[dict[str, Any]] | None = None) -> None:
+        """Every teacher's metrics.csv and record, and the checkpoint when ``streams`` (every rank's stream
+        states, gathered by the loop) is given. Rank 0 writes; the other ranks return at once."""
+        if not self.active:
+            return
+        if streams is not None:
+            save_checkpoint(self.dirs.checkpoint, checkpoint_state(self.training, window, streams))
+        wall = round(time.perf_counter() - self.t0, 1)
+        for t, d, record in zip(self.training.teachers, self.dirs.dirs, self.records, strict=True):
+            record.status, record.error, record.steps_done = status, error, self.training.step
+            record.results = rec.summarize_evaluations(t.evaluations.rows) if t.evaluations.rows else None
+            record.finished = rec.now_iso() if status != rec.RunStatus.RUNNING else None
+            record.wall_seconds = wall if status == rec.RunStatus.FINISHED else None
+            try:
+                rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
+                record.write(d)
+            except OSError as exc:   # a full disk, a folder gone read-only: say what is kept and how to go on
+                kept = (f"the last checkpoint {self.dirs.checkpoint} is kept" if self.dirs.checkpoint.exists()
+                        else "no checkpoint was written yet")
+                raise OSError(exc.errno, f"cannot write the run files in {d} ({exc.strerror or exc}); {kept}: free "
+                                         "space or fix the folder, then continue with --resume") from None
+
+    def close(self) -> None:
+        self.bar.close()
+        for writer in self.writers:
+            writer.close()
+
+
