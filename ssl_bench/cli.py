@@ -163,8 +163,8 @@ def _run(args: argparse.Namespace) -> int:
         if res.get("teacher_median_last20") is not None:
             print(f"  teacher top-1: median of last 20 evals {res['teacher_median_last20']:.2f} | best "
                   f"{res['teacher_best']:.2f} | student median {res['student_median_last20']:.2f}  "
-                  f"({record['steps_done']}/{record['steps']} steps, profile {record['profile']}, dataset "
-                  f"{record['dataset']} [{record['dataset_kind']}])")
+                  f"({record['steps_done']}/{record['settings']['steps']} steps, profile "
+                  f"{record['settings']['profile']}, dataset {record['dataset']} [{record['dataset_kind']}])")
     return 0
 
 

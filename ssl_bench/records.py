@@ -32,7 +32,22 @@ RECORD_FILE = "record.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 # 2: lr, momentum, weight_decay, strong_augment, hflip, training, teacher, train_size; statuses interrupted.
-SCHEMA_VERSION = 2
+# 3: ``settings`` (every identifying setting of the run, resolved: RunConfig.identity()) replaces the flat
+#    copies of those settings listed in LEGACY_SETTING_FIELDS; amp, channels_last and compile are recorded.
+SCHEMA_VERSION = 3
+# The settings readers compute with, and their types: checked on reading, so a hand-edited record is refused
+# with one line instead of failing inside a table. Schema-1/2 records stored exactly these as top-level fields;
+# reading them moves them into ``settings``.
+SETTING_TYPES: dict[str, Any] = {
+    "smooth": str, "granularity": str | None, "p": float | None, "m": float | None, "buffers": str | None,
+    "labels": int, "seed": int, "split_seed": int | None, "profile": str, "steps": int, "model": str,
+    "batch_size": int | None, "mu": int | None, "eval_every": int | None, "lr": float | None,
+    "momentum": float | None, "weight_decay": float | None, "strong_augment": str | None,
+    "amp": bool | None, "channels_last": bool | None, "compile": bool | None,
+}
+LEGACY_SETTING_FIELDS = tuple(name for name in SETTING_TYPES if name not in ("amp", "channels_last", "compile"))
+# What schema-1/2 records did not store, read as the values every run had before they could be changed.
+LEGACY_DEFAULTS = {"amp": False, "channels_last": False, "compile": False}
 # The official FixMatch reports the median of the last 20 evaluations (FixMatch paper, Sec. 4).
 MEDIAN_WINDOW = 20
 
@@ -164,11 +179,10 @@ class RunRecord:
     alg_args: dict[str, Any] | None = _stored()       # the algorithm's effective hyper-parameters
     alg_overrides: dict[str, Any] | None = _stored()  # those given with --alg-arg
     targets_from: str | None = _stored()
-    smooth: str = _stored()
-    granularity: str | None = _stored()
-    p: float | None = _stored()
-    m: float | None = _stored()
-    buffers: str | None = _stored()
+    # Every identifying setting of the run as RunConfig resolved it (``RunConfig.identity()``: algorithm,
+    # dataset, labels, seed, profile, model, smoothing, budget, amp, ...): the leaderboard's cells key on it.
+    # Read as attributes too: ``record.labels`` is ``record.settings["labels"]``.
+    settings: dict[str, Any] = _stored()
     training: str | None = _stored()   # id of the training this run shares with other teacher variants
     teacher: str | None = _stored()    # this variant's label within that training
     dataset: str = _stored()
@@ -176,21 +190,8 @@ class RunRecord:
     dataset_family: str | None = _stored()
     dataset_fingerprint: str | None = _stored()
     train_size: int | None = _stored()   # training images: a budget equal to it is the fully-labelled ceiling
-    labels: int = _stored()
-    seed: int = _stored()
-    split_seed: int | None = _stored()
     split_hash: str | None = _stored()
-    profile: str = _stored()
-    steps: int = _stored()
     steps_done: int | None = _stored()
-    model: str = _stored()
-    batch_size: int | None = _stored()
-    mu: int | None = _stored()
-    eval_every: int | None = _stored()
-    lr: float | None = _stored()
-    momentum: float | None = _stored()
-    weight_decay: float | None = _stored()
-    strong_augment: str | None = _stored()
     hflip: bool | None = _stored()
     algorithm_sha256: str | None = _stored()   # of the algorithm's file: a plug-in edited later is told apart
     results: dict[str, Any] | None = _stored()
@@ -203,6 +204,13 @@ class RunRecord:
     wall_seconds: float | None = _stored()
     data_parallel: list[dict[str, Any]] | None = _stored()
     run_dir: Path | None = field(default=None, compare=False, repr=False, metadata={"stored": False})
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when ``name`` is not a field: a setting of the run (``record.labels``, ``record.smooth``).
+        settings = self.__dict__.get("settings")
+        if settings is not None and name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__!r} has no field or setting {name!r}")
 
     def __post_init__(self) -> None:
         missing = [f.name for f in _stored_fields() if _is_required(f.name) and getattr(self, f.name) is None]
@@ -275,13 +283,20 @@ class RunRecord:
                               f"{SCHEMA_VERSION}); upgrade ssl-bench if a newer version wrote it, else "
                               "delete the record and re-run the same command with --resume")
         known = {f.name for f in _stored_fields()}
-        unknown = sorted(set(data) - known - {"schema"})
+        unknown = sorted(set(data) - known - {"schema"} - (set(LEGACY_SETTING_FIELDS) if schema < 3 else set()))
         if unknown:
             raise RecordError(_broken(where, f"has unknown fields {unknown} for schema {schema}"))
         values = {"run_id": run_dir.name if run_dir is not None else None}
         values.update({k: v for k, v in data.items() if k != "schema"})
+        if schema < 3:   # the settings were top-level fields
+            flat = {k: values.pop(k) for k in LEGACY_SETTING_FIELDS if k in values}
+            values["settings"] = {**LEGACY_DEFAULTS, **flat}
+        elif not isinstance(values.get("settings"), dict):
+            raise RecordError(_broken(where, "has no settings object (schema 3 records carry one)"))
         try:
             typed = {name: _typed(name, values.get(name)) for name in known}
+            typed["settings"] = {**typed["settings"], **{name: _typed_as(name, hint, typed["settings"].get(name))
+                                                         for name, hint in SETTING_TYPES.items()}}
         except ValueError as exc:
             raise RecordError(_broken(where, str(exc))) from None
         return cls(**typed, run_dir=run_dir)
@@ -324,7 +339,10 @@ def _is_required(name: str) -> bool:
 
 def _typed(name: str, value: Any) -> Any:
     """``value`` checked against the field's type (ints as floats are fine; bools are not numbers)."""
-    hint = _hint(name)
+    return _typed_as(name, _hint(name), value)
+
+
+def _typed_as(name: str, hint: Any, value: Any) -> Any:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:

@@ -14,7 +14,7 @@ import pytest
 
 from ssl_bench import algorithm
 from ssl_bench.config import PROFILES, RunConfig
-from ssl_bench.records import RunStatus
+from ssl_bench.records import RunRecord, RunStatus
 from ssl_bench.report import compare as cmp
 from ssl_bench.report import leaderboard as lb
 from ssl_bench.report import paper, render, stats
@@ -89,6 +89,11 @@ def write_run(results: Path, *, algorithm="fixmatch", smooth="tma", granularity=
     if alg_overrides is not None:
         record["alg_overrides"] = alg_overrides
     record.update(fields)
+    if schema >= 3:   # every setting of the run in one field; any other keyword is a setting too
+        stored = set(RunRecord.__dataclass_fields__) | {"schema"}
+        settings = {"amp": False, "channels_last": False, "compile": False, "split_seed": seed}
+        settings.update({k: record.pop(k) for k in list(record) if k not in stored})
+        record["settings"] = settings
     (run_dir / "record.json").write_text(json.dumps(record), encoding="utf-8")
     if metrics is not None:
         with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as fh:
@@ -182,7 +187,8 @@ def test_scaled_runs_get_no_paper_number(tmp_path):
     write_run(tmp_path, median=40.0)   # the cpu profile
     board = lb.build_leaderboard(tmp_path)
     assert len(board.sections) == 5
-    assert [c.paper for s in board.sections for r in s.rows for c in r.cells.values()] == [None] * 6
+    # every run its own cell: batch, cadence and momentum are identifying settings, so they split rows
+    assert [c.paper for s in board.sections for r in s.rows for c in r.cells.values()] == [None] * 7
 
 
 def test_single_seed_has_no_plus_minus_and_unmatched_family_has_no_paper(tmp_path):
@@ -284,9 +290,40 @@ def test_row_labels_show_granularity_and_non_default_p_m_and_paper_only_for_pape
                       "fixmatch · sts (channel)"]
 
 
+def test_runs_with_different_identifying_settings_never_share_a_cell(tmp_path):
+    # issue 19: a bf16 run and an fp32 run were averaged into one cell (amp never reached the record)
+    write_run(tmp_path, seed=0, median=40.0, eval_every=16, schema=3)
+    write_run(tmp_path, seed=1, median=41.0, eval_every=32, schema=3)
+    write_run(tmp_path, seed=0, median=42.0, amp=True, schema=3, run_id="bf16")
+    board = lb.build_leaderboard(tmp_path)
+    cells = [c for s in board.sections for r in s.rows for c in r.cells.values()]
+    assert sorted(c.n for c in cells) == [1, 1, 1]
+    assert "fixmatch · tma (amp=True)" in [r.label for s in board.sections for r in s.rows]
+
+
+def test_a_new_identifying_setting_reaches_the_record_and_splits_cells(tmp_path, monkeypatch):
+    """A setting declared ``identifies=True`` in RunConfig reaches record.settings and the cell key by itself."""
+    import dataclasses as dc
+
+    from ssl_bench import config as config_module
+    from ssl_bench.config import setting
+
+    @dc.dataclass
+    class WithDither(RunConfig):
+        dither: float = setting(0.0, group="budget", help="a new identifying setting (test)")
+
+    monkeypatch.setattr(config_module, "RunConfig", WithDither)
+    for seed, dither in ((0, 0.0), (0, 0.5)):
+        settings = WithDither(dither=dither, seed=seed, profile="cpu").identity()
+        assert settings["dither"] == dither
+        write_run(tmp_path, seed=seed, median=40.0, schema=3, run_id=f"d{dither}", dither=dither)
+    board = lb.build_leaderboard(tmp_path)
+    assert sorted(c.n for s in board.sections for r in s.rows for c in r.cells.values()) == [1, 1]
+
+
 def test_cell_mixing_different_setups_is_flagged(tmp_path):
-    write_run(tmp_path, seed=0, median=40.0, eval_every=16)
-    write_run(tmp_path, seed=1, median=41.0, eval_every=32)
+    write_run(tmp_path, seed=0, median=40.0, alg_args={"threshold": 0.95, "lambda_u": 1.0})
+    write_run(tmp_path, seed=1, median=41.0, alg_args={"threshold": 0.95, "lambda_u": 1.0, "extra": 2})
     assert "mixes runs with different alg_args" in render.render_markdown(lb.build_leaderboard(tmp_path))
 
 

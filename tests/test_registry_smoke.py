@@ -20,7 +20,7 @@ def test_every_algorithm_with_every_smoother_runs_smoke(tmp_path, algorithm, smo
                        steps=4, eval_every=2, results_dir=str(tmp_path), device="cpu")
     record, _ = train(config, progress=False)
     assert record["status"] == "finished"
-    assert record["algorithm"] == algorithm and record["smooth"] == smooth
+    assert record["algorithm"] == algorithm and record["settings"]["smooth"] == smooth
     results = record["results"]
     assert results["num_evals"] == 2
     assert 0.0 <= results["teacher_median_last20"] <= 100.0

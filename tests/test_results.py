@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ssl_bench.records import (
+    LEGACY_SETTING_FIELDS,
     RECORD_FILE,
     SCHEMA_VERSION,
     RecordError,
@@ -43,10 +44,12 @@ NEW_IN_SCHEMA2 = ("lr", "momentum", "weight_decay", "strong_augment", "hflip", "
 
 
 def new_record(**changes) -> RunRecord:
-    fields = {k: v for k, v in SCHEMA1.items() if k != "schema"}
-    fields.update(status=RunStatus.RUNNING, lr=0.03, momentum=0.9, weight_decay=5e-4, strong_augment="ramc",
-                  hflip=True, training="fixmatch-cifar10_subset-250-s0", teacher="none", train_size=5000,
-                  alg_overrides={})
+    fields = {k: v for k, v in SCHEMA1.items() if k != "schema" and k not in LEGACY_SETTING_FIELDS}
+    settings = {k: v for k, v in SCHEMA1.items() if k in LEGACY_SETTING_FIELDS}
+    settings.update(lr=0.03, momentum=0.9, weight_decay=5e-4, strong_augment="ramc", amp=False, channels_last=False,
+                    compile=False, algorithm="fixmatch", dataset="cifar10_subset", alg_args={})
+    fields.update(status=RunStatus.RUNNING, hflip=True, training="fixmatch-cifar10_subset-250-s0", teacher="none",
+                  train_size=5000, alg_overrides={}, settings=settings)
     fields.update(changes)
     return RunRecord(**fields)
 
@@ -56,7 +59,8 @@ def test_round_trip_keeps_every_field_and_types(tmp_path):
     path = record.write(tmp_path)
     assert path == tmp_path / RECORD_FILE and record.run_dir == tmp_path
     stored = json.loads(path.read_text())
-    assert stored["schema"] == SCHEMA_VERSION == 2 and stored["status"] == "running"
+    assert stored["schema"] == SCHEMA_VERSION == 3 and stored["status"] == "running"
+    assert stored["settings"]["labels"] == 250 and "labels" not in stored   # the settings live in one field
     assert list(stored)[:3] == ["schema", "run_id", "status"] and "run_dir" not in stored
     back = RunRecord.read(tmp_path)
     assert back == record and back.status is RunStatus.RUNNING and back.run_dir == tmp_path
@@ -71,9 +75,13 @@ def test_schema1_records_read_with_the_new_fields_none(tmp_path):
     assert record.status is RunStatus.FINISHED and record.results["teacher_best"] == 39.72468043264504
     assert (record.m, record.steps, record.data_parallel[0]["world_size"]) == (0.99, 1024, 1)
     assert {name: getattr(record, name) for name in NEW_IN_SCHEMA2} == dict.fromkeys(NEW_IN_SCHEMA2)
-    rewritten = record.to_dict()
-    assert rewritten["schema"] == 2 and {k: rewritten[k] for k in SCHEMA1 if k != "schema"} == {
-        k: v for k, v in SCHEMA1.items() if k != "schema"}
+    rewritten = record.to_dict()   # written as schema 3: the flat settings move into ``settings``
+    assert rewritten["schema"] == 3 and rewritten["settings"] == {
+        **{k: SCHEMA1[k] for k in LEGACY_SETTING_FIELDS if k in SCHEMA1},
+        **dict.fromkeys(("lr", "momentum", "weight_decay", "strong_augment")),
+        "amp": False, "channels_last": False, "compile": False}
+    assert {k: rewritten[k] for k in SCHEMA1 if k != "schema" and k not in LEGACY_SETTING_FIELDS} == {
+        k: v for k, v in SCHEMA1.items() if k != "schema" and k not in LEGACY_SETTING_FIELDS}
 
 
 def test_integers_read_as_floats_but_bools_are_not_numbers(tmp_path):
@@ -111,7 +119,7 @@ def test_a_bad_record_is_one_line_naming_the_file_and_the_fix(tmp_path, text, pr
 def test_unknown_schema_says_to_upgrade(tmp_path):
     for schema in (99, "2", None):
         (tmp_path / RECORD_FILE).write_text(json.dumps({**SCHEMA1, "schema": schema}))
-        with pytest.raises(RecordError, match=rf"unknown record schema {schema!r} .*reads 1 to 2.*upgrade"):
+        with pytest.raises(RecordError, match=rf"unknown record schema {schema!r} .*reads 1 to 3.*upgrade"):
             RunRecord.read(tmp_path)
 
 

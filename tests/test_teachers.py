@@ -36,7 +36,7 @@ def comparable(record: dict) -> dict:
 def test_every_variant_equals_its_single_variant_run(tmp_path, algorithm):
     configs = teacher_grid(smoke(tmp_path / "shared", algorithm=algorithm), VARIANTS)
     shared = train_teachers(configs, progress=False)
-    assert [r["smooth"] for r, _ in shared] == VARIANTS["smooth"]
+    assert [r["settings"]["smooth"] for r, _ in shared] == VARIANTS["smooth"]
     training = shared[0][1].name
     for (record, run_dir), config in zip(shared, configs, strict=True):
         assert record["training"] == training and record["teacher"].split("-")[0] == config.smooth
@@ -86,7 +86,8 @@ def test_cli_lists_train_one_student_and_write_one_record_per_teacher(tmp_path, 
                  "--labels", "20", "--profile", "smoke", "--results-dir", str(results), "--no-progress"])
     assert code == 0
     records = [json.loads((d / "record.json").read_text()) for d in sorted(results.iterdir())]
-    assert sorted((r["smooth"], r["p"]) for r in records) == [("none", 0.5), ("sts", 0.3), ("sts", 0.7)]
+    assert sorted((r["settings"]["smooth"], r["settings"]["p"]) for r in records) == [
+        ("none", 0.5), ("sts", 0.3), ("sts", 0.7)]
     assert len({r["training"] for r in records}) == 1
     student_curves = {tuple(row["student_acc"] for row in metric_rows(d)) for d in results.iterdir()}
     assert len(student_curves) == 1
@@ -138,7 +139,7 @@ def test_sweep_resumes_a_saved_training_whole_and_trains_the_rest_apart(tmp_path
     assert "3 runs in 2 trainings" in out and "1 unfinished (resumed), 1 new" in out
     assert main(argv) == 0
     records = [json.loads((d / "record.json").read_text()) for d in (tmp_path / "results").iterdir()]
-    assert sorted(r["smooth"] for r in records) == ["none", "sts", "tma"]
+    assert sorted(r["settings"]["smooth"] for r in records) == ["none", "sts", "tma"]
     assert all(r["status"] == "finished" for r in records)
 
 

@@ -50,9 +50,12 @@ def test_smoke_run_writes_record_and_teacher_follows_strategy(tmp_path, smooth):
     assert record["status"] == "finished" and record["steps_done"] == 8
     saved = json.loads((run_dir / "record.json").read_text())
     assert saved == record
-    for key in ("profile", "steps", "dataset", "dataset_kind", "model", "split_hash", "seed", "versions", "device",
-                "mu", "lr", "weight_decay", "strong_augment"):
+    for key in ("dataset", "dataset_kind", "split_hash", "versions", "device"):
         assert saved[key] not in (None, ""), key
+    for key in ("profile", "steps", "model", "seed", "mu", "lr", "weight_decay", "strong_augment", "amp"):
+        assert saved["settings"][key] not in (None, ""), key   # every identifying setting, resolved
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert saved["settings"] == RunConfig.from_dict(config).identity()
     assert saved["results"]["num_evals"] == 2
     import hashlib
 
@@ -91,7 +94,7 @@ def test_learning_rate_in_metrics_follows_the_cosine_schedule(tmp_path):
     import math
 
     record, run_dir = train(smoke(tmp_path), progress=False)
-    lr0, steps = record["lr"], record["steps"]
+    lr0, steps = record["settings"]["lr"], record["settings"]["steps"]
     for row in metric_rows(run_dir):
         k = int(row["step"])
         assert float(row["lr"]) == pytest.approx(lr0 * math.cos(7 * math.pi * k / (16 * steps)), rel=1e-12)

@@ -40,6 +40,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ssl_bench.config import TEACHER_AXES
 from ssl_bench.errors import UserError
 from ssl_bench.records import RECORD_FILE, RecordError, RunRecord, RunStatus
 from ssl_bench.report.paper import (
@@ -69,9 +70,16 @@ UNMEASURED_PROFILES = ("smoke",)
 ALGORITHM_ORDER = (SUPERVISED, *dict.fromkeys(row["algorithm"] for row in load_paper_table()["rows"]))
 SMOOTH_ORDER = STRATEGIES
 GRANULARITY_ORDER = GRANULARITIES
-# The settings outside the section and row keys that should also agree within one cell.
-SETUP_FIELDS = ("alg_args", "targets_from", "batch_size", "mu", "eval_every", "lr", "momentum",
-                "weight_decay", "strong_augment", "hflip")
+# Record fields outside the run's settings that should also agree within one cell (a plug-in's effective
+# hyper-parameters, the data's mirror symmetry).
+SETUP_FIELDS = ("alg_args", "targets_from", "hflip")
+# The settings that place a run in its section, row, column and seed (the smoothing axes are the row's own
+# fields). Every other identifying setting of the record (batch, mu, lr, amp, compile, ...) is part of the row
+# key, so no two runs with different identifying settings share a cell.
+PLACED_SETTINGS = frozenset({"algorithm", "alg_args", "dataset", "labels", "seed", "profile", "model", "steps",
+                             *TEACHER_AXES})
+# Shown in a row's label when they differ from these values (the reference's values are shown as deviations).
+USUAL_SYSTEM_SETTINGS = {"amp": False, "channels_last": False, "compile": False}
 
 
 class LeaderboardError(UserError):
@@ -103,6 +111,7 @@ class RowKey(NamedTuple):
     m: float | None = None
     buffers: str | None = None
     deviations: tuple[tuple[str, Any], ...] = ()   # (setting, value) where the run differs from the reference
+    setup: tuple[tuple[str, Any], ...] = ()        # every other identifying setting (``setup_settings``)
 
 
 def section_key(record: RunRecord) -> SectionKey:
@@ -126,12 +135,21 @@ def _plain(value: Any) -> Any:
     return json.dumps(value, sort_keys=True)
 
 
+def setup_settings(record: RunRecord) -> tuple[tuple[str, Any], ...]:
+    """The record's identifying settings that its section, row, column and seed do not already fix."""
+    out = {name: _plain(value) for name, value in record.settings.items() if name not in PLACED_SETTINGS}
+    if out.get("split_seed", None) in (None, record.seed):   # the default: the split follows the seed
+        out.pop("split_seed")
+    return tuple(sorted(out.items()))
+
+
 def row_key(record: RunRecord) -> RowKey:
-    """The row a run belongs to: its strategy's settings and its deviations from the reference."""
+    """The row a run belongs to: its strategy's settings, its deviations from the reference, its setup."""
     settings = {name: _plain(value) for name, value in smoothing_settings(record).items()}
     return RowKey(record.algorithm, record.smooth, settings.get("granularity"), settings.get("p"),
                   settings.get("m"), settings.get("buffers"),
-                  tuple(sorted((name, _plain(value)) for name, value in deviations(record).items())))
+                  tuple(sorted((name, _plain(value)) for name, value in deviations(record).items())),
+                  setup_settings(record))
 
 
 def _show(value: Any) -> str:
@@ -151,6 +169,8 @@ def row_label(key: RowKey) -> str:
         if value is not None and not same_value(value, PAPER_SMOOTHING[name]):
             extras.append(f"{name}={_show(value)}")
     extras += [f"{name}={_show(value)}" for name, value in key.deviations]
+    extras += [f"{name}={_show(value)}" for name, value in key.setup
+               if (name in USUAL_SYSTEM_SETTINGS and value != USUAL_SYSTEM_SETTINGS[name]) or name == "split_seed"]
     label = f"{key.algorithm} · {key.smooth}"
     return f"{label} ({', '.join(extras)})" if extras else label
 

@@ -115,7 +115,9 @@ def effective_value(record: RunRecord, name: str) -> Any:
     """The run's effective value of a reference setting: its hyper-parameters first, then record fields."""
     if record.alg_args and name in record.alg_args:
         return record.alg_args[name]
-    return getattr(record, name, None) if name in _RECORD_FIELDS else None
+    if name in _RECORD_FIELDS:
+        return getattr(record, name, None)
+    return record.settings.get(name)
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -57,17 +57,14 @@ def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str
     c, d = teacher.config, training.dataset
     hp = hyperparameters(training.algorithm)
     return rec.RunRecord(
-        run_id=run_dir.name, status=rec.RunStatus.RUNNING, error=None, algorithm=training.algorithm.name, alg_args=hp,
+        run_id=run_dir.name, status=rec.RunStatus.RUNNING, error=None, algorithm=training.algorithm.name,
+        alg_args=hp, settings=c.identity(),
         # the hyper-parameters changed with --alg-arg (the leaderboard decides "paper configuration" from alg_args)
         alg_overrides={k: hp[k] for k in c.alg_args}, targets_from=training.algorithm.targets_from,
-        smooth=c.smooth, granularity=c.granularity, p=c.p, m=c.m, buffers=c.buffers,
         training=shared, teacher=teacher.key if shared else None,
         dataset=d.name, dataset_kind=d.kind, dataset_family=d.family, dataset_fingerprint=d.fingerprint,
-        train_size=len(d.y_train), labels=c.labels, seed=c.seed, split_seed=c.split_seed,
-        split_hash=training.split.hash,
-        profile=c.profile, steps=c.steps, steps_done=training.step, model=c.model, batch_size=c.batch_size, mu=c.mu,
-        eval_every=c.eval_every, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-        strong_augment=c.strong_augment, hflip=d.hflip, algorithm_sha256=source_sha256(training.algorithm),
+        train_size=len(d.y_train), split_hash=training.split.hash, steps_done=training.step, hflip=d.hflip,
+        algorithm_sha256=source_sha256(training.algorithm),
         results=rec.summarize_evaluations(teacher.evaluations.rows) if teacher.evaluations.rows else None,
         versions=versions(), device=device_description(training.device), commit=git_commit(),
         command=command, started=started, finished=None, wall_seconds=None,
