@@ -187,6 +187,10 @@ class RunConfig:
                     raise UserError(f"{flag_of(f)} {value} is out of range; expected a value {where}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise UserError(f"--device {self.device!r}: expected auto, cpu, cuda or cuda:N (N a GPU index)")
+        if self.model is not None:   # the name only: nothing is built, timm's presence is checked at build
+            from ssl_bench.models import check_model_name
+
+            check_model_name(self.model)
         if not self.results_dir.strip():
             raise UserError("--results-dir is empty; pass the folder run directories go to (default: results)")
 

@@ -50,8 +50,8 @@ def _choices() -> str:
     )
 
 
-def _unknown(name: str) -> ValueError:
-    return ValueError(f"unknown model {name!r}; {_choices()}")
+def _unknown(name: str) -> UserError:
+    return UserError(f"--model {name!r} is not a model ssl-bench knows; {_choices()}")
 
 
 def _resolve(name: str) -> Callable[[int], nn.Module]:
