@@ -170,37 +170,21 @@ def _run(args: argparse.Namespace) -> int:
 
 # -- sweep ----------------------------------------------------------------------------------------------------------
 
-def _add_sweep_options(parser: argparse.ArgumentParser) -> None:
-    from ssl_bench.run.sweep import EXECUTORS
-
-    e = parser.add_argument_group("execution")
-    e.add_argument("--executor", default="local", choices=EXECUTORS,
-                   help="local: one training after another in this process; submitit-local: submitit subprocesses "
-                        "on this machine; slurm: one SLURM job array (requeued on preemption / time-out)")
-    e.add_argument("--dry-run", action="store_true", help="print the plan (trainings and their teachers) and stop")
-    e.add_argument("--skip-failed", action="store_true",
-                   help="do not resume trainings whose record says failed (e.g. diverged)")
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads per training")
-    e.add_argument("--parallel", type=int, default=1, help="submitit-local: trainings at the same time")
-    e.add_argument("--log-dir", default=None, help="submitit logs and pickles (default: <results-dir>/_submitit)")
-    e.add_argument("--timeout-min", type=int, default=24 * 60,
-                   help="time limit of one job attempt; at the limit the job checkpoints and requeues itself")
-    e.add_argument("--max-num-timeout", type=int, default=30,
-                   help="requeues after time-outs before a job gives up (preemptions do not count)")
-    e.add_argument("--no-progress", action="store_true", help="no progress bars")
-    s = parser.add_argument_group("slurm (--executor slurm)")
-    s.add_argument("--partition", default=None, help="SLURM partition")
-    s.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per training: 1, or 0 for CPU jobs")
-    s.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per training")
-    s.add_argument("--mem-gb", type=float, default=None, help="memory per job")
-    s.add_argument("--slurm-array-parallelism", type=int, default=64, help="jobs of the array running at once")
-    s.add_argument("--account", default=None, help="SLURM account")
-    s.add_argument("--qos", default=None, help="SLURM quality of service")
-    s.add_argument("--constraint", default=None, help="SLURM node constraint, e.g. a100")
-    s.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
-                   help="shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
-    s.add_argument("--job-name", default="ssl-bench", help="SLURM job name")
-    s.add_argument("--wait", action="store_true", help="slurm: wait for the jobs and print the summary")
+def add_option_arguments(parser: argparse.ArgumentParser, options: type) -> None:
+    """One option per field of the dataclass ``options`` (declared with ``config.setting``), in its groups."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(options):
+        meta = f.metadata
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        flag, kind = flag_of(f), _value_type(f)
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action="store_true", help=meta["help"])
+        elif isinstance(default, list):
+            group.add_argument(flag, dest=f.name, action="append", default=default, metavar="LINE", help=meta["help"])
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=default, choices=meta["choices"],
+                               help=meta["help"])
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -251,7 +235,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                        "in the teacher options share one training when the algorithm allows it.")
     add_setting_arguments(sweep, GRID_FIELDS)
     sweep.add_argument("--seeds", dest="seed", default=None, help="alias of --seed: seeds, e.g. 0,1,2 or 0-4")
-    _add_sweep_options(sweep)
+    from ssl_bench.run.sweep import SweepOptions
+
+    add_option_arguments(sweep, SweepOptions)
     sweep.set_defaults(func=_sweep)
 
     from ssl_bench import quickstart

@@ -21,6 +21,7 @@ from typing import Any
 
 from ssl_bench.augment import STRONG_POLICIES
 from ssl_bench.errors import UserError
+from ssl_bench.records import DEFAULT_RESULTS_DIR
 from ssl_bench.smoothing import (
     BUFFER_POLICIES,
     GRANULARITIES,
@@ -159,7 +160,8 @@ class RunConfig:
                                          "else ~/.cache/ssl-bench)")
     download: bool = setting(True, group="system", identifies=False,
                              help="download a missing CIFAR into the data root (--no-download forbids it)")
-    results_dir: str = setting("results", group="system", identifies=False, help="where run directories are created")
+    results_dir: str = setting(DEFAULT_RESULTS_DIR, group="system", identifies=False,
+                               help="where run directories are created")
     eval_batch_size: int = setting(1024, group="system", identifies=False, minimum=1,
                                    help="images per evaluation forward pass")
     log_every: int = setting(50, group="system", identifies=False, minimum=1,
@@ -192,7 +194,8 @@ class RunConfig:
 
             check_model_name(self.model)
         if not self.results_dir.strip():
-            raise UserError("--results-dir is empty; pass the folder run directories go to (default: results)")
+            raise UserError(f"--results-dir is empty; pass the folder run directories go to (default: "
+                            f"{DEFAULT_RESULTS_DIR})")
 
     def resolved(self, dataset_family: str | None, default_model: str, loop_settings: dict[str, Any]) -> RunConfig:
         """Fill every ``None`` from the profile, the dataset and the algorithm's reference ``loop_settings``
@@ -264,8 +267,3 @@ def config_to_argv(config: RunConfig) -> list[str]:
         elif value is not None:
             argv += [flag_of(f), str(value)]
     return argv
-
-
-def config_with(config: RunConfig, **changes: Any) -> RunConfig:
-    """A copy of ``config`` with some fields changed (sweeps, tests)."""
-    return dataclasses.replace(config, **changes)

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from ssl_bench.config import RunConfig
+from ssl_bench.records import DEFAULT_RESULTS_DIR
 
 ALGORITHMS = ("supervised", "fixmatch")
 DEFAULTS = {"dataset": "digits", "labels": 20, "profile": "cpu", "smooth": "tma"}
@@ -25,7 +26,8 @@ def add_subcommand(subparsers: Any) -> None:
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of each run")
     parser.add_argument("--seed", type=int, default=0, help="seed of both runs (the same split and initialisation)")
-    parser.add_argument("--results-dir", default="results", help="where the two run directories are created")
+    parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                        help=f"where the two run directories are created (default: {DEFAULT_RESULTS_DIR})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run_quickstart)

@@ -11,7 +11,6 @@ import dataclasses
 import io
 import json
 import os
-import secrets
 import sys
 import types
 import typing
@@ -24,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from ssl_bench.atomic import atomic_write_bytes
 from ssl_bench.errors import UserError
 from ssl_bench.run import lock
 
+# Where run directories go unless --results-dir says otherwise (every command's default, declared here once).
+DEFAULT_RESULTS_DIR = "results"
 # The files of a run directory (docs/CONTRACTS.md).
 RECORD_FILE = "record.json"
 CONFIG_FILE = "config.json"
@@ -50,33 +52,6 @@ LEGACY_SETTING_FIELDS = tuple(name for name in SETTING_TYPES if name not in ("am
 LEGACY_DEFAULTS = {"amp": False, "channels_last": False, "compile": False}
 # The official FixMatch reports the median of the last 20 evaluations (FixMatch paper, Sec. 4).
 MEDIAN_WINDOW = 20
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a killed writer never leaves half a file.
-
-    The temporary file is created with mode 0666 filtered by the process umask, like any file a program
-    creates (``tempfile.mkstemp`` would make it 0600, unreadable to colleagues sharing a results folder).
-    """
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            fd = os.open(tmp, flags, 0o666)
-            break
-        except FileExistsError:  # another writer drew the same name: draw again
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -7,7 +7,6 @@ import errno
 import io
 import os
 import pickle
-import random
 import stat
 from pathlib import Path
 
@@ -20,16 +19,8 @@ from ssl_bench.run.checkpoint import (
     CheckpointError,
     CheckpointSaveError,
     check_plain,
-    global_rng_state,
     load_checkpoint,
-    numpy_generator_state,
-    numpy_state_from_plain,
-    numpy_state_to_plain,
-    python_state_from_plain,
-    python_state_to_plain,
     save_checkpoint,
-    set_global_rng_state,
-    set_numpy_generator_state,
 )
 
 
@@ -50,88 +41,6 @@ def folder_snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 # -- random states -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.PCG64, np.random.PCG64DXSM,
-                                           np.random.Philox, np.random.SFC64])
-def test_numpy_generator_state_survives_weights_only_and_continues_the_stream(bit_generator):
-    gen = np.random.Generator(bit_generator(1234))
-    gen.standard_normal(7)   # a used generator: buffered values and counters matter
-    gen.integers(0, 10, 3, dtype=np.uint32)   # leaves a half-used 64-bit word (has_uint32) in PCG64/Philox
-    plain = weights_only_round_trip(numpy_generator_state(gen))
-    expected = gen.random(5)
-    other = np.random.Generator(bit_generator(99))
-    set_numpy_generator_state(other, plain)
-    np.testing.assert_array_equal(other.random(5), expected)
-
-
-def test_legacy_numpy_state_round_trips_with_a_cached_gaussian():
-    rs = np.random.RandomState(7)
-    rs.standard_normal()   # one Box-Muller draw caches the second value: has_gauss = 1
-    state = rs.get_state()
-    assert state[3] == 1
-    plain = weights_only_round_trip(numpy_state_to_plain(state))
-    restored = numpy_state_from_plain(plain)
-    assert restored[0] == state[0] and restored[2:] == state[2:]
-    np.testing.assert_array_equal(restored[1], state[1])
-    assert restored[1].dtype == np.uint32
-    expected = rs.standard_normal(4)
-    other = np.random.RandomState(0)
-    other.set_state(restored)
-    np.testing.assert_array_equal(other.standard_normal(4), expected)
-
-
-def test_numpy_state_of_another_kind_is_refused():
-    with pytest.raises(TypeError, match="bit_generator.state"):
-        numpy_state_to_plain([1, 2, 3])
-
-
-def test_python_state_round_trips_with_gauss_next():
-    r = random.Random(5)
-    r.gauss(0, 1)   # caches gauss_next
-    state = r.getstate()
-    assert state[2] is not None
-    plain = weights_only_round_trip(python_state_to_plain(state))
-    assert python_state_from_plain(plain) == state
-    expected = [r.random() for _ in range(3)] + [r.gauss(0, 1)]
-    other = random.Random()
-    other.setstate(python_state_from_plain(plain))
-    assert [other.random() for _ in range(3)] + [other.gauss(0, 1)] == expected
-
-
-def test_global_rng_state_survives_weights_only_and_restores_every_stream():
-    saved_now = global_rng_state()   # leave the process as it was found
-    try:
-        torch.manual_seed(1)
-        np.random.seed(2)
-        random.seed(3)
-        np.random.standard_normal()
-        state = weights_only_round_trip(global_rng_state())
-        expected = (torch.rand(3), np.random.rand(3), random.random())
-        torch.manual_seed(9)
-        np.random.seed(9)
-        random.seed(9)
-        set_global_rng_state(state)
-        got = (torch.rand(3), np.random.rand(3), random.random())
-        assert torch.equal(got[0], expected[0])
-        np.testing.assert_array_equal(got[1], expected[1])
-        assert got[2] == expected[2]
-    finally:
-        set_global_rng_state(saved_now)
-
-
-def test_set_global_rng_state_still_takes_the_raw_tuples_older_code_stored():
-    saved_now = global_rng_state()
-    try:
-        raw = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-        expected = (np.random.rand(), random.random())
-        set_global_rng_state(raw)
-        assert (np.random.rand(), random.random()) == expected
-    finally:
-        set_global_rng_state(saved_now)
-
-
-# -- what a checkpoint may hold ------------------------------------------------------------------------------
 
 
 ACCEPTED = [torch.ones(2), torch.nn.Parameter(torch.ones(2)), 1, 2**100, 1.5, True, None, "s", b"b", 1j,
@@ -165,12 +74,12 @@ def test_save_refuses_a_numpy_state_naming_its_key_and_writes_nothing(tmp_path):
 
 def test_save_then_load_round_trips(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    state = minimal_state(global_rng=global_rng_state(), history=[{"step": 1, "acc": 0.5}])
+    state = minimal_state(generator=torch.Generator().manual_seed(3).get_state(), history=[{"step": 1, "acc": 0.5}])
     save_checkpoint(path, state)
     loaded = load_checkpoint(path)
     assert loaded["step"] == 3 and loaded["history"] == state["history"]
     assert torch.equal(loaded["student"]["w"], state["student"]["w"])
-    assert torch.equal(loaded["global_rng"]["numpy"]["key"], state["global_rng"]["numpy"]["key"])
+    assert torch.equal(loaded["generator"], state["generator"])
 
 
 def test_checkpoint_of_a_training_run_loads_with_weights_only(tmp_path):

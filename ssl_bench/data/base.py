@@ -192,12 +192,6 @@ class ImageDataset:
         set_(self, "mean", mean)
         set_(self, "std", std)
 
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        h, w, c = self.x_train.shape[1:]
-        return int(h), int(w), int(c)
-
     def record_fields(self) -> dict[str, Any]:
         """What a run record says about its data: plain JSON types under ``dataset*`` keys.
 

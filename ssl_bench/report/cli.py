@@ -7,19 +7,9 @@ import sys
 
 from ssl_bench.records import RECORD_FILE
 from ssl_bench.report.compare import compare
-from ssl_bench.report.leaderboard import STATS, LeaderboardError, build_leaderboard
+from ssl_bench.report.leaderboard import LeaderboardError, build_leaderboard
+from ssl_bench.report.options import add_results_dir, add_selection, add_stat
 from ssl_bench.report.render import FORMATS, LEADERBOARD_FILE, render, render_compare, write_leaderboard
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a positive integer, or an error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def leaderboard_main(args: argparse.Namespace) -> int:
@@ -61,11 +51,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         description="Print the leaderboard derived from the run records and (by default, for the unfiltered "
         f"markdown board) rewrite <results-dir>/{LEADERBOARD_FILE} atomically.",
     )
-    lb.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    add_results_dir(lb)
     lb.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
-    lb.add_argument("--stat", choices=tuple(STATS), default="median",
-                    help="median: teacher_median_last20, the official FixMatch protocol (default); "
-                    "best: teacher_best, the USB/TorchSSL convention")
+    add_stat(lb)
     lb.add_argument("--profile", help="only this profile's sections (default: all, best budget first)")
     lb.add_argument("--dataset", help="only this dataset's sections (default: all)")
     lb.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
@@ -81,10 +69,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         "smoothing strategy minus TMA, and every algorithm's gain over the supervised baseline with the same "
         "smoothing, paired by seed.",
     )
-    cp.add_argument("--alg", help="algorithm name, e.g. fixmatch (default: every algorithm run)")
-    cp.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
-    cp.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
-    cp.add_argument("--profile", help="only this profile (default: every section that has the runs)")
-    cp.add_argument("--stat", choices=tuple(STATS), default="median", help="median (default) or best")
-    cp.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    add_selection(cp, alg_required=False, profile_help="only this profile (default: every section that has the runs)")
+    add_stat(cp)
+    add_results_dir(cp)
     cp.set_defaults(func=compare_main)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ssl_bench.records import RECORD_FILE, RunStatus
+from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, RunStatus
 from ssl_bench.report.leaderboard import (
     ALGORITHM_ORDER,
     SUPERVISED,
@@ -81,7 +81,7 @@ def _arm(row: Row, base: Row, labels: int) -> ArmComparison:
                          mean([b[s] for s in diff.seeds]))
 
 
-def compare(results_dir: str | os.PathLike = "results", *, alg: str | None = None, dataset: str, labels: int,
+def compare(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str | None = None, dataset: str, labels: int,
             profile: str | None = None, stat: str = "median") -> list[Comparison]:
     """Paired differences for ``alg`` (every algorithm when None) on ``dataset`` with ``labels`` labels."""
     board = build_leaderboard(results_dir, stat=stat, profile=profile, dataset=dataset)

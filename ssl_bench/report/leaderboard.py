@@ -40,9 +40,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ssl_bench.config import TEACHER_AXES
+from ssl_bench.config import PROFILES, TEACHER_AXES
 from ssl_bench.errors import UserError
-from ssl_bench.records import RECORD_FILE, RecordError, RunRecord, RunStatus
+from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, RecordError, RunRecord, RunStatus
 from ssl_bench.report.paper import (
     PAPER_SMOOTHING,
     deviations,
@@ -62,7 +62,7 @@ STAT_DESCRIPTIONS = {
 }
 # The labelled-only baseline, registered under this name by algorithms/supervised.py.
 SUPERVISED = "supervised"
-PROFILE_ORDER = ("full", "short", "cpu", "smoke")  # budget, best first
+PROFILE_ORDER = tuple(PROFILES)  # budget, best first: the order config.PROFILES declares them in
 # The smoke profile measures nothing (ssl_bench/config.py): its sections need no baseline.
 UNMEASURED_PROFILES = ("smoke",)
 # Rows: the baseline first, then the paper's Table 6 order; strategies and granularities as smoothing.py
@@ -411,7 +411,7 @@ def resolve_stat(stat: str) -> str:
     raise LeaderboardError(f"unknown statistic {stat!r}; choose one of: {', '.join(STATS)}")
 
 
-def leaderboard_command(results_dir: str | os.PathLike = "results", stat: str = "median",
+def leaderboard_command(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, stat: str = "median",
                         profile: str | None = None, dataset: str | None = None) -> str:
     """The command line that rebuilds this leaderboard (written into its header)."""
     short = next((k for k, v in STATS.items() if v == resolve_stat(stat)), stat)
@@ -440,7 +440,7 @@ def _cell(labels: int, runs: list[RunRecord], stat: str, skey: SectionKey, rkey:
                 mixed_setup=len({setup_of(r) for r in runs}) > 1, trainings=[r.training for r in runs])
 
 
-def build_leaderboard(results_dir: str | os.PathLike = "results", *, stat: str = "median",
+def build_leaderboard(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, stat: str = "median",
                       profile: str | None = None, dataset: str | None = None) -> Leaderboard:
     """Read every run record under ``results_dir`` and build the sections, rows and cells."""
     key = resolve_stat(stat)

@@ -32,10 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.errors import UserError
-from ssl_bench.records import METRICS_FILE, RECORD_FILE, RecordError, RunRecord, RunStatus, atomic_write_bytes
-from ssl_bench.report.cli import positive_int
+from ssl_bench.records import (
+    DEFAULT_RESULTS_DIR,
+    METRICS_FILE,
+    RECORD_FILE,
+    RecordError,
+    RunRecord,
+    RunStatus,
+    atomic_write_bytes,
+)
 from ssl_bench.report.leaderboard import (
-    STATS,
     SUPERVISED,
     LeaderboardError,
     build_leaderboard,
@@ -47,6 +53,7 @@ from ssl_bench.report.leaderboard import (
     section_sort_key,
     section_title,
 )
+from ssl_bench.report.options import add_results_dir, add_selection, add_stat
 
 
 class PlotError(UserError):
@@ -129,7 +136,7 @@ def _metrics_of(run: RunRecord) -> dict[str, list[float]] | None:
         return None
 
 
-def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, dataset: str, labels: int,
+def plot_accuracy(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str, dataset: str, labels: int,
                   profile: str | None = None, out_dir: str | os.PathLike) -> list[Path]:
     """Teacher and student top-1 vs step, one line per smoothing strategy; one PNG per section."""
     runs, _ = load_runs(results_dir)
@@ -180,7 +187,7 @@ def plot_accuracy(results_dir: str | os.PathLike = "results", *, alg: str, datas
     return written
 
 
-def plot_rows(results_dir: str | os.PathLike = "results", *, alg: str, dataset: str, labels: int,
+def plot_rows(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str, dataset: str, labels: int,
               profile: str | None = None, stat: str = "median", out_dir: str | os.PathLike) -> list[Path]:
     """Each leaderboard row of ``alg`` (and ``supervised``) at ``labels``: mean ± std over seeds, seeds as dots."""
     board = build_leaderboard(results_dir, stat=stat, profile=profile, dataset=dataset)
@@ -212,7 +219,7 @@ def plot_rows(results_dir: str | os.PathLike = "results", *, alg: str, dataset: 
     return written
 
 
-def resolve_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = "results") -> Path:
+def resolve_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR) -> Path:
     """A run directory from a path or a run id (looked up in ``results_dir``)."""
     candidates = [Path(spec), Path(results_dir) / str(spec)]
     for candidate in candidates:
@@ -235,7 +242,7 @@ def _run_names(run_dirs: Sequence[Path]) -> list[str]:
             for n, d in zip(names, run_dirs, strict=True)]
 
 
-def plot_smoothness(runs: Sequence[str | os.PathLike], *, results_dir: str | os.PathLike = "results",
+def plot_smoothness(runs: Sequence[str | os.PathLike], *, results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR,
                     out_dir: str | os.PathLike) -> list[Path]:
     """Figure 3 of the paper: teacher parameter and output msd between evaluations vs step, log y."""
     if not runs:
@@ -315,11 +322,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                            description="Teacher and student top-1 over training steps for one algorithm, "
                            "dataset and label budget: mean over seeds with a min-max band, one line per "
                            "smoothing strategy, one PNG per section (profile, dataset, model, steps).")
-    acc.add_argument("--alg", required=True, help="algorithm name, e.g. fixmatch")
-    acc.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
-    acc.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
-    acc.add_argument("--profile", help="only this profile (default: one figure per section)")
-    acc.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    add_selection(acc, alg_required=True, profile_help="only this profile (default: one figure per section)")
+    add_results_dir(acc)
     acc.add_argument("--out", required=True, help="folder for the PNG files")
     acc.set_defaults(func=_accuracy_main)
 
@@ -328,7 +332,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                           "teacher_param_msd and teacher_output_msd vs step, log y-scale.")
     sm.add_argument("--run", action="append", required=True, metavar="RUN_ID_OR_DIR",
                     help="run id (in --results-dir) or run directory; repeat for several runs")
-    sm.add_argument("--results-dir", default="results", help="where run ids are looked up (default: results)")
+    add_results_dir(sm, "where run ids are looked up")
     sm.add_argument("--out", required=True, help="folder for the PNG file")
     sm.set_defaults(func=_smoothness_main)
 
@@ -336,11 +340,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
                             description="The leaderboard's cells for one algorithm, dataset and label budget "
                             "(mean ± sample std over seeds, seeds as dots), with the supervised baseline; one "
                             "PNG per section (profile, dataset, model, steps).")
-    rows.add_argument("--alg", required=True, help="algorithm name, e.g. fixmatch")
-    rows.add_argument("--dataset", required=True, help="dataset name as in the records, e.g. cifar10_subset")
-    rows.add_argument("--labels", required=True, type=positive_int, help="label budget, e.g. 40")
-    rows.add_argument("--profile", help="only this profile (default: one figure per section)")
-    rows.add_argument("--stat", choices=tuple(STATS), default="median", help="median (default) or best")
-    rows.add_argument("--results-dir", default="results", help="folder of run directories (default: results)")
+    add_selection(rows, alg_required=True, profile_help="only this profile (default: one figure per section)")
+    add_stat(rows)
+    add_results_dir(rows)
     rows.add_argument("--out", required=True, help="folder for the PNG files")
     rows.set_defaults(func=_rows_main)

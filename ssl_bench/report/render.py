@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.records import RECORD_FILE, atomic_write_bytes
+from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, atomic_write_bytes
 from ssl_bench.report.compare import ArmComparison, Comparison
 from ssl_bench.report.leaderboard import (
     STAT_DESCRIPTIONS,
@@ -228,7 +228,7 @@ def render(board: Leaderboard, fmt: str = "markdown") -> str:
     return renderers[fmt](board)
 
 
-def write_leaderboard(results_dir: str | os.PathLike = "results", *, stat: str = "median",
+def write_leaderboard(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, stat: str = "median",
                       profile: str | None = None, dataset: str | None = None,
                       board: Leaderboard | None = None) -> Path:
     """(Re)write ``<results_dir>/LEADERBOARD.md`` atomically; returns its path."""

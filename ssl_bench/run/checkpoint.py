@@ -1,13 +1,13 @@
 """Checkpoints: safe loads, atomic saves, exact resumes, refusal of a checkpoint that belongs to another run.
 
-A checkpoint holds everything that determines the rest of a run: student, teacher, optimizer,
-scheduler, the smoother (with its generator), the algorithm's own module, every random generator
-(torch, numpy, python, the data sampler's, the augmenter's), the evaluation history and the step.
+A checkpoint holds everything that determines the rest of a training (``ssl_bench.run.state.checkpoint_state``):
+student, teachers, optimizer, scheduler, each smoother (with its generator), the algorithm's own module, the
+run's own generators (the index streams', the augmentation's, the algorithm's: the loop never draws from a
+process-wide generator after the model's initialisation), the evaluation history and the step.
 
 Loading never runs code: ``torch.load(weights_only=True)`` accepts tensors and plain types only, so a
 crafted ``checkpoint.pt`` in a shared results folder is refused instead of executed (PyTorch's own default
-since 2.6). Saving therefore checks that the state holds nothing else, and the random states that are not
-tensors (numpy's, python's) go through the converters below before they are stored.
+since 2.6). Saving therefore checks that the state holds nothing else.
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ import collections
 import errno as errno_codes
 import io
 import os
-import random
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ssl_bench.errors import UserError
@@ -51,105 +48,6 @@ class CheckpointError(UserError):
 
 class CheckpointSaveError(OSError):
     """Writing a checkpoint failed (disk full, read-only folder); the previous checkpoint is unchanged."""
-
-
-# -- random states as tensors and plain types ---------------------------------------------------------------
-
-
-def numpy_state_to_plain(state: tuple[Any, ...] | Mapping[str, Any]) -> dict[str, Any]:
-    """A numpy random state as tensors and plain types (what a weights_only load accepts).
-
-    Takes either the legacy tuple of ``np.random.get_state()`` / ``RandomState.get_state()`` or the dict of
-    ``Generator.bit_generator.state`` (any bit generator: MT19937, PCG64, Philox, SFC64). Arrays become
-    tensors of the same dtype, numpy scalars Python numbers. ``numpy_state_from_plain`` inverts it exactly.
-    """
-    if isinstance(state, tuple):
-        name, key, pos, has_gauss, cached_gaussian = state
-        return {"legacy": True, "bit_generator": str(name), "key": _array_to_tensor(key), "pos": int(pos),
-                "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
-    if isinstance(state, Mapping):
-        return {"legacy": False, "state": _numpy_to_plain(dict(state))}
-    raise TypeError(f"numpy random state must be the tuple of RandomState.get_state() or the dict of "
-                    f"Generator.bit_generator.state, got {type(state).__name__}")
-
-
-def numpy_state_from_plain(plain: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
-    """Inverse of ``numpy_state_to_plain``: the tuple for ``np.random.set_state`` or a bit-generator dict."""
-    if plain["legacy"]:
-        return (plain["bit_generator"], plain["key"].numpy().copy(), int(plain["pos"]),
-                int(plain["has_gauss"]), float(plain["cached_gaussian"]))
-    return _plain_to_numpy(plain["state"])
-
-
-def numpy_generator_state(generator: np.random.Generator | np.random.BitGenerator) -> dict[str, Any]:
-    """A numpy ``Generator``'s (or bare bit generator's) state, ready for a checkpoint."""
-    bit_generator = generator.bit_generator if isinstance(generator, np.random.Generator) else generator
-    return numpy_state_to_plain(bit_generator.state)
-
-
-def set_numpy_generator_state(generator: np.random.Generator | np.random.BitGenerator,
-                              plain: Mapping[str, Any]) -> None:
-    """Restore what ``numpy_generator_state`` returned into ``generator`` (same bit-generator kind)."""
-    bit_generator = generator.bit_generator if isinstance(generator, np.random.Generator) else generator
-    bit_generator.state = numpy_state_from_plain(plain)
-
-
-def python_state_to_plain(state: tuple[Any, ...]) -> dict[str, Any]:
-    """``random.getstate()`` (or ``random.Random().getstate()``) as a tensor and plain types."""
-    version, internal, gauss_next = state
-    # The Mersenne Twister words are < 2**32 and the position <= 624: int64 holds them exactly.
-    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": None if gauss_next is None else float(gauss_next)}
-
-
-def python_state_from_plain(plain: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Inverse of ``python_state_to_plain``: the tuple for ``random.setstate``."""
-    return (int(plain["version"]), tuple(int(x) for x in plain["internal"].tolist()), plain["gauss_next"])
-
-
-def _array_to_tensor(array: np.ndarray) -> torch.Tensor:
-    # A copy: torch.from_numpy shares memory, and the generator may keep using its array.
-    return torch.from_numpy(np.array(array, copy=True))
-
-
-def _numpy_to_plain(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return _array_to_tensor(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _numpy_to_plain(v) for k, v in obj.items()}
-    return obj
-
-
-def _plain_to_numpy(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy().copy()
-    if isinstance(obj, dict):
-        return {k: _plain_to_numpy(v) for k, v in obj.items()}
-    return obj
-
-
-def global_rng_state() -> dict[str, Any]:
-    """The process-wide torch, numpy, python (and current CUDA device's) random states, as plain types."""
-    # torch's states are CPU uint8 tensors already; numpy's and python's need converting.
-    state = {"torch": torch.get_rng_state(), "numpy": numpy_state_to_plain(np.random.get_state()),
-             "python": python_state_to_plain(random.getstate())}
-    if torch.cuda.is_available():   # the current device's only: a resume may see another number of GPUs
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_global_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what ``global_rng_state`` returned (also the raw tuples that older versions stored)."""
-    torch.set_rng_state(state["torch"])
-    numpy_state, python_state = state["numpy"], state["python"]
-    np.random.set_state(numpy_state_from_plain(numpy_state) if isinstance(numpy_state, Mapping)
-                        else numpy_state)
-    random.setstate(python_state_from_plain(python_state) if isinstance(python_state, Mapping)
-                    else python_state)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
 
 
 # -- saving and loading --------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ssl_bench.atomic import atomic_write_bytes
 from ssl_bench.errors import UserError
 
 LOCK_NAME = "lock.json"
@@ -182,7 +183,7 @@ class RunLock:
                 return
             self._info["heartbeat"] = _now()
             try:
-                _replace_atomically(self.path, _dump(self._info))
+                atomic_write_bytes(self.path, _dump(self._info))
             except OSError as e:   # a full disk must not kill training; the next beat tries again
                 log.warning("could not refresh the heartbeat of %s: %s", self.path, e)
 
@@ -272,22 +273,6 @@ def _create_exclusive(path: Path, data: bytes) -> bool:
         raise
     os.close(fd)
     return True
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    """Write a sibling temporary file (mode from the umask, not mkstemp's 0600), rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _now() -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench import records as rec
-from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings
+from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
 from ssl_bench.run.build import plan_teachers
 from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_config, training_of
@@ -51,38 +51,58 @@ def _key(config: RunConfig) -> tuple:
                  for v in (getattr(config, f.name) for f in run_settings()))
 
 
+EXECUTION, SLURM = "execution", "slurm (--executor slurm)"
+
+
+def _option(default: Any = None, *, help: str, group: str = EXECUTION, minimum: int | None = None,
+            choices: tuple[str, ...] | None = None, factory: Any = None) -> Any:
+    # A sweep option declared once: the command line (ssl_bench.cli.add_option_arguments) and validate read it.
+    return setting(default, help=help, group=group, identifies=False, minimum=minimum, choices=choices,
+                   factory=factory)
+
+
 @dataclass
 class SweepOptions:
-    """How a sweep runs (everything but the runs' own settings)."""
+    """How a sweep runs (everything but the runs' own settings); one declaration per option."""
 
-    executor: str = "local"
-    dry_run: bool = False
-    skip_failed: bool = False
-    threads: int | None = None
-    parallel: int = 1
-    log_dir: str | None = None
-    timeout_min: int = 24 * 60
-    max_num_timeout: int = 30
-    no_progress: bool = False
-    partition: str | None = None
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float | None = None
-    slurm_array_parallelism: int = 64
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    slurm_setup: list[str] = dataclasses.field(default_factory=list)
-    job_name: str = "ssl-bench"
-    wait: bool = False
+    executor: str = _option("local", choices=EXECUTORS,
+                            help="local: one training after another in this process; submitit-local: submitit "
+                                 "subprocesses on this machine; slurm: one SLURM job array (requeued on preemption "
+                                 "/ time-out)")
+    dry_run: bool = _option(False, help="print the plan (trainings and their teachers) and stop")
+    skip_failed: bool = _option(False, help="do not resume trainings whose record says failed (e.g. diverged)")
+    threads: int | None = _option(None, minimum=1, help="torch CPU threads per training")
+    parallel: int = _option(1, minimum=1, help="submitit-local: trainings at the same time")
+    log_dir: str | None = _option(None, help="submitit logs and pickles (default: <results-dir>/_submitit)")
+    timeout_min: int = _option(24 * 60, minimum=1,
+                               help="time limit of one job attempt; at the limit the job checkpoints and requeues "
+                                    "itself")
+    max_num_timeout: int = _option(30, minimum=0,
+                                   help="requeues after time-outs before a job gives up (preemptions do not count)")
+    no_progress: bool = _option(False, help="no progress bars")
+    partition: str | None = _option(None, group=SLURM, help="SLURM partition")
+    gpus_per_node: int = _option(1, group=SLURM, choices=None, minimum=0,
+                                 help="GPUs per training: 1, or 0 for CPU jobs")
+    cpus_per_task: int = _option(8, group=SLURM, minimum=1, help="CPU cores per training")
+    mem_gb: float | None = _option(None, group=SLURM, help="memory per job")
+    slurm_array_parallelism: int = _option(64, group=SLURM, minimum=1, help="jobs of the array running at once")
+    account: str | None = _option(None, group=SLURM, help="SLURM account")
+    qos: str | None = _option(None, group=SLURM, help="SLURM quality of service")
+    constraint: str | None = _option(None, group=SLURM, help="SLURM node constraint, e.g. a100")
+    slurm_setup: list[str] = _option(group=SLURM, factory=list,
+                                     help="shell line run before each job, e.g. 'source .venv/bin/activate' "
+                                          "(repeatable)")
+    job_name: str = _option("ssl-bench", group=SLURM, help="SLURM job name")
+    wait: bool = _option(False, group=SLURM, help="slurm: wait for the jobs and print the summary")
 
     def validate(self) -> None:
-        if self.executor not in EXECUTORS:
-            raise UserError(f"--executor {self.executor!r} is unknown; choose from {list(EXECUTORS)}")
-        for name in ("threads", "parallel", "timeout_min", "cpus_per_task", "slurm_array_parallelism"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"--{name.replace('_', '-')} {value} must be a positive integer")
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            flag = "--" + f.name.replace("_", "-")
+            if meta["choices"] is not None and value not in meta["choices"]:
+                raise UserError(f"{flag} {value!r} is unknown; choose from {list(meta['choices'])}")
+            if meta["minimum"] is not None and value is not None and value < meta["minimum"]:
+                raise UserError(f"{flag} {value} must be an integer >= {meta['minimum']}")
         if self.gpus_per_node not in (0, 1):
             raise UserError(f"--gpus-per-node {self.gpus_per_node}: a sweep job trains in one process on one GPU "
                             "(0 or 1); data-parallel runs go through torchrun (README)")
@@ -231,12 +251,11 @@ class TrainingJob:
     """
 
     def __init__(self, configs: list[RunConfig], threads: int | None = None, progress: bool = False) -> None:
-        self.configs, self.threads, self.progress, self.attempt = configs, threads, progress, 0
+        self.configs, self.threads, self.progress = configs, threads, progress
 
     def __call__(self) -> list[str]:
         from ssl_bench.run.loop import train_teachers
 
-        self.attempt += 1
         if self.threads:
             import torch
 
