@@ -131,12 +131,10 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
 
 
 def resolved_family(config: RunConfig) -> str | None:
-    """The CIFAR family a data set stands in for, from its name (``cifar10_subset`` -> ``cifar10``)."""
-    from pathlib import Path
+    """The family the data set declares (registry entry or npz member; never its name): ssl_bench.data.registry."""
+    from ssl_bench.data.registry import family_of
 
-    from ssl_bench.data.npz import family_of
-
-    return family_of(Path(config.dataset).stem)
+    return family_of(config.dataset, config.data_root)
 
 
 def _run(args: argparse.Namespace) -> int:

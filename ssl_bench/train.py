@@ -68,7 +68,7 @@ from ssl_bench.checkpoint import (
 )
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
 from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
-from ssl_bench.data.npz import family_of
+from ssl_bench.data.registry import family_of
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
 from ssl_bench.lock import RunLock
 from ssl_bench.models import build_model, default_model
@@ -107,12 +107,17 @@ class Streams:
 
     @classmethod
     def seeded(cls, split: LabelSplit, seed: int, device: torch.device, rank: int = 0,
-               step: int | None = None) -> Streams:
-        """Fresh streams for ``rank`` (``step``: re-seeded for a resume with another world size)."""
+               step: int | None = None, extra_unlabeled: int = 0) -> Streams:
+        """Fresh streams for ``rank`` (``step``: re-seeded for a resume with another world size).
+
+        ``extra_unlabeled``: images without labels beyond the training set (STL-10's 100,000); the unlabelled
+        stream then runs over ``split.unlabeled`` and the indices ``num_train ..`` that stand for them."""
         def s(stream: str) -> int:
             base = rank_seed(seed, stream, rank)
             return base if step is None else int(np.random.SeedSequence([base, step]).generate_state(1)[0])
-        return cls(IndexStream(split.labeled, s("labeled")), IndexStream(split.unlabeled, s("unlabeled")),
+        pool = split.unlabeled if not extra_unlabeled else np.concatenate(
+            [split.unlabeled, split.num_train + np.arange(extra_unlabeled, dtype=np.int64)])
+        return cls(IndexStream(split.labeled, s("labeled")), IndexStream(pool, s("unlabeled")),
                    torch.Generator(device).manual_seed(s("augment")),
                    torch.Generator(device).manual_seed(s("algorithm")))
 
@@ -213,6 +218,13 @@ class Run:
     y_test: Tensor
     train_model: nn.Module           # the student as the loss sees it (compiled with --compile)
     step: int = 0
+    # training images followed by the data set's extra unlabelled ones (STL-10), or None: then the pool is x_train
+    x_unlabeled_pool: Tensor | None = None
+
+    @property
+    def extra_unlabeled(self) -> int:
+        """How many images without labels the data set adds to the unlabelled pool (0 for most)."""
+        return 0 if self.dataset.x_unlabeled is None else len(self.dataset.x_unlabeled)
 
     @property
     def teacher(self) -> nn.Module:
@@ -275,14 +287,14 @@ def teacher_variants(configs: Sequence[RunConfig]) -> list[RunConfig]:
 
 def resolve_without_data(configs: Sequence[RunConfig]) -> list[RunConfig]:
     """The settings as ``build_run`` resolves them (profile, dataset family and algorithm reference defaults),
-    without loading any data: the family of a built-in or npz data set follows from its name."""
+    without loading any data: the family is the one the data set declares (ssl_bench.data.registry.family_of)."""
     return _resolve(configs)[1]
 
 
 def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
     """The built algorithm and the resolved, de-duplicated teacher configurations."""
     c = configs[0]
-    family = family_of(Path(c.dataset).stem)
+    family = family_of(c.dataset, c.data_root)
     algorithm = build_algorithm(c.algorithm, c.alg_args, family)
     if len(configs) > 1 and algorithm.targets_from == "teacher":
         raise ValueError(f"--alg {c.algorithm} takes its targets from the teacher, so each smoothing variant "
@@ -346,13 +358,28 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     def to_nchw(images: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
 
+    def unlabeled_pool(train: np.ndarray, extra: np.ndarray) -> Tensor:
+        # One host buffer filled in chunks from the (memory-mapped) extra images: the 2.8 GB STL-10 set is
+        # held once on the host, never as a second transposed or concatenated copy.
+        pool = torch.empty((len(train) + len(extra), train.shape[3], *train.shape[1:3]), dtype=torch.uint8)
+        for start in range(0, len(train) + len(extra), 4096):
+            stop = min(start + 4096, len(train) + len(extra))
+            parts = [a for a in (train[start:stop], extra[max(start - len(train), 0):max(stop - len(train), 0)])
+                     if len(a)]
+            pool[start:stop] = torch.from_numpy(np.concatenate(parts).transpose(0, 3, 1, 2))
+        return pool.to(device)
+
     run = Run(config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
               student=student, teachers=teachers, optimizer=optimizer, scheduler=scheduler,
-              streams=Streams.seeded(split, c.seed, device, ranks.rank), ranks=ranks, device=device,
+              streams=Streams.seeded(split, c.seed, device, ranks.rank,
+                                     extra_unlabeled=0 if dataset.x_unlabeled is None else len(dataset.x_unlabeled)),
+              ranks=ranks, device=device,
               x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
               x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
               # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
-              train_model=torch.compile(student) if c.compile else student)
+              train_model=torch.compile(student) if c.compile else student,
+              x_unlabeled_pool=None if dataset.x_unlabeled is None else unlabeled_pool(dataset.x_train,
+                                                                                         dataset.x_unlabeled))
     ranks.broadcast_(_states(run))   # every rank starts from rank 0's weights
     return run
 
@@ -388,7 +415,8 @@ def next_batch(run: Run) -> Batch:
     x = run.prepare(weak_augment(run.x_train[labeled], s.augment, flip=flip))
     views: tuple[Tensor, ...] = ()
     if run.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
-        u_images = run.x_train[to_device(s.unlabeled.next(batch_size * c.mu), run.device)]
+        pool = run.x_train if run.x_unlabeled_pool is None else run.x_unlabeled_pool
+        u_images = pool[to_device(s.unlabeled.next(batch_size * c.mu), run.device)]
         views = tuple(run.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
                                   strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
                       for view in run.algorithm.unlabeled_views)
@@ -496,7 +524,8 @@ def _load_state(run: Run, state: dict[str, Any]) -> LogWindow:
     if len(state["streams"]) == run.ranks.world_size:
         run.streams.load_state_dict(state["streams"][run.ranks.rank])
     else:
-        run.streams = Streams.seeded(run.split, run.config.seed, run.device, run.ranks.rank, step=run.step)
+        run.streams = Streams.seeded(run.split, run.config.seed, run.device, run.ranks.rank, step=run.step,
+                                     extra_unlabeled=run.extra_unlabeled)
     window = LogWindow()
     window.load_state_dict(state["log_window"], run.device)
     return window
