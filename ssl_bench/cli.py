@@ -122,12 +122,35 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
     first = resolved[0]
     algorithm = build_algorithm(first.algorithm, first.alg_args, resolved_family(first))
     print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}), dataset {first.dataset}")
+    print("  " + describe_data(first, algorithm))
     print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyperparameters(algorithm).items()))
     shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_AXES}
     print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
     for v in resolved:
         print(f"  teacher: {v.teacher_key()}")
     return 0
+
+
+def describe_data(config: RunConfig, algorithm: object) -> str:
+    """One line: the data set's declared family, size and flips, which reference entry of the algorithm applies and
+    where the family's default model comes from (every source named)."""
+    import inspect
+
+    from ssl_bench.data.registry import DATASETS, NO_FAMILY_MODEL, family
+
+    fam = family(resolved_family(config))
+    spec = DATASETS.get(config.dataset)
+    shape = f"{spec.image_size} px, {'mirrored' if spec.hflip else 'no flips'}, " if spec else ""
+    reference = getattr(type(algorithm), "reference", {})
+    where = inspect.getsourcefile(type(algorithm)) or type(algorithm).__name__
+    where = where.rsplit("/", 2)[-2] + "/" + where.rsplit("/", 1)[-1] if "/" in where else where
+    if fam is None:
+        return (f"data: {shape}no declared family: reference['*'] of {where}; default model {NO_FAMILY_MODEL} "
+                "(ssl_bench/data/registry.py)")
+    entry = f"reference['{fam.name}'] over reference['*']" if fam.name in reference else \
+        f"reference['*'] (no '{fam.name}' entry)"
+    return (f"data: {shape}family {fam.name}: {entry} of {where}, sources in its comments; default model "
+            f"{fam.default_model}: {fam.model_source}")
 
 
 def resolved_family(config: RunConfig) -> str | None:
