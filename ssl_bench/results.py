@@ -29,6 +29,7 @@ import torch
 
 import ssl_bench
 from ssl_bench import lock
+from ssl_bench.data import imagefolder  # run directory names of imagefolder:PATH data sets
 from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
 
 # The files of a run directory (docs/CONTRACTS.md).
@@ -110,6 +111,8 @@ def run_base_name(config: Any) -> str:
     if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
         smooth += f"_p{config.p}"
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
+    if dataset.startswith(imagefolder.PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
+        dataset = imagefolder.short_name(dataset)
     algorithm = Path(config.algorithm).stem
     return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
 

@@ -529,7 +529,8 @@ def test_npz_with_a_non_array_member_or_not_npz_at_all_is_refused(tmp_path):
 
 def test_unknown_name_lists_what_is_available(tmp_path):
     np.savez(tmp_path / "mine.npz", **_arrays())
-    with pytest.raises(DatasetNotFoundError, match=r"'nope'.*: cifar10, cifar100, digits, stl10, svhn, svhn_extra, mine"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"'nope'.*: cifar10, cifar100, digits, stl10, svhn, svhn_extra, mine"):
         load_dataset("nope", root=tmp_path)
 
 

@@ -51,6 +51,12 @@ def parse(spec: str) -> tuple[Path, int]:
     return Path(path).expanduser(), size
 
 
+def short_name(spec: str) -> str:
+    """A file-name-safe label for run directories: ``imagefolder:~/data/pets@64`` -> ``imagefolder_pets@64``."""
+    path, size = parse(spec)
+    return f"imagefolder_{path.resolve().name or 'root'}@{size}"
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
 
