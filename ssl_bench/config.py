@@ -112,7 +112,7 @@ class RunConfig:
                            help="cifar10, cifar100, svhn, svhn_extra, stl10 (downloaded), cifar10_subset, digits "
                                 "(embedded), NAME (DATA_ROOT/NAME.npz), path/to/data.npz, or imagefolder:PATH[@SIZE] "
                                 "(PATH/train/<class>/*.png|jpg, PATH/test/<class>/, optional PATH/unlabeled/; "
-                                "images resized to SIZE px, default 32)")
+                                "images resized to SIZE px, 32 if omitted)")
     labels: int = setting(40, group="experiment", minimum=1, help="label budget N (N / classes per class)")
     seed: int = setting(0, group="experiment", minimum=0, maximum=2**32 - 1,
                         help="seed of the run (model init, batches, augmentation, masks)")

@@ -29,7 +29,8 @@ import torch
 
 import ssl_bench
 from ssl_bench import lock
-from ssl_bench.data import imagefolder  # run directory names of imagefolder:PATH data sets
+from ssl_bench.data.imagefolder import PREFIX as IMAGEFOLDER_PREFIX  # run directory names of imagefolder:PATH
+from ssl_bench.data.imagefolder import short_name as imagefolder_short_name
 from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
 
 # The files of a run directory (docs/CONTRACTS.md).
@@ -111,8 +112,8 @@ def run_base_name(config: Any) -> str:
     if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
         smooth += f"_p{config.p}"
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
-    if dataset.startswith(imagefolder.PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
-        dataset = imagefolder.short_name(dataset)
+    if dataset.startswith(IMAGEFOLDER_PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
+        dataset = imagefolder_short_name(dataset)
     algorithm = Path(config.algorithm).stem
     return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
 

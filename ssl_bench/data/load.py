@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imagefolder
 from .base import DatasetNotFoundError, ImageDataset
 from .cifar import CIFAR_SPECS, load_cifar
+from .imagefolder import PREFIX as IMAGEFOLDER_PREFIX
+from .imagefolder import load_imagefolder_arrays
 from .npz import REQUIRED_KEYS, load_npz
 from .registry import DATASETS
 
@@ -135,7 +136,7 @@ def load_from_path(name: str, download: bool = True) -> ImageDataset:
 def load_imagefolder(name: str) -> ImageDataset:
     """``imagefolder:PATH[@SIZE]`` as an :class:`ImageDataset` (no family; mirrored; kind ``"folder"``)."""
     try:
-        arrays = imagefolder.load_imagefolder_arrays(name)
+        arrays = load_imagefolder_arrays(name)
     except ValueError as e:
         if type(e) is ValueError:  # the syntax of the name, not the content (DatasetFormatError)
             raise DatasetNotFoundError(str(e)) from e
@@ -169,7 +170,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
                          f"try one of {builtin_names()}")
     if name in DATASETS:
         return DATASETS[name].load(resolve_data_root(root), download)
-    if name.startswith(imagefolder.PREFIX):
+    if name.startswith(IMAGEFOLDER_PREFIX):
         return load_imagefolder(name)
     if is_path_like(name):
         return load_from_path(name, download=download)
