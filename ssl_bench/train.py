@@ -67,8 +67,8 @@ from ssl_bench.checkpoint import (
     shapes,
 )
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
-from ssl_bench.data import ImageDataset, LabelSplit, load_dataset, make_split
-from ssl_bench.data.registry import family_of
+from ssl_bench.data import ImageDataset, LabelSplit, load_dataset
+from ssl_bench.data.registry import family_of, split_for
 from ssl_bench.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
 from ssl_bench.lock import RunLock
 from ssl_bench.models import build_model, default_model
@@ -320,7 +320,7 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     algorithm, variants = _resolve(variants)
     c = variants[0]
     dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
-    split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
+    split = split_for(dataset, c.labels, c.split_seed)  # the reference's draw for this data set (registry)
     device = ranks.device or resolve_device(c.device)
     ranks.per_rank(c.batch_size)
 

@@ -434,3 +434,51 @@ def test_table2_budgets_are_the_registrys_and_values_are_accuracies():
         assert fixmatch_table2_accuracy(algorithm, "stl10", 1000, augment)[0] == accuracy
     table = load_fixmatch_table2()
     assert json.loads(json.dumps(table)) == table and "Table 2" in table["source"]["table"]
+
+
+# ------------------------------------------------------------------------------ the reference's split rules
+
+
+def test_distribution_allocation_hand_worked_and_on_svhns_class_sizes():
+    from ssl_bench.data.splits import distribution_counts
+
+    # sizes (1, 3), budget 4, by hand: stats (1/3, 1); picks 1, 0, 1, 1 -> (1, 3)
+    assert distribution_counts(np.array([1, 3]), 4).tolist() == [1, 3]
+    # a tie goes to the first class in the reference's order
+    assert distribution_counts(np.array([2, 2]), 1).tolist() == [1, 0]
+    assert distribution_counts(np.array([2, 2]), 1, order=(1, 0)).tolist() == [0, 1]
+    # SVHN train class sizes of the digits 0..9 (official train_32x32.mat), budget 40, reference class order
+    sizes = np.array([4948, 13861, 10585, 8497, 7458, 6882, 5727, 5595, 5045, 4659])
+    order = DATASETS["svhn"].class_order
+    assert distribution_counts(sizes, 40, order).tolist() == [3, 7, 6, 4, 4, 4, 3, 3, 3, 3]
+    assert distribution_counts(sizes, 250, order).sum() == 250
+
+
+def test_svhn_splits_follow_the_class_distribution_and_svhn_extra_is_balanced(tmp_path):
+    from ssl_bench.data.registry import split_for
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(10), [10, 30, 20, 10, 10, 10, 10, 10, 10, 10])  # digit 1 three times as common
+    x = rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8)
+    for split in ("train", "test", "extra"):
+        write_svhn(tmp_path / "svhn", split, x, y)
+    svhn = load_dataset("svhn", root=tmp_path, download=False)
+    per_class = np.bincount(svhn.y_train[split_for(svhn, 14, 0).labeled], minlength=10)
+    # by hand (reference order 1, 2, .., 9, 0; stats 1, 2/3, 1/3 x 8): picks 1, 2, 3, .., 9, 0, then 1, 2, 1 and
+    # at the 14th an all-zero tie that goes to the first class, the digit 1
+    assert per_class.tolist() == [1, 4, 2, 1, 1, 1, 1, 1, 1, 1]
+    extra = load_dataset("svhn_extra", root=tmp_path, download=False)
+    assert np.bincount(extra.y_train[split_for(extra, 20, 0).labeled], minlength=10).tolist() == [2] * 10
+
+
+def test_stl10_budget_of_a_fold_is_the_official_fold(tmp_path, stl_mini):
+    from ssl_bench.data.registry import split_for
+
+    write_stl10(tmp_path, stl_mini)  # fold k holds the training indices k and k + 10
+    ds = load_dataset("stl10", root=tmp_path, download=False)
+    assert ds.folds.shape == (10, 2)
+    split = split_for(ds, 2, 3)
+    assert split.labeled.tolist() == [3, 13] and len(split.unlabeled) == 20
+    with pytest.raises(ValueError, match=r"10 official label folds.*0\.\.9"):
+        split_for(ds, 2, 10)
+    assert len(split_for(ds, 10, 0).labeled) == 10  # another budget: the class-balanced draw

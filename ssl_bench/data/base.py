@@ -161,6 +161,8 @@ class ImageDataset:
         x_unlabeled: optional uint8 (U, H, W, 3) images without labels that join the unlabelled pool beside every
             training image (STL-10's 100,000 ``unlabeled_X.bin`` images); may be a read-only ``np.memmap``, which
             is never copied here. ``None`` (all other sets): the unlabelled pool is the training set.
+        folds: optional int64 (F, L) official label folds, each row L indices into the training set (STL-10's
+            ``fold_indices.txt``); ``ssl_bench.data.registry.split_for`` uses row ``seed`` for a budget of L.
         hflip: whether a horizontal mirror image keeps its label, i.e. whether the weak augmentation may flip.
             True for natural images (CIFAR); False for digits and text, which mirroring turns into non-digits
             (the reference's SVHN augmentation is shift only: google-research/fixmatch, libml/augment.py,
@@ -183,6 +185,7 @@ class ImageDataset:
     source: str
     hflip: bool = True
     x_unlabeled: np.ndarray | None = field(default=None, repr=False)
+    folds: np.ndarray | None = field(default=None, repr=False)
     fingerprint: str = field(init=False)
     mean: tuple[float, ...] = field(init=False)
     std: tuple[float, ...] = field(init=False)
@@ -208,6 +211,14 @@ class ImageDataset:
         if self.x_unlabeled is not None:
             _check_unlabeled(f"data set {self.name!r} ({self.source})", self.x_unlabeled, self.x_train)
             extra = (self.x_unlabeled,)  # not copied: it may be a memory map larger than the RAM one wants to use
+        if self.folds is not None:
+            folds = np.asarray(self.folds)
+            if folds.ndim != 2 or not np.issubdtype(folds.dtype, np.integer) or folds.size == 0 or \
+                    folds.min() < 0 or folds.max() >= len(self.y_train):
+                raise DatasetFormatError(f"data set {self.name!r} ({self.source}): folds must be a 2-D integer array "
+                                         f"of indices into the {len(self.y_train)} training images, got "
+                                         f"{folds.dtype} {folds.shape}")
+            set_(self, "folds", folds.astype(np.int64))
         set_(self, "fingerprint", fingerprint_arrays(self.x_train, self.y_train, self.x_test, self.y_test, *extra))
         mean, std = channel_mean_std(self.x_train)
         set_(self, "mean", mean)

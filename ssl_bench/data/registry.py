@@ -23,7 +23,7 @@ from .base import ImageDataset
 from .cifar import CIFAR_SPECS, load_cifar
 from .download import RemoteFile
 from .embedded import load_digits
-from .splits import TABLE6_BUDGETS
+from .splits import TABLE6_BUDGETS, LabelSplit, fold_split, make_split
 from .stl10 import STL10_ARCHIVE, load_stl10_arrays
 from .svhn import SVHN_FILES, load_svhn_arrays
 
@@ -73,6 +73,10 @@ class DatasetSpec:
     obtained: str        # one sentence: where the files come from
     layout: tuple[str, ...]   # paths under the data root once in place
     files: tuple[RemoteFile, ...] = ()
+    # how create_split.py distributes a budget over the classes (ssl_bench/data/splits.py): "balanced", or
+    # "distribution" with the reference's class order (which decides ties)
+    allocation: str = "balanced"
+    class_order: tuple[int, ...] | None = None
     loader: Callable[[Path, bool], dict[str, Any] | ImageDataset] | None = field(default=None, repr=False)
 
     def load(self, root: Path, download: bool = True) -> ImageDataset:
@@ -105,34 +109,54 @@ DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (
     DatasetSpec("cifar10", "cifar10", 10, 32, True, "full",
                 "official 'python version' tarball (https://www.cs.toronto.edu/~kriz/cifar.html), downloaded",
                 ("cifar-10-batches-py/data_batch_1..5", "cifar-10-batches-py/test_batch"), _cifar_files("cifar10"),
-                lambda root, download: load_cifar("cifar10", root, download=download)),
+                loader=lambda root, download: load_cifar("cifar10", root, download=download)),
     DatasetSpec("cifar100", "cifar100", 100, 32, True, "full",
                 "official 'python version' tarball (https://www.cs.toronto.edu/~kriz/cifar.html), downloaded",
                 ("cifar-100-python/train", "cifar-100-python/test"), _cifar_files("cifar100"),
-                lambda root, download: load_cifar("cifar100", root, download=download)),
+                loader=lambda root, download: load_cifar("cifar100", root, download=download)),
     DatasetSpec("cifar10_subset", "cifar10", 10, 32, True, "subset",
                 "cifar10_subset.npz in the data root: the leading images of each official CIFAR-10 batch file "
                 "(5,482 train, 1,017 test; shipped in /work/shared/data, see its README)",
-                ("cifar10_subset.npz",), (), lambda root, download: _npz(root, download, "cifar10_subset")),
+                ("cifar10_subset.npz",), (), loader=lambda root, download: _npz(root, download, "cifar10_subset")),
     DatasetSpec("digits", None, 10, 32, False, "embedded",
                 "scikit-learn's load_digits (ships with scikit-learn), 8x8 -> 32x32 RGB",
-                (), (), lambda root, download: load_digits()),
+                (), (), loader=lambda root, download: load_digits()),
     DatasetSpec("svhn", "svhn", 10, 32, False, "full",
                 "official train/test .mat files (http://ufldl.stanford.edu/housenumbers/), downloaded; train "
                 "only, the FixMatch paper's svhn_noextra",
                 ("svhn/train_32x32.mat", "svhn/test_32x32.mat"), (SVHN_FILES["train"], SVHN_FILES["test"]),
-                lambda root, download: load_svhn_arrays(root, with_extra=False, download=download)),
+                # create_split.py distributes the labels like the classes; its class c is the label c + 1 of the
+                # .mat, i.e. the digits 1..9, 0 (ssl-bench's class k is the digit k)
+                allocation="distribution", class_order=(1, 2, 3, 4, 5, 6, 7, 8, 9, 0),
+                loader=lambda root, download: load_svhn_arrays(root, with_extra=False, download=download)),
     DatasetSpec("svhn_extra", "svhn_extra", 10, 32, False, "full",
                 "official train/test/extra .mat files, downloaded; train + extra (604,388 images) as USB",
                 ("svhn/train_32x32.mat", "svhn/extra_32x32.mat", "svhn/test_32x32.mat"), tuple(SVHN_FILES.values()),
-                lambda root, download: load_svhn_arrays(root, with_extra=True, download=download)),
+                # USB: lb_samples_per_class = num_labels / num_classes (semilearn/datasets/utils.py), balanced
+                loader=lambda root, download: load_svhn_arrays(root, with_extra=True, download=download)),
     DatasetSpec("stl10", "stl10", 10, 96, True, "full",
                 "official binary tarball (http://ai.stanford.edu/~acoates/stl10/), downloaded; 5,000 labelled, "
                 "100,000 unlabelled (memory-mapped), 8,000 test images",
                 tuple(f"stl10_binary/{f}" for f in ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin",
-                                                    "unlabeled_X.bin")), (STL10_ARCHIVE,),
-                lambda root, download: load_stl10_arrays(root, download=download)),
+                                                    "unlabeled_X.bin", "fold_indices.txt")), (STL10_ARCHIVE,),
+                loader=lambda root, download: load_stl10_arrays(root, download=download)),
 )}
+
+
+def split_for(dataset: ImageDataset, num_labels: int, seed: int) -> LabelSplit:
+    """The label split of ``dataset`` as the reference draws it for this data set (ssl_bench/data/splits.py).
+
+    A budget equal to the fold size of a data set with official folds (STL-10, 1000): fold ``seed``. A
+    registered data set that distributes labels like its classes (SVHN): ``allocation="distribution"``.
+    Everything else: the class-balanced draw.
+    """
+    if dataset.folds is not None and num_labels == dataset.folds.shape[1]:
+        return fold_split(dataset.folds, seed, len(dataset.y_train), dataset.num_classes)
+    spec = DATASETS.get(dataset.name)
+    registered = spec is not None and (spec.kind, spec.family) == (dataset.kind, dataset.family)
+    return make_split(dataset.y_train, num_labels, dataset.num_classes, seed,
+                      allocation=spec.allocation if registered else "balanced",
+                      class_order=spec.class_order if registered else None)
 
 
 def family(name: str) -> Family | None:
@@ -185,4 +209,4 @@ def family_of(dataset: str, root: str | Path | None = None) -> str | None:
 
 
 __all__ = ["DATASETS", "FAMILIES", "FIXMATCH_TABLE2", "SE_TABLE6", "DatasetSpec", "Family", "default_model",
-           "family", "family_of"]
+           "family", "family_of", "split_for"]

@@ -9,7 +9,7 @@ torchvision's ``torchvision/datasets/stl10.py`` checks, ``tgz_md5``). Extracted 
     <root>/stl10_binary/test_X.bin       8,000 images            test images
     <root>/stl10_binary/test_y.bin       8,000 bytes
     <root>/stl10_binary/unlabeled_X.bin  100,000 images (2.76 GB) unlabelled, of these and of other classes
-    <root>/stl10_binary/fold_indices.txt the 10 official folds of 1,000 training indices (not used: see below)
+    <root>/stl10_binary/fold_indices.txt the 10 official folds: 1,000 training indices (0-based) per line
 
 Each image is 3 x 96 x 96 bytes, channel by channel, each channel **column-major** (the dataset's MATLAB
 origin): reshaping a file to (N, 3, 96, 96) gives (image, channel, column, row), and ``transpose(0, 3, 2, 1)``
@@ -22,12 +22,13 @@ on demand and may drop again, so a whole load holds at most one copy of the unla
 puts on the device; see the README's Data section for the measured peak).
 
 The reference's protocol (google-research/fixmatch): ``stl10.{seed}@1000-{valid}`` with ``height=96,
-width=96`` (libml/data.py ``create_datasets``), the 1000 labels a seeded class-balanced draw from the 5,000
-training images by ``scripts/create_split.py`` (README: ``create_split.py --seed=$seed --size=1000
-$ML_DATA/SSL2/stl10 $ML_DATA/stl10-train.tfrecord $ML_DATA/stl10-unlabeled.tfrecord``) -- not one of the
-official folds, which ``create_datasets.py`` saves but nothing reads -- and the unlabelled pool is train +
-unlabeled (105,000 images, ``create_unlabeled.py ... stl10-train.tfrecord stl10-unlabeled.tfrecord``).
-ssl-bench does the same: ``make_split`` draws the labels from ``x_train``, and ``x_unlabeled`` joins every
+width=96`` (libml/data.py ``create_datasets``). The 1000 labels are official fold number ``seed``:
+``scripts/create_split.py`` computes a draw and then, ``if 'stl10' in argv[1] and FLAGS.size == 1000``,
+replaces it by line ``seed`` of ``stl10_fold_indices.txt`` (README: ``create_split.py --seed=$seed --size=1000
+... stl10-train.tfrecord stl10-unlabeled.tfrecord`` for seeds 1..5); ``stl10.1@5000`` labels all 5,000. The
+unlabelled pool is train + unlabeled (105,000 images, ``create_unlabeled.py ... stl10-train.tfrecord
+stl10-unlabeled.tfrecord``). ssl-bench does the same: ``folds`` carries the file's 10 lines, a budget of 1000
+takes line ``--split-seed`` (:func:`ssl_bench.data.registry.split_for`), and ``x_unlabeled`` joins every
 training image in the unlabelled pool. Weak augmentation: mirror + shift by 12 px (``DEFAULT_AUGMENT['stl10']
 = Primitives.ms(12)``, 12.5 % of 96, what ``augment.TRANSLATE_FRACTION`` gives at 96 px).
 
@@ -50,7 +51,7 @@ NUM_CLASSES = 10
 IMAGE_BYTES = 3 * IMAGE_SIDE * IMAGE_SIDE
 STL10_ARCHIVE = RemoteFile("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
                            "91f7769df0f17e558f3565bffb0c7dfb", "SSL_BENCH_STL10_URL")
-FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin")
+FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "fold_indices.txt")
 
 
 def map_images(path: Path) -> np.ndarray:
@@ -73,6 +74,20 @@ def read_labels(path: Path, count: int) -> np.ndarray:
     if raw.min() < 1 or raw.max() > NUM_CLASSES:
         raise DatasetFormatError(f"{path}: labels span {raw.min()}..{raw.max()}, expected 1..10")
     return raw.astype(np.int64) - 1
+
+
+def read_folds(path: Path, num_train: int) -> np.ndarray:
+    """``fold_indices.txt`` (one line per fold, space-separated 0-based training indices) -> int64 (F, L)."""
+    try:
+        rows = [np.array(line.split(), dtype=np.int64) for line in path.read_text().splitlines() if line.strip()]
+    except ValueError as e:
+        raise DatasetFormatError(f"{path}: not lines of integer indices ({e}); delete {path.parent} and download "
+                                 "again.") from e
+    if not rows or len({len(r) for r in rows}) != 1 or min(r.min() for r in rows) < 0 or \
+            max(r.max() for r in rows) >= num_train:
+        raise DatasetFormatError(f"{path}: expected equally long lines of indices into the {num_train} training "
+                                 "images (10 x 1,000 in the official file)")
+    return np.stack(rows)
 
 
 def _advice(root: Path) -> str:
@@ -104,4 +119,5 @@ def load_stl10_arrays(root: Path, download: bool = True) -> dict[str, np.ndarray
     x_test = np.ascontiguousarray(map_images(folder / "test_X.bin"))
     return {"x_train": x_train, "y_train": read_labels(folder / "train_y.bin", len(x_train)),
             "x_test": x_test, "y_test": read_labels(folder / "test_y.bin", len(x_test)),
-            "x_unlabeled": map_images(folder / "unlabeled_X.bin"), "source": str(folder)}
+            "x_unlabeled": map_images(folder / "unlabeled_X.bin"),
+            "folds": read_folds(folder / "fold_indices.txt", len(x_train)), "source": str(folder)}
