@@ -320,6 +320,9 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     algorithm, variants = _resolve(variants)
     c = variants[0]
     dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
+    if dataset.family != family_of(c.dataset, c.data_root):  # the settings above were resolved for that family
+        raise RuntimeError(f"--dataset {c.dataset}: loaded as family {dataset.family!r} but its settings were "
+                           f"resolved for {family_of(c.dataset, c.data_root)!r}; a bug in ssl_bench/data/registry.py")
     split = split_for(dataset, c.labels, c.split_seed)  # the reference's draw for this data set (registry)
     device = ranks.device or resolve_device(c.device)
     ranks.per_rank(c.batch_size)

@@ -204,8 +204,13 @@ def family_of(dataset: str, root: str | Path | None = None) -> str | None:
         return DATASETS[dataset].family
     if dataset.startswith(PREFIX):
         return None
-    path = Path(dataset).expanduser() if is_path_like(dataset) else resolve_data_root(root) / f"{dataset}.npz"
-    return declared_npz_family(path) if path.suffix == ".npz" or not is_path_like(dataset) else None
+    if not is_path_like(dataset):
+        return declared_npz_family(resolve_data_root(root) / f"{dataset}.npz")
+    path = Path(dataset).expanduser()
+    for spec in CIFAR_SPECS.values():  # an official CIFAR folder given by path is that data set
+        if path.name == spec.folder and path.is_dir():
+            return DATASETS[spec.name].family
+    return declared_npz_family(path) if path.suffix == ".npz" else None
 
 
 __all__ = ["DATASETS", "FAMILIES", "FIXMATCH_TABLE2", "SE_TABLE6", "DatasetSpec", "Family", "default_model",
