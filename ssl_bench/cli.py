@@ -135,6 +135,7 @@ def describe_data(config: RunConfig, algorithm: object) -> str:
     """One line: the data set's declared family, size and flips, which reference entry of the algorithm applies and
     where the family's default model comes from (every source named)."""
     import inspect
+    from pathlib import Path
 
     from ssl_bench.data.registry import DATASETS, NO_FAMILY_MODEL, family
 
@@ -142,8 +143,8 @@ def describe_data(config: RunConfig, algorithm: object) -> str:
     spec = DATASETS.get(config.dataset)
     shape = f"{spec.image_size} px, {'mirrored' if spec.hflip else 'no flips'}, " if spec else ""
     reference = getattr(type(algorithm), "reference", {})
-    where = inspect.getsourcefile(type(algorithm)) or type(algorithm).__name__
-    where = where.rsplit("/", 2)[-2] + "/" + where.rsplit("/", 1)[-1] if "/" in where else where
+    source = inspect.getsourcefile(type(algorithm))
+    where = f"{Path(source).parent.name}/{Path(source).name}" if source else type(algorithm).__name__
     if fam is None:
         return (f"data: {shape}no declared family: reference['*'] of {where}; default model {NO_FAMILY_MODEL} "
                 "(ssl_bench/data/registry.py)")

@@ -482,3 +482,20 @@ def test_stl10_budget_of_a_fold_is_the_official_fold(tmp_path, stl_mini):
     with pytest.raises(ValueError, match=r"10 official label folds.*0\.\.9"):
         split_for(ds, 2, 10)
     assert len(split_for(ds, 10, 0).labeled) == 10  # another budget: the class-balanced draw
+
+
+@pytest.mark.parametrize("dataset,labels,expected", [
+    ("svhn", "40", ["32 px, no flips, family svhn: reference['*'] (no 'svhn' entry) of algorithms/fixmatch.py",
+                    "default model wrn28_2: FixMatch paper", "weight_decay=0.0005", "mu=7", "model=wrn28_2"]),
+    ("stl10", "1000", ["96 px, mirrored, family stl10", "wrn28_2_s5: google-research/fixmatch fixmatch.py",
+                       "scales = ilog2(96) - 2 = 5", "model=wrn28_2_s5", "labels=1000"]),
+])
+def test_dry_run_shows_the_reference_settings_with_their_sources(capsys, tmp_path, dataset, labels, expected):
+    from ssl_bench.cli import main
+
+    assert main(["--alg", "fixmatch", "--dataset", dataset, "--labels", labels, "--data-root", str(tmp_path),
+                 "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for text in expected:
+        assert text in out, text
+    assert not any(tmp_path.iterdir())  # nothing downloaded or read
