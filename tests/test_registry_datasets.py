@@ -499,3 +499,9 @@ def test_dry_run_shows_the_reference_settings_with_their_sources(capsys, tmp_pat
     for text in expected:
         assert text in out, text
     assert not any(tmp_path.iterdir())  # nothing downloaded or read
+
+
+@pytest.mark.parametrize("name", ["wrn28_2_s0", "wrn27_2_s5"])
+def test_bad_wide_resnet_scales_are_refused(name):
+    with pytest.raises(ValueError, match="a Wide ResNet needs"):
+        check_model_name(name)

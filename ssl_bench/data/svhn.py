@@ -28,6 +28,10 @@ Two data sets:
   are drawn from, and the unlabelled pool is, the union. Its family is ``svhn_extra``, not ``svhn``: a number on
   604k images is not comparable with the paper's on 73k.
 
+Label splits (``registry.split_for``): ``svhn`` distributes a budget like the classes, as the reference's
+``scripts/create_split.py`` does (40 labels: 3, 7, 6, 4, 4, 4, 3, 3, 3, 3 of the digits 0..9); ``svhn_extra``
+is class-balanced, as USB.
+
 No horizontal flips: digits are not mirror-symmetric (reference ``DEFAULT_AUGMENT['svhn'] = Primitives.s(4)``,
 shift only). Download: each missing file is fetched with urllib into ``<root>/svhn/``, MD5-checked while it
 streams, renamed into place only when complete (:mod:`ssl_bench.data.download`); ``SSL_BENCH_SVHN_TRAIN_URL`` /
