@@ -24,8 +24,8 @@ Two data sets:
   $ML_DATA/svhn-train.tfrecord``), and its authors confirm the paper's Table 2 used it
   (google-research/fixmatch issue #71).
 * ``svhn_extra``: train + extra (604,388 images) / test, as USB (microsoft/Semi-supervised-learning,
-  ``semilearn/datasets/cv_datasets/svhn.py``, ``include_extra``) and the reference's own ``svhn`` entry. Labels
-  are drawn from, and the unlabelled pool is, the union. Its family is ``svhn_extra``, not ``svhn``: a number on
+  ``semilearn/datasets/cv_datasets/svhn.py``, ``get_svhn``: train and extra always concatenated) and the
+  reference's own ``svhn`` entry. Labels are drawn from, and the unlabelled pool is, the union. Its family is ``svhn_extra``, not ``svhn``: a number on
   604k images is not comparable with the paper's on 73k.
 
 Label splits (``registry.split_for``): ``svhn`` distributes a budget like the classes, as the reference's
