@@ -25,8 +25,8 @@ Two data sets:
   (google-research/fixmatch issue #71).
 * ``svhn_extra``: train + extra (604,388 images) / test, as USB (microsoft/Semi-supervised-learning,
   ``semilearn/datasets/cv_datasets/svhn.py``, ``get_svhn``: train and extra always concatenated) and the
-  reference's own ``svhn`` entry. Labels are drawn from, and the unlabelled pool is, the union. Its family is ``svhn_extra``, not ``svhn``: a number on
-  604k images is not comparable with the paper's on 73k.
+  reference's own ``svhn`` entry. Labels are drawn from, and the unlabelled pool is, the union. Its family is
+  ``svhn_extra``, not ``svhn``: a number on 604k images is not comparable with the paper's on 73k.
 
 Label splits (``registry.split_for``): ``svhn`` distributes a budget like the classes, as the reference's
 ``scripts/create_split.py`` does (40 labels: 3, 7, 6, 4, 4, 4, 3, 3, 3, 3 of the digits 0..9); ``svhn_extra``
