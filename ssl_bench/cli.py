@@ -123,6 +123,7 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
     first = resolved[0]
     algorithm = build_algorithm(first.algorithm, first.alg_args, resolved_family(first))
     print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}), dataset {first.dataset}")
+    print("  " + describe_data(first, algorithm))
     print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyperparameters(algorithm).items()))
     shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_AXES}
     print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
@@ -131,13 +132,34 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
     return 0
 
 
-def resolved_family(config: RunConfig) -> str | None:
-    """The CIFAR family a data set stands in for, from its name (``cifar10_subset`` -> ``cifar10``)."""
+def describe_data(config: RunConfig, algorithm: object) -> str:
+    """One line: the data set's declared family, size and flips, which reference entry of the algorithm applies and
+    where the family's default model comes from (every source named)."""
+    import inspect
     from pathlib import Path
 
-    from ssl_bench.data.npz import family_of
+    from ssl_bench.data.registry import DATASETS, NO_FAMILY_MODEL, family
 
-    return family_of(Path(config.dataset).stem)
+    fam = family(resolved_family(config))
+    spec = DATASETS.get(config.dataset)
+    shape = f"{spec.image_size} px, {'mirrored' if spec.hflip else 'no flips'}, " if spec else ""
+    reference = getattr(type(algorithm), "reference", {})
+    source = inspect.getsourcefile(type(algorithm))
+    where = f"{Path(source).parent.name}/{Path(source).name}" if source else type(algorithm).__name__
+    if fam is None:
+        return (f"data: {shape}no declared family: reference['*'] of {where}; default model {NO_FAMILY_MODEL} "
+                "(ssl_bench/data/registry.py)")
+    entry = f"reference['{fam.name}'] over reference['*']" if fam.name in reference else \
+        f"reference['*'] (no '{fam.name}' entry)"
+    return (f"data: {shape}family {fam.name}: {entry} of {where}, sources in its comments; default model "
+            f"{fam.default_model}: {fam.model_source}")
+
+
+def resolved_family(config: RunConfig) -> str | None:
+    """The family the data set declares (registry entry or npz member; never its name): ssl_bench.data.registry."""
+    from ssl_bench.data.registry import family_of
+
+    return family_of(config.dataset, config.data_root)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -111,7 +111,10 @@ class RunConfig:
     alg_args: dict[str, str] = setting(factory=dict, flag="--alg-arg", group="experiment",
                                        help="override one of the algorithm's hyper-parameters, KEY=VALUE (repeatable)")
     dataset: str = setting("cifar10", group="experiment",
-                           help="cifar10, cifar100, digits (embedded), NAME (DATA_ROOT/NAME.npz) or path/to/data.npz")
+                           help="cifar10, cifar100, svhn, svhn_extra, stl10 (downloaded), cifar10_subset, digits "
+                                "(embedded), NAME (DATA_ROOT/NAME.npz), path/to/data.npz, or imagefolder:PATH[@SIZE] "
+                                "(PATH/train/<class>/*.png|jpg, PATH/test/<class>/, optional PATH/unlabeled/; "
+                                "images resized to SIZE px, 32 if omitted)")
     labels: int = setting(40, group="experiment", minimum=1, help="label budget N (N / classes per class)")
     seed: int = setting(0, group="experiment", minimum=0, maximum=2**32 - 1,
                         help="seed of the run (model init, batches, augmentation, masks)")

@@ -67,7 +67,7 @@ def test_check_plain_refuses_what_weights_only_refuses(value):
 def test_save_refuses_a_numpy_state_naming_its_key_and_writes_nothing(tmp_path):
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(TypeError, match=r"state\['global_rng'\]\['numpy'\]\[1\] is a numpy.ndarray.*"
-                                        r"numpy_state_to_plain"):
+                                        r"store a torch.Tensor"):
         save_checkpoint(path, minimal_state(global_rng={"numpy": np.random.get_state()}))
     assert list(tmp_path.iterdir()) == []
 

@@ -67,7 +67,10 @@ def test_subset_loads_the_same_by_path_and_through_the_env_root(subset, shared_d
     monkeypatch.setenv("SSL_BENCH_DATA", str(shared_data))
     assert load_dataset("cifar10_subset").fingerprint == subset.fingerprint
     by_path = load_dataset(str(shared_data / "cifar10_subset.npz"))
-    assert by_path.fingerprint == subset.fingerprint and by_path.family == "cifar10"
+    assert by_path.fingerprint == subset.fingerprint
+    # by name it is the registered data set (family cifar10); by path it is a user .npz, which has the family
+    # it declares (here none): the file name is never read as a family
+    assert (by_path.family, by_path.kind) == (None, "npz")
 
 
 def test_dataset_is_frozen(subset):
@@ -413,8 +416,8 @@ def _arrays(n_train=12, n_test=6, classes=3):
 
 def test_own_npz_loads_with_kind_family_and_statistics(tmp_path):
     arrays = _arrays()
-    np.savez(tmp_path / "cifar100_mine.npz", **arrays)
-    ds = load_dataset("cifar100_mine", root=tmp_path)
+    np.savez(tmp_path / "mine.npz", **arrays, family="cifar100")
+    ds = load_dataset("mine", root=tmp_path)
     assert (ds.kind, ds.family, ds.num_classes) == ("npz", "cifar100", 3)
     flat = arrays["x_train"].reshape(-1, 3).astype(np.float64) / 255
     np.testing.assert_allclose(ds.mean, flat.mean(0), rtol=1e-12)
@@ -443,7 +446,7 @@ def test_bad_hflip_member_is_refused_with_the_fix(tmp_path, stored, shown):
 
 
 def test_record_fields_are_plain_json_and_describe_the_data(tmp_path):
-    np.savez(tmp_path / "cifar10_mine.npz", **_arrays(), hflip=False)
+    np.savez(tmp_path / "cifar10_mine.npz", **_arrays(), hflip=False, family="cifar10")
     ds = load_dataset("cifar10_mine", root=tmp_path)
     fields = json.loads(json.dumps(ds.record_fields()))  # plain types only
     assert fields == {"dataset": "cifar10_mine", "dataset_kind": "npz", "dataset_family": "cifar10",
@@ -526,7 +529,8 @@ def test_npz_with_a_non_array_member_or_not_npz_at_all_is_refused(tmp_path):
 
 def test_unknown_name_lists_what_is_available(tmp_path):
     np.savez(tmp_path / "mine.npz", **_arrays())
-    with pytest.raises(DatasetNotFoundError, match=r"'nope'.*: cifar10, cifar100, digits, mine"):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r"'nope'.*: cifar10, cifar100, digits, stl10, svhn, svhn_extra, mine"):
         load_dataset("nope", root=tmp_path)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ssl_bench.errors import UserError
 
 FINGERPRINT_CHARS = 16  # 64 bits of sha256: plenty to tell data sets apart, short enough for a table cell
+FINGERPRINT_CHUNK_BYTES = 64 << 20  # hash large arrays 64 MiB at a time (bounded extra memory)
 MIN_CLASSES = 2  # with one class every prediction is right: accuracy says nothing
 
 
@@ -69,6 +70,15 @@ def _check_split(where: str, split: str, x: Any, y: Any, num_classes: int) -> No
             f"e.g. {sorted(set(bad[:5].tolist()))}; labels must be class indices 0..{num_classes - 1}.")
 
 
+def _check_unlabeled(where: str, x: Any, x_train: np.ndarray) -> None:
+    """The extra unlabelled images: uint8 (U, H, W, 3) with the training images' H, W."""
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != x_train.shape[1:]:
+        shape = getattr(x, "shape", None)
+        raise DatasetFormatError(
+            f"{where}: x_unlabeled is {getattr(x, 'dtype', type(x).__name__)} {shape}, expected uint8 images "
+            f"(U, {', '.join(str(d) for d in x_train.shape[1:])}) like x_train.")
+
+
 def validate_arrays(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -104,22 +114,32 @@ def validate_arrays(
 
 
 def fingerprint_arrays(*arrays: np.ndarray) -> str:
-    """Short sha256 over the arrays' dtypes, shapes and bytes (C order); equal data <=> equal fingerprint."""
+    """Short sha256 over the arrays' dtypes, shapes and bytes (C order); equal data <=> equal fingerprint.
+
+    Arrays are 1-D or more (images, labels)."""
     h = hashlib.sha256()
     for a in arrays:
-        a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
+        # Chunks along the first axis hash the same bytes as the whole C-order array, without making a
+        # contiguous copy of a large memory-mapped (and possibly transposed) array such as STL-10's unlabelled set.
+        rows = max(1, FINGERPRINT_CHUNK_BYTES // max(1, a[:1].nbytes))
+        for start in range(0, len(a), rows):
+            h.update(memoryview(np.ascontiguousarray(a[start:start + rows])).cast("B"))
     return h.hexdigest()[:FINGERPRINT_CHARS]
 
 
-def channel_mean_std(x: np.ndarray, chunk: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:
+CHANNEL_STATS_PIXELS = 1 << 21  # pixels per chunk of channel_mean_std: 2048 CIFAR images, 227 STL-10 ones
+
+
+def channel_mean_std(x: np.ndarray, chunk: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of uint8 images (N, H, W, C), in [0, 1] units.
 
     Sums are accumulated exactly in int64 over chunks, so the result is deterministic and needs little memory
     (the full CIFAR training set as float64 would take 1.2 GB).
     """
     c = x.shape[-1]
+    # images per chunk: a fixed number of pixels, so that the int64 blocks stay ~50 MB at any image size
+    chunk = chunk or max(1, CHANNEL_STATS_PIXELS // max(1, int(np.prod(x.shape[1:-1]))))
     total = np.zeros(c, np.int64)
     total_sq = np.zeros(c, np.int64)
     for start in range(0, len(x), chunk):
@@ -145,6 +165,11 @@ class ImageDataset:
             with a dependency, needs no files).
         family: the benchmark it stands in for (``"cifar10"``, ``"cifar100"``) or ``None``.
         source: where the arrays came from (a path or a description).
+        x_unlabeled: optional uint8 (U, H, W, 3) images without labels that join the unlabelled pool beside every
+            training image (STL-10's 100,000 ``unlabeled_X.bin`` images); may be a read-only ``np.memmap``, which
+            is never copied here. ``None`` (all other sets): the unlabelled pool is the training set.
+        folds: optional int64 (F, L) official label folds, each row L indices into the training set (STL-10's
+            ``fold_indices.txt``); ``ssl_bench.data.registry.split_for`` uses row ``seed`` for a budget of L.
         hflip: whether a horizontal mirror image keeps its label, i.e. whether the weak augmentation may flip.
             True for natural images (CIFAR); False for digits and text, which mirroring turns into non-digits
             (the reference's SVHN augmentation is shift only: google-research/fixmatch, libml/augment.py,
@@ -166,11 +191,13 @@ class ImageDataset:
     family: str | None
     source: str
     hflip: bool = True
+    x_unlabeled: np.ndarray | None = field(default=None, repr=False)
+    folds: np.ndarray | None = field(default=None, repr=False)
     fingerprint: str = field(init=False)
     mean: tuple[float, ...] = field(init=False)
     std: tuple[float, ...] = field(init=False)
 
-    KINDS = ("full", "subset", "npz", "embedded")
+    KINDS = ("full", "subset", "npz", "embedded", "folder")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -187,7 +214,19 @@ class ImageDataset:
         set_(self, "y_test", self.y_test.astype(np.int64, copy=False))
         set_(self, "x_train", np.ascontiguousarray(self.x_train))
         set_(self, "x_test", np.ascontiguousarray(self.x_test))
-        set_(self, "fingerprint", fingerprint_arrays(self.x_train, self.y_train, self.x_test, self.y_test))
+        extra = ()
+        if self.x_unlabeled is not None:
+            _check_unlabeled(f"data set {self.name!r} ({self.source})", self.x_unlabeled, self.x_train)
+            extra = (self.x_unlabeled,)  # not copied: it may be a memory map larger than the RAM one wants to use
+        if self.folds is not None:
+            folds = np.asarray(self.folds)
+            if folds.ndim != 2 or not np.issubdtype(folds.dtype, np.integer) or folds.size == 0 or \
+                    folds.min() < 0 or folds.max() >= len(self.y_train):
+                raise DatasetFormatError(f"data set {self.name!r} ({self.source}): folds must be a 2-D integer array "
+                                         f"of indices into the {len(self.y_train)} training images, got "
+                                         f"{folds.dtype} {folds.shape}")
+            set_(self, "folds", folds.astype(np.int64))
+        set_(self, "fingerprint", fingerprint_arrays(self.x_train, self.y_train, self.x_test, self.y_test, *extra))
         mean, std = channel_mean_std(self.x_train)
         set_(self, "mean", mean)
         set_(self, "std", std)

@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -150,3 +151,60 @@ def download_and_extract(url: str, md5: str, dest_root: Path, filename: str) -> 
     else:
         fetch(url, archive, md5)
     return extract_tar(archive, dest_root)
+
+
+def ensure_file(url: str, md5: str, dest: Path) -> Path:
+    """Make sure ``dest`` is the file with ``md5``: reused if it already is, else downloaded (:func:`fetch`).
+
+    For data published as plain files rather than archives (SVHN's ``.mat`` files): the same MD5 check,
+    progress bar and atomic rename, nothing to extract.
+    """
+    if has_archive(dest, md5):
+        print(f"ssl-bench: using the already downloaded {dest} (MD5 ok)", file=sys.stderr)
+        return dest
+    return fetch(url, dest, md5)
+
+
+def obtain_official(name: str, missing: str, url: str, md5: str, dest: Path, extract: bool, advice: str) -> None:
+    """Download one official file (``extract``: a tarball, extracted beside it) or raise one clear line.
+
+    ``missing`` says what is absent where; ``advice`` the ways to provide the file by hand. Network failures
+    and an unwritable data root become :class:`~ssl_bench.data.base.DatasetNotFoundError` with both;
+    :class:`ChecksumError` (a file without the published MD5) propagates as it is.
+    """
+    from .base import DatasetNotFoundError  # local: base is imported by this module's callers anyway
+
+    try:
+        if extract:
+            download_and_extract(url, md5, dest.parent, dest.name)
+        else:
+            ensure_file(url, md5, dest)
+    except NETWORK_ERRORS as e:
+        reason = getattr(e, "reason", None) or e
+        raise DatasetNotFoundError(f"{name}: {missing} Downloading {url} failed ({reason}): offline or "
+                                   f"unreachable? Fix: retry when online, or {advice}.") from e
+    except OSError as e:  # not the network: the data root itself (read-only, full disk, not a folder)
+        raise DatasetNotFoundError(f"{name}: {missing} Cannot write the download into {dest.parent} "
+                                   f"({e.strerror or e}). Fix: free space or permissions there, or {advice}.") from e
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One officially published file: where it is, its published MD5, and the variable that points it elsewhere.
+
+    ``url_env`` names an environment variable that overrides ``url`` (a mirror, or a ``file://`` URL in tests);
+    the file must still have ``md5``.
+    """
+
+    url: str
+    md5: str
+    url_env: str
+
+    @property
+    def filename(self) -> str:
+        """The file's name: the last part of the official URL."""
+        return self.url.rsplit("/", 1)[-1]
+
+    def source_url(self) -> str:
+        """``$url_env`` when set and not empty, else the official URL."""
+        return os.environ.get(self.url_env, "").strip() or self.url

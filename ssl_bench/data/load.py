@@ -1,10 +1,11 @@
 """One entry point for every data set: ``load_dataset(name, root, download)``, and where the data root is.
 
 Names:
-    ``cifar10``, ``cifar100``  official "python version" files, torchvision layout
-                               (:mod:`ssl_bench.data.cifar`); downloaded into the data root when missing,
-                               unless ``download=False``
-    ``digits``                 embedded in scikit-learn, needs no files (:mod:`ssl_bench.data.embedded`)
+    a registered name          :data:`ssl_bench.data.registry.DATASETS`: ``cifar10``, ``cifar100``, ``svhn``,
+                               ``svhn_extra``, ``stl10`` (official files, downloaded into the data root when
+                               missing, unless ``download=False``), ``digits`` (embedded in scikit-learn),
+                               ``cifar10_subset`` (``<root>/cifar10_subset.npz``)
+    ``imagefolder:PATH[@SIZE]`` a folder of images (:mod:`ssl_bench.data.imagefolder`)
     any other name             ``<root>/<name>.npz`` (:mod:`ssl_bench.data.npz`)
     a path                     a ``.npz`` file (any file name, e.g. ``./foo/bar.npz``), or an official CIFAR
                                folder (``.../cifar-10-batches-py``); other folders are refused with the fix
@@ -24,8 +25,10 @@ from ssl_bench.errors import UserError
 
 from .base import DatasetNotFoundError, ImageDataset
 from .cifar import CIFAR_SPECS, load_cifar
-from .embedded import EMBEDDED
+from .imagefolder import PREFIX as IMAGEFOLDER_PREFIX
+from .imagefolder import load_imagefolder_arrays
 from .npz import REQUIRED_KEYS, load_npz
+from .registry import DATASETS
 
 DATA_ROOT_ENV = "SSL_BENCH_DATA"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -85,8 +88,8 @@ def resolve_data_root(root: str | Path | None = None) -> Path:
 
 
 def builtin_names() -> list[str]:
-    """The data sets that need no ``.npz``: the official CIFARs and the embedded ones."""
-    return sorted(CIFAR_SPECS) + sorted(EMBEDDED)
+    """The registered data sets that need no ``.npz`` (official files or embedded), sorted."""
+    return sorted(n for n, d in DATASETS.items() if d.layout != (f"{n}.npz",))
 
 
 def list_datasets(root: str | Path | None = None) -> list[str]:
@@ -132,15 +135,29 @@ def load_from_path(name: str, download: bool = True) -> ImageDataset:
     return load_npz(path)
 
 
+def load_imagefolder(name: str) -> ImageDataset:
+    """``imagefolder:PATH[@SIZE]`` as an :class:`ImageDataset` (no family; mirrored; kind ``"folder"``)."""
+    try:
+        arrays = load_imagefolder_arrays(name)
+    except ValueError as e:
+        if type(e) is ValueError:  # the syntax of the name, not the content (DatasetFormatError)
+            raise DatasetNotFoundError(str(e)) from e
+        raise
+    source, num_classes = arrays.pop("source"), arrays.pop("num_classes")
+    return ImageDataset(name=name, **arrays, num_classes=int(num_classes), kind="folder", family=None,
+                        source=str(source), hflip=True)
+
+
 def load_dataset(name: str, root: str | Path | None = None, download: bool = True) -> ImageDataset:
     """Load a data set by name or path (see the module docstring for the names).
 
     Args:
-        name: ``cifar10``, ``cifar100``, ``digits``, the stem of ``<root>/<name>.npz``, or a path to a
+        name: a registered name (``cifar10``, ``cifar100``, ``svhn``, ``svhn_extra``, ``stl10``, ``digits``,
+            ``cifar10_subset``), ``imagefolder:PATH[@SIZE]``, the stem of ``<root>/<name>.npz``, or a path to a
             ``.npz`` (or to an official CIFAR folder).
         root: data root; resolved by :func:`resolve_data_root` (``root`` > ``$SSL_BENCH_DATA`` >
             ``<checkout>/datasets`` > the user cache folder). Not used for a name that is a path.
-        download: for ``cifar10`` / ``cifar100`` only: when files are missing, fetch the official archive into
+        download: for the official data sets only: when files are missing, fetch the official files into
             the data root (MD5-checked, atomic). True by default; False (``--no-download``) reports the
             missing files instead. Other data sets have nothing to download; the flag is ignored for them.
 
@@ -153,10 +170,10 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     if not isinstance(name, str) or not name.strip():
         raise UserError(f"data set name must be a non-empty string, got {name!r}; "
                         f"try one of {builtin_names()}")
-    if name in CIFAR_SPECS:
-        return load_cifar(name, resolve_data_root(root), download=download)
-    if name in EMBEDDED:
-        return EMBEDDED[name]()
+    if name in DATASETS:
+        return DATASETS[name].load(resolve_data_root(root), download)
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        return load_imagefolder(name)
     if is_path_like(name):
         return load_from_path(name, download=download)
     folder = resolve_data_root(root)

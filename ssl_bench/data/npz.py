@@ -19,38 +19,43 @@ could run code when unpickled) are refused without being unpickled, and so are s
 members, each with the member's name. The models of the benchmark take 32x32 images; other sizes load, and it
 is up to the model whether it accepts them.
 
-Naming: ``<root>/<name>.npz`` is found by ``load_dataset(name)``; the path of a ``.npz`` works too. A name
-containing ``subset`` gets kind ``"subset"`` (a part of a benchmark data set), otherwise ``"npz"``; a file
-name starting with ``cifar100`` / ``cifar10`` marks the benchmark it stands in for (``family``), e.g.
-``cifar10_subset.npz`` -> family ``cifar10``.
+    family       str scalar          optional; the benchmark the data stands in for, one of the registry's
+                                     families (ssl_bench/data/registry.py: cifar10, cifar100, svhn, svhn_extra,
+                                     stl10), e.g. family="cifar10" for a CIFAR-10 subset: its reference settings,
+                                     default model and paper columns then apply. Without it the data set has no
+                                     family. The file name is never read as one: cifar10_noisy.npz without a
+                                     family member gets none of CIFAR-10's settings.
+
+Naming: ``<root>/<name>.npz`` is found by ``load_dataset(name)``; the path of a ``.npz`` works too. Its kind
+is ``"npz"``; registered ``.npz`` data sets (``cifar10_subset``) take name, kind and family from the registry.
 """
 
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .base import MIN_CLASSES, DatasetFormatError, DatasetNotFoundError, ImageDataset
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
-OPTIONAL_KEYS = ("num_classes", "hflip")
+OPTIONAL_KEYS = ("num_classes", "hflip", "family")
+TEXT_KEYS = ("family",)  # the one member that may be a (unicode, never pickled) string
 NUMERIC_KINDS = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
 
 
-def family_of(name: str) -> str | None:
-    """``"cifar100"`` / ``"cifar10"`` when ``name`` starts with it (longest first), else ``None``."""
-    lowered = name.lower()
-    for family in ("cifar100", "cifar10"):
-        if lowered.startswith(family):
-            return family
-    return None
+def check_family(path: Path, value: np.ndarray) -> str:
+    """The ``family`` member as a registered family name; DatasetFormatError naming the known ones otherwise."""
+    from .registry import FAMILIES
 
-
-def kind_of(name: str) -> str:
-    """``"subset"`` when the name says it is one, else ``"npz"``."""
-    return "subset" if "subset" in name.lower() else "npz"
+    if value.shape != () or value.dtype.kind != "U" or str(value) not in FAMILIES:
+        shown = value.tolist() if value.size <= 4 else f"an array of shape {value.shape}"
+        raise DatasetFormatError(
+            f"{path}: member 'family' is {shown!r} ({value.dtype}), expected one of {', '.join(FAMILIES)} as a "
+            "string, e.g. np.savez(..., family='cifar10'), or no family member (no reference settings apply).")
+    return str(value)
 
 
 def read_members(path: Path) -> dict[str, np.ndarray]:
@@ -92,7 +97,7 @@ def read_members(path: Path) -> dict[str, np.ndarray]:
                 raise DatasetFormatError(
                     f"{path}: member {key!r} is not a numpy array (a {type(value).__name__} file inside the "
                     "archive); expected only numeric arrays. Rebuild the file with np.savez.")
-            if value.dtype.kind not in NUMERIC_KINDS:
+            if value.dtype.kind not in NUMERIC_KINDS and not (key in TEXT_KEYS and value.dtype.kind == "U"):
                 raise DatasetFormatError(
                     f"{path}: member {key!r} has dtype {value.dtype}, expected a numeric array (bool, int, "
                     "float); remove it or convert it, e.g. class names to integer indices.")
@@ -136,14 +141,17 @@ def _num_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
     return num_classes
 
 
-def load_npz(path: str | Path, name: str | None = None) -> ImageDataset:
+def load_npz(path: str | Path, name: str | None = None, declared: Any = None) -> ImageDataset:
     """Load and validate a user ``.npz`` data set (format in the module docstring).
 
     Raises:
         DatasetNotFoundError: the file does not exist.
         DatasetFormatError: unreadable file, a non-numeric or pickled member, missing keys, wrong dtype or
-            shape, mismatched lengths, empty split, fewer than 2 classes, labels out of range, a bad ``hflip``
-            or ``num_classes``; the message names the file, the member and what was expected.
+            shape, mismatched lengths, empty split, fewer than 2 classes, labels out of range, a bad ``hflip``,
+            ``num_classes`` or ``family``; the message names the file, the member and what was expected.
+
+    ``declared``: the registry's entry (a DatasetSpec) when the file is a registered data set; its kind,
+    family and hflip then apply, and a ``family`` member must agree with it.
     """
     path = Path(path).expanduser()
     name = name or path.stem
@@ -159,7 +167,14 @@ def load_npz(path: str | Path, name: str | None = None) -> ImageDataset:
         raise DatasetFormatError(
             f"{path}: missing array(s) {', '.join(missing)}; found {sorted(arrays)}. "
             f"Expected {', '.join(REQUIRED_KEYS)} (optional: {', '.join(OPTIONAL_KEYS)}).")
+    family = check_family(path, arrays["family"]) if "family" in arrays else None
+    kind, hflip = "npz", _hflip(path, arrays)
+    if declared is not None:
+        if family not in (None, declared.family):
+            raise DatasetFormatError(f"{path}: member 'family' is {family!r} but the registered data set {name!r} "
+                                     f"is of family {declared.family!r}; remove the member or rename the file.")
+        family, kind, hflip = declared.family, declared.kind, declared.hflip
     return ImageDataset(
         name=name, **{k: arrays[k] for k in REQUIRED_KEYS}, num_classes=_num_classes(path, arrays),
-        kind=kind_of(name), family=family_of(name), source=str(path), hflip=_hflip(path, arrays),
+        kind=kind, family=family, source=str(path), hflip=hflip,
     )

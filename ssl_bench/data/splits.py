@@ -22,6 +22,19 @@ the PCG64 docstring guarantees that a fixed seed always produces the same intege
 change when numpy is upgraded. As in the official code, budgets are nested: for one seed, the 40-label set
 lies inside the 250-label set.
 
+Two exceptions, both the reference's own protocol, chosen per data set by the registry
+(:func:`ssl_bench.data.registry.split_for`):
+
+* ``allocation="distribution"`` (SVHN): ``create_split.py`` does not balance the classes; it distributes the
+  budget to match the class distribution of the training set ("Distribute labels to match the input
+  distribution": a greedy loop that gives the next label to ``argmax(stats - npos / max(npos.max(), 1))``, with
+  ``stats`` the class sizes over the largest). On SVHN's train set that is 3, 7, 6, 4, 4, 4, 3, 3, 3, 3 labels
+  of the digits 0..9 for a budget of 40, not 4 each. :func:`distribution_counts` runs the same loop (in the
+  reference's class order, which decides ties), then every class keeps its count of smallest keys.
+* official folds (STL-10): with a budget of 1000 the reference replaces the draw by line ``seed`` of
+  ``stl10_fold_indices.txt`` (``create_split.py``: ``if 'stl10' in argv[1] and FLAGS.size == 1000``), one of
+  the data set's 10 official folds: :func:`fold_split`.
+
 A split is stored as JSON (:meth:`LabelSplit.save`) beside each run; its ``hash`` is checked when loaded.
 """
 
@@ -165,11 +178,46 @@ def _nearest_budgets(num_labels: int, num_classes: int) -> str:
     return " or ".join(str(b) for b in options)
 
 
-def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int) -> LabelSplit:
+ALLOCATIONS = ("balanced", "distribution")
+
+
+def distribution_counts(class_sizes: np.ndarray, num_labels: int, order: tuple[int, ...] | None = None) -> np.ndarray:
+    """Labels per class that follow the class distribution: google-research/fixmatch scripts/create_split.py.
+
+    ``class_sizes[c]``: training images of class ``c``; ``order``: the classes in the reference's index order
+    (ties go to the first there); default ``0..K-1``. Returns int64 counts (indexed by our classes) summing to
+    ``num_labels``.
+    """
+    sizes = np.asarray(class_sizes, dtype=np.float64)
+    order = tuple(range(len(sizes))) if order is None else tuple(order)
+    stats = sizes[list(order)] / sizes.max()
+    npos = np.zeros(len(sizes), np.int64)
+    for _ in range(num_labels):
+        npos[int(np.argmax(stats - npos / max(npos.max(), 1)))] += 1
+    counts = np.zeros(len(sizes), np.int64)
+    counts[list(order)] = npos
+    return counts
+
+
+def fold_split(folds: np.ndarray, fold: int, num_train: int, num_classes: int) -> LabelSplit:
+    """The labelled set is the official fold ``fold`` (a row of ``folds``); every image is unlabelled too."""
+    if not 0 <= fold < len(folds):
+        raise UserError(f"split seed {fold}: the data set has {len(folds)} official label folds, so the seed picks "
+                        f"one of 0..{len(folds) - 1} (the reference uses folds 1..5)")
+    labeled = np.unique(folds[fold])
+    everything = np.arange(num_train, dtype=np.int64)
+    return LabelSplit(labeled=labeled, unlabeled=everything, num_labels=len(labeled), seed=fold,
+                      num_classes=num_classes, num_train=num_train)
+
+
+def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int,
+               allocation: str = "balanced", class_order: tuple[int, ...] | None = None) -> LabelSplit:
     """Draw a class-balanced labelled set of ``num_labels`` images; every training image is unlabelled too.
 
     Pure function of (``y_train``, ``num_labels``, ``seed``): see the module docstring for the draw and the
-    FixMatch convention it follows.
+    FixMatch convention it follows. ``allocation="distribution"`` gives each class its share of the budget as
+    :func:`distribution_counts` computes it (``class_order``: the reference's class order), instead of
+    ``num_labels / num_classes`` each; any budget up to the training set size is then possible.
 
     ``num_labels == len(y_train)`` is the fully-labelled ceiling: every training image keeps its label,
     whether or not the classes are balanced or the size a multiple of ``num_classes`` (e.g. all 5482 images of
@@ -204,19 +252,28 @@ def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int
                         f"num_classes={num_classes}, e.g. {4 * num_classes} (4 per class), or {num_train} "
                         "(every training image labelled)")
     everything = np.arange(num_train, dtype=np.int64)
+    if allocation not in ALLOCATIONS:
+        raise UserError(f"allocation={allocation!r}: expected one of {ALLOCATIONS}")
     if num_labels == num_train:  # the fully-labelled ceiling (docstring)
         return LabelSplit(labeled=everything, unlabeled=everything, num_labels=num_labels, seed=seed,
                           num_classes=num_classes, num_train=num_train)
     if num_labels > num_train:
         raise UserError(f"num_labels={num_labels} is more than the {num_train} training images; use at most "
                         f"{num_train} (every image labelled)")
+    counts = np.bincount(y, minlength=num_classes)
+    if allocation == "distribution":
+        wanted = distribution_counts(counts, num_labels, class_order)
+        if (wanted > counts).any():
+            c = int(np.argmax(wanted - counts))
+            raise UserError(f"num_labels={num_labels} gives class {c} {wanted[c]} labels by the class distribution, "
+                            f"but it has only {counts[c]} training images; use a smaller budget")
+        return _take_smallest_keys(y, wanted, seed, num_labels, num_classes, num_train)
     if num_labels % num_classes:
         raise UserError(f"num_labels={num_labels} is not a multiple of num_classes={num_classes}; the "
                         "labelled set is class-balanced, so use "
                         f"{_nearest_budgets(num_labels, num_classes)}, or {num_train} (every training image "
                         "labelled)")
     per_class = num_labels // num_classes
-    counts = np.bincount(y, minlength=num_classes)
     smallest = int(counts.argmin())
     if per_class > counts[smallest]:
         raise UserError(f"num_labels={num_labels} needs {per_class} labelled images per class, but class "
@@ -224,13 +281,19 @@ def make_split(y_train: np.ndarray, num_labels: int, num_classes: int, seed: int
                         f"budget here is {int(counts[smallest]) * num_classes}, or use {num_train} (every "
                         "training image labelled)")
 
+    return _take_smallest_keys(y, np.full(num_classes, per_class), seed, num_labels, num_classes, num_train)
+
+
+def _take_smallest_keys(y: np.ndarray, per_class: np.ndarray, seed: int, num_labels: int, num_classes: int,
+                        num_train: int) -> LabelSplit:
+    """Every class ``c`` keeps its ``per_class[c]`` images with the smallest PCG64 keys (module docstring)."""
     keys = np.random.PCG64(seed).random_raw(num_train)  # one uint64 key per image, from the stable raw stream
     labeled = []
     for c in range(num_classes):
         members = np.flatnonzero(y == c)
         order = np.argsort(keys[members], kind="stable")
-        labeled.append(members[order[:per_class]])
+        labeled.append(members[order[:int(per_class[c])]])
     return LabelSplit(
-        labeled=np.sort(np.concatenate(labeled)), unlabeled=everything,
+        labeled=np.sort(np.concatenate(labeled)), unlabeled=np.arange(num_train, dtype=np.int64),
         num_labels=num_labels, seed=seed, num_classes=num_classes, num_train=num_train,
     )

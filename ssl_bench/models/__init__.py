@@ -36,17 +36,15 @@ _REGISTRY: dict[str, Callable[[int], nn.Module]] = {
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
-_WRN = re.compile(r"wrn(\d+)_(\d+)")
+_WRN = re.compile(r"wrn(\d+)_(\d+)(?:_s(\d+))?")  # wrn<depth>_<width>[_s<scales>]
 
-# FixMatch paper, experimental set-up: WRN-28-2 for CIFAR-10 and SVHN, WRN-28-8 for CIFAR-100.  Datasets
-# without a family (e.g. the embedded digits set) get the small default.
-_DEFAULT_BY_FAMILY = {"cifar10": "wrn28_2", "svhn": "wrn28_2", "cifar100": "wrn28_8", None: "wrn28_2"}
 
 
 def _choices() -> str:
     return (
         f"choose one of {', '.join(MODEL_NAMES)}, wrn<depth>_<width> (depth = 6n+4 >= 10, width >= 1, "
-        f"e.g. wrn16_4), or {TIMM_PREFIX}<timm model name> (e.g. {TIMM_PREFIX}resnet18)"
+        "e.g. wrn16_4; wrn<depth>_<width>_s<scales> for another number of scales than 3, e.g. wrn28_2_s5 for "
+        f"96-px STL-10), or {TIMM_PREFIX}<timm model name> (e.g. {TIMM_PREFIX}resnet18)"
     )
 
 
@@ -67,11 +65,11 @@ def _resolve(name: str) -> Callable[[int], nn.Module]:
         return lambda num_classes: build_timm_model(timm_name, num_classes)
     match = _WRN.fullmatch(name)
     if match:
-        depth, width = int(match[1]), int(match[2])
-        if depth < 10 or (depth - 4) % 6 or width < 1:
+        depth, width, scales = int(match[1]), int(match[2]), int(match[3] or 3)
+        if depth < 10 or (depth - 4) % 6 or width < 1 or scales < 1:
             raise UserError(f"model {name!r}: a Wide ResNet needs depth = 6n+4 >= 10 and width >= 1; "
                             f"{_choices()}")
-        return lambda num_classes: WideResNet(num_classes, depth=depth, width=width)
+        return lambda num_classes: WideResNet(num_classes, depth=depth, width=width, scales=scales)
     raise _unknown(name)
 
 
@@ -88,10 +86,8 @@ def build_model(name: str, num_classes: int) -> nn.Module:
 
 
 def default_model(dataset_family: str | None) -> str:
-    """The FixMatch paper's model for a data family: cifar10 / svhn / None -> wrn28_2, cifar100 -> wrn28_8."""
-    try:
-        return _DEFAULT_BY_FAMILY[dataset_family]
-    except KeyError:
-        known = ", ".join(repr(k) for k in _DEFAULT_BY_FAMILY)
-        raise UserError(f"no default model for dataset family {dataset_family!r}; known families: "
-                        f"{known}") from None
+    """The reference's model for a data set family, as the data registry declares it (with its source):
+    ssl_bench.data.registry.FAMILIES (cifar10 / svhn / None -> wrn28_2, cifar100 -> wrn28_8, stl10 -> wrn28_2_s5)."""
+    from ssl_bench.data.registry import default_model as registry_default_model
+
+    return registry_default_model(dataset_family)

@@ -124,10 +124,12 @@ class WideResNet(nn.Module):
 
     depth = 6 n + 4 (n blocks per group; 28 -> 4, the reference's ``repeat=4``); the groups have 16*width,
     32*width and 64*width channels (reference: ``filters << scale`` with filters = 16*width), strides 1, 2, 2.
+    ``scales`` (default 3) sets the number of groups, each doubling the channels with stride 2: the reference
+    derives it from the image side (fixmatch.py ``scales=FLAGS.scales or (ilog2(width) - 2)``), 5 for STL-10.
     No dropout: the reference's ``dropout`` defaults to 0 and fixmatch.py never sets it.
     """
 
-    def __init__(self, num_classes: int, depth: int = 28, width: int = 2):
+    def __init__(self, num_classes: int, depth: int = 28, width: int = 2, scales: int = 3):
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
             raise UserError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}")
@@ -135,14 +137,18 @@ class WideResNet(nn.Module):
             raise UserError(f"WideResNet width must be >= 1, got {width}")
         if num_classes < 1:
             raise UserError(f"num_classes must be >= 1, got {num_classes}")
-        self.depth, self.width = depth, width
+        if scales < 1:
+            raise UserError(f"WideResNet scales must be >= 1, got {scales}")
+        self.depth, self.width, self.scales = depth, width, scales
         blocks_per_group = (depth - 4) // 6
-        widths = [16 * width, 32 * width, 64 * width]
+        # reference: ``filters << scale`` for scale in range(scales); scales = ilog2(image side) - 2 in fixmatch.py,
+        # 3 at 32 px (the WRN-28-k of the paper), 5 at STL-10's 96 px
+        widths = [(16 * width) << g for g in range(scales)]
 
         self.stem = nn.Conv2d(3, STEM_CHANNELS, 3, stride=1, padding=1, bias=_CONV_BIAS)
         groups = []
         in_channels = STEM_CHANNELS
-        for g, (out_channels, stride) in enumerate(zip(widths, (1, 2, 2), strict=True)):
+        for g, (out_channels, stride) in enumerate(zip(widths, (1,) + (2,) * (scales - 1), strict=True)):
             blocks = []
             for i in range(blocks_per_group):
                 blocks.append(PreActBlock(in_channels, out_channels, stride if i == 0 else 1,
@@ -170,4 +176,4 @@ class WideResNet(nn.Module):
         return self.classifier(self.features(x))
 
     def extra_repr(self) -> str:
-        return f"depth={self.depth}, width={self.width}"
+        return f"depth={self.depth}, width={self.width}" + (f", scales={self.scales}" if self.scales != 3 else "")

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import itertools
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,8 @@ from torch import Tensor, nn
 
 from ssl_bench.algorithm import Algorithm, build_algorithm, loop_settings, set_requires_grad
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
-from ssl_bench.data import load_dataset, make_split
-from ssl_bench.data.npz import family_of
+from ssl_bench.data import load_dataset
+from ssl_bench.data.registry import family_of, split_for
 from ssl_bench.errors import UserError
 from ssl_bench.models import build_model, default_model
 from ssl_bench.run.ranks import SINGLE_PROCESS, Ranks
@@ -77,7 +76,7 @@ def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list
 def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
     """The built algorithm and the resolved, de-duplicated teacher configurations."""
     c = configs[0]
-    family = family_of(Path(c.dataset).stem)
+    family = family_of(c.dataset, c.data_root)   # the family the data set declares (ssl_bench.data.registry)
     algorithm = build_algorithm(c.algorithm, c.alg_args, family)
     if len(configs) > 1 and algorithm.targets_from == "teacher":
         raise UserError(f"--alg {c.algorithm} takes its targets from the teacher, so each smoothing variant "
@@ -103,7 +102,10 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
     algorithm, variants = _resolve(variants)
     c = variants[0]
     dataset = load_dataset(c.dataset, root=c.data_root, download=c.download)
-    split = make_split(dataset.y_train, c.labels, dataset.num_classes, c.split_seed)
+    if dataset.family != family_of(c.dataset, c.data_root):  # the settings above were resolved for that family
+        raise RuntimeError(f"--dataset {c.dataset}: loaded as family {dataset.family!r} but its settings were "
+                           f"resolved for {family_of(c.dataset, c.data_root)!r}; a bug in ssl_bench/data/registry.py")
+    split = split_for(dataset, c.labels, c.split_seed)  # the reference's draw for this data set (registry)
     device = ranks.device or resolve_device(c.device)
     ranks.per_rank(c.batch_size)
 
@@ -141,13 +143,28 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
     def to_nchw(images: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
 
-    training = Training(config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
-              student=student, teachers=teachers, optimizer=optimizer, scheduler=scheduler,
-              streams=Streams.seeded(split, c.seed, device, ranks.rank), ranks=ranks, device=device,
-              x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
-              x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
-              # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
-              train_model=torch.compile(student) if c.compile else student)
+    def unlabeled_pool(train: np.ndarray, extra: np.ndarray) -> Tensor:
+        # One host buffer filled in chunks from the (memory-mapped) extra images: the 2.8 GB STL-10 set is
+        # held once on the host, never as a second transposed or concatenated copy.
+        pool = torch.empty((len(train) + len(extra), train.shape[3], *train.shape[1:3]), dtype=torch.uint8)
+        for start in range(0, len(train) + len(extra), 4096):
+            stop = min(start + 4096, len(train) + len(extra))
+            parts = [a for a in (train[start:stop], extra[max(start - len(train), 0):max(stop - len(train), 0)])
+                     if len(a)]
+            pool[start:stop] = torch.from_numpy(np.concatenate(parts).transpose(0, 3, 1, 2))
+        return pool.to(device)
+
+    extra = dataset.x_unlabeled   # STL-10's unlabelled images beyond the training set, else None
+    training = Training(
+        config=c, dataset=dataset, split=split, algorithm=algorithm, algorithm_module=algorithm_module,
+        student=student, teachers=teachers, optimizer=optimizer, scheduler=scheduler,
+        streams=Streams.seeded(split, c.seed, device, ranks.rank, extra_unlabeled=0 if extra is None else len(extra)),
+        ranks=ranks, device=device,
+        x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
+        x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
+        # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
+        train_model=torch.compile(student) if c.compile else student,
+        x_unlabeled_pool=None if extra is None else unlabeled_pool(dataset.x_train, extra))
     ranks.broadcast_(_states(training))   # every rank starts from rank 0's weights
     return training
 

@@ -71,7 +71,7 @@ def check_plain(state: Any, name: str = "state") -> None:
             for i, value in enumerate(state):
                 check_plain(value, f"{name}[{i}]")
         return
-    hint = (" (numpy random states: convert with ssl_bench.checkpoint.numpy_state_to_plain)"
+    hint = (" (numpy values: store a torch.Tensor or a Python number instead)"
             if kind.__module__.split(".")[0] == "numpy" else "")
     raise TypeError(f"checkpoint {name} is a {kind.__module__}.{kind.__qualname__}; a checkpoint holds only "
                     f"tensors and plain types (int, float, str, bool, None, dict, list, tuple){hint}")

@@ -71,7 +71,8 @@ def next_batch(training: Training) -> Batch:
     x = training.prepare(weak_augment(training.x_train[labeled], s.augment, flip=flip))
     views: tuple[Tensor, ...] = ()
     if training.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
-        u_images = training.x_train[to_device(s.unlabeled.next(batch_size * c.mu), training.device)]
+        pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
+        u_images = pool[to_device(s.unlabeled.next(batch_size * c.mu), training.device)]
         views = tuple(training.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
                                        strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
                       for view in training.algorithm.unlabeled_views)

@@ -17,6 +17,8 @@ from typing import Any
 
 from ssl_bench import records as rec
 from ssl_bench.config import RunConfig
+from ssl_bench.data.imagefolder import PREFIX as IMAGEFOLDER_PREFIX  # run directory names of imagefolder:PATH
+from ssl_bench.data.imagefolder import short_name as imagefolder_short_name
 from ssl_bench.errors import UserError
 from ssl_bench.run.checkpoint import CHECKPOINT_NAME
 from ssl_bench.run.lock import RunLock
@@ -33,6 +35,8 @@ def run_base_name(config: Any) -> str:
     if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
         smooth += f"_p{config.p}"
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
+    if dataset.startswith(IMAGEFOLDER_PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
+        dataset = imagefolder_short_name(dataset)
     algorithm = Path(config.algorithm).stem
     return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
 

@@ -52,12 +52,17 @@ class Streams:
 
     @classmethod
     def seeded(cls, split: LabelSplit, seed: int, device: torch.device, rank: int = 0,
-               step: int | None = None) -> Streams:
-        """Fresh streams for ``rank`` (``step``: re-seeded for a resume with another world size)."""
+               step: int | None = None, extra_unlabeled: int = 0) -> Streams:
+        """Fresh streams for ``rank`` (``step``: re-seeded for a resume with another world size).
+
+        ``extra_unlabeled``: images without labels beyond the training set (STL-10's 100,000); the unlabelled
+        stream then runs over ``split.unlabeled`` and the indices ``num_train ..`` that stand for them."""
         def s(stream: str) -> int:
             base = rank_seed(seed, stream, rank)
             return base if step is None else int(np.random.SeedSequence([base, step]).generate_state(1)[0])
-        return cls(IndexStream(split.labeled, s("labeled")), IndexStream(split.unlabeled, s("unlabeled")),
+        pool = split.unlabeled if not extra_unlabeled else np.concatenate(
+            [split.unlabeled, split.num_train + np.arange(extra_unlabeled, dtype=np.int64)])
+        return cls(IndexStream(split.labeled, s("labeled")), IndexStream(pool, s("unlabeled")),
                    torch.Generator(device).manual_seed(s("augment")),
                    torch.Generator(device).manual_seed(s("algorithm")))
 
@@ -139,7 +144,7 @@ class LogWindow:
 
 @dataclass
 class Training:
-    """Everything a training holds, built once by ``build_run`` (tests and benchmarks use it directly)."""
+    """Everything a training holds, built once by ``build_training`` (tests and benchmarks use it directly)."""
 
     config: RunConfig                # the training's settings (the first teacher's variant)
     dataset: ImageDataset
@@ -159,6 +164,13 @@ class Training:
     y_test: Tensor
     train_model: nn.Module           # the student as the loss sees it (compiled with --compile)
     step: int = 0
+    # training images followed by the data set's extra unlabelled ones (STL-10), or None: then the pool is x_train
+    x_unlabeled_pool: Tensor | None = None
+
+    @property
+    def extra_unlabeled(self) -> int:
+        """How many images without labels the data set adds to the unlabelled pool (0 for most)."""
+        return 0 if self.dataset.x_unlabeled is None else len(self.dataset.x_unlabeled)
 
     @property
     def teacher(self) -> nn.Module:
@@ -229,7 +241,7 @@ def _load_state(training: Training, state: dict[str, Any]) -> LogWindow:
         training.streams.load_state_dict(state["streams"][training.ranks.rank])
     else:
         training.streams = Streams.seeded(training.split, training.config.seed, training.device, training.ranks.rank,
-                                          step=training.step)
+                                          step=training.step, extra_unlabeled=training.extra_unlabeled)
     window = LogWindow()
     window.load_state_dict(state["log_window"], training.device)
     return window
