@@ -57,23 +57,35 @@ in steps of 3), translation by up to 30 % of the side (ramc: 1..9 px), Cutout of
 and no alpha semantics (grey fill throughout).
 
 Every op is written here on uint8 tensors, batched, with per-sample parameters and no Python loop over
-samples: samples are grouped by op (one ``argsort`` per RandAugment round) and each colour op runs once on its
-group; the geometric ops of a round share one nearest-neighbour resampling pass. Reasons for writing the ops
-by hand instead of using a library: torchvision cannot be imported in this project (and its v2 RandAugment,
-like kornia's, draws ONE op set per call for the whole batch, which is not the reference's per-image
-RandAugment); kornia is not a dependency; and a hand-written op costs a few tensor kernels per call. Every op
-reproduces Pillow (the library the reference augments with) bit for bit or to within one grey level;
-``tests/test_augment.py`` checks each op against Pillow and the whole ``"ramc"`` pool against a per-image
-Pillow re-implementation on real CIFAR-10 images.
+samples. A RandAugment round runs in one of two designs that give the same images bit for bit: **static
+shapes** (on a GPU and inside torch.compile): every op is evaluated for every image and the image's own op is
+picked with ``torch.where`` (the table ops - autocontrast, equalize, solarize, posterize, brightness, contrast
+- as one per-image 256-entry table and a single lookup, Color and Sharpness as one blend, the geometric ops as
+one resampling pass with the identity matrix for the others), so nothing depends on the draws' values: no host
+sync, one graph, capturable by a CUDA graph; **grouped by op** (the CPU's default, ``GROUP_BY_OP_ON_CPU``):
+images sorted by op, each op run on its group only, about 6x less work, and the group sizes read back, which
+costs nothing on a CPU. Reasons for writing the ops by hand instead of using a library: torchvision cannot be
+imported in this project (and its v2 RandAugment, like kornia's, draws ONE op set per call for the whole batch,
+which is not the reference's per-image RandAugment); kornia is not a dependency; and a hand-written op costs a
+few tensor kernels per call. Every op reproduces Pillow (the library the reference augments with) bit for bit
+or to within one grey level; ``tests/test_augment.py`` checks each op against Pillow and the whole ``"ramc"``
+pool against a per-image Pillow re-implementation on real CIFAR-10 images.
+
+Randomness is separated from the math: ``draw_weak`` / ``draw_strong`` (``draw_ramc``, ``draw_table12``)
+make every random choice of a batch up front into fixed-shape tensors, and ``apply_weak`` / ``apply_strong``
+(``apply_ramc``) are pure functions of the images and the draws (one torch.compile graph each, no break).
+``weak_augment`` / ``strong_augment`` are draw-then-apply, with the draws in the same order as always, so the
+same seed gives the same images as before the split. Device constants (the wrap table, Pillow's rotation
+coefficients, normalize's mean and std) are copied to a device once and cached.
 
 Randomness: every draw comes from the ``torch.Generator`` passed in, which must live on the batch's device,
 and the draws are made in a fixed order and fixed shapes, so the same seed gives the same images on the same
-device. ``draw_ramc`` / ``apply_ramc`` split the reference pool into its draws and their deterministic
-application.
+device.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -182,6 +194,7 @@ _GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 _OP_INDEX = {name: i for i, name in enumerate(OPS)}
 _RAMC_INDEX = {name: i for i, name in enumerate(RAMC_OPS)}
 _RAMC_IDENTITY = _RAMC_INDEX["identity"]
+_NO_MAGNITUDE = frozenset({"identity", "autocontrast", "equalize"})
 
 
 def _wrap_lut() -> torch.Tensor:
@@ -506,7 +519,7 @@ def _colour_stage(x: torch.Tensor, op: torch.Tensor, magnitude: Callable[[str], 
     m, c = x.shape[:2]
     gray = _grayscale(x)
     tables = {index[name]: (fn(x, magnitude(name), gray) if name == "contrast" else
-                            fn(x, None if name in ("autocontrast", "equalize") else magnitude(name)))
+                            fn(x, None if name in _NO_MAGNITUDE else magnitude(name)))
               for name, fn in _LUT_OPS.items()}
     lut = _select(op, tables, _levels(x.device)).expand(m, c, 256)
     looked_up = _apply_lut(x, lut)
@@ -971,22 +984,92 @@ def _apply_ramc(x: torch.Tensor, draws: RamcDraws) -> torch.Tensor:
 
 
 def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -> torch.Tensor:
-    """One round of the reference pool on the RGBA state (N, C + 1, H, W): every sample's op at once.
+    """One round of the reference pool on the RGBA state (N, C + 1, H, W), every sample's op at once.
 
     The colour ops see RGB (transparent pixels included, as in Pillow) and keep alpha, except those that go
-    through convert('RGB'), which make every pixel opaque; then the geometric ops resample RGB and alpha
-    together, bringing in transparent black (0, 0, 0, 0)."""
-    c = state.shape[1] - 1
+    through convert('RGB'), which make every pixel opaque; the geometric ops resample RGB and alpha together,
+    bringing in transparent black (0, 0, 0, 0)."""
     ops = torch.where(draws.applied[r], draws.ops[r], torch.full_like(draws.ops[r], _RAMC_IDENTITY))
     levels, negated = draws.levels[r], draws.negated[r]
-    rgb = _colour_stage(state[:, :c], ops, lambda name: ramc_magnitude(name, levels), _RAMC_INDEX)
-    opaque = torch.zeros_like(ops, dtype=torch.bool)
-    for name in _RAMC_OPAQUE:
-        opaque = opaque | (ops == _RAMC_INDEX[name])
-    alpha = state[:, c:] | (opaque.to(torch.uint8) * 255).view(-1, 1, 1, 1)  # alpha is 0 / 255
-    return _geometric_stage(torch.cat([rgb, alpha], dim=1), ops,
-                            lambda name: _ramc_matrix(name, ramc_magnitude(name, levels, negated), h, w),
-                            _RAMC_INDEX, fill=0)
+    return _round(state, ops, _RAMC_INDEX, lambda name: ramc_magnitude(name, levels),
+                  lambda name: _ramc_matrix(name, ramc_magnitude(name, levels, negated), h, w),
+                  colour_channels=state.shape[1] - 1, opaque=_RAMC_OPAQUE, fill=0)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One RandAugment round: static shapes (every op on every image), or grouped by op on the CPU
+
+# On the CPU a round groups the images by op (one argsort, one bincount read back) and runs each op on its
+# group only: about 6x less work than evaluating all 14 ops on every image (benchmarks/bench_augment.py), and
+# reading a count back costs nothing there. Everywhere else (a GPU, or inside torch.compile) a round has
+# static shapes: no host sync, one graph, capturable by a CUDA graph. Both give the same images bit for bit
+# (tests/test_augment_static.py); set False to run the static design on the CPU as well (the sync tests do).
+GROUP_BY_OP_ON_CPU = True
+
+
+def _grouped(x: torch.Tensor) -> bool:
+    return GROUP_BY_OP_ON_CPU and x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def _round(state: torch.Tensor, op: torch.Tensor, index: dict[str, int], magnitude: Callable[[str], torch.Tensor],
+           matrix: Callable[[str], torch.Tensor], colour_channels: int, opaque: frozenset[str],
+           fill: int) -> torch.Tensor:
+    """Sample i gets the op `index` maps to op[i], with magnitude(name)[i] (colour ops) or the inverse affine
+    matrix(name)[i] (geometric ops; outside the image reads `fill`). Colour ops act on the first
+    `colour_channels` channels; a further (alpha) channel becomes 255 under the ops in `opaque`."""
+    if _grouped(state):
+        return _round_grouped(state, op, index, magnitude, matrix, colour_channels, opaque, fill)
+    c = colour_channels
+    out = _colour_stage(state[:, :c], op, magnitude, index)
+    if state.shape[1] > c:
+        is_opaque = torch.zeros_like(op, dtype=torch.bool)
+        for name in opaque:
+            is_opaque = is_opaque | (op == index[name])
+        alpha = state[:, c:] | (is_opaque.to(torch.uint8) * 255).view(-1, 1, 1, 1)  # alpha is 0 / 255
+        out = torch.cat([out, alpha], dim=1)
+    return _geometric_stage(out, op, matrix, index, fill)
+
+
+@functools.cache
+def _group_rank(names: tuple[str, ...]) -> torch.Tensor:
+    """Position of each op (by index) in the grouped round's order: colour ops, then the geometric ones."""
+    order = [n for n in names if n not in _GEOMETRIC] + [n for n in names if n in _GEOMETRIC]
+    return torch.tensor([order.index(n) for n in names])
+
+
+def _round_grouped(state: torch.Tensor, op: torch.Tensor, index: dict[str, int],
+                   magnitude: Callable[[str], torch.Tensor], matrix: Callable[[str], torch.Tensor],
+                   colour_channels: int, opaque: frozenset[str], fill: int) -> torch.Tensor:
+    """_round with the images sorted by op: every colour op runs once on the contiguous slice of its images,
+    all geometric images share one resampling pass, one index_select restores the order."""
+    names = tuple(sorted(index, key=index.__getitem__))
+    group_order = [n for n in names if n not in _GEOMETRIC] + [n for n in names if n in _GEOMETRIC]
+    key = _group_rank(names)[op]
+    order = torch.argsort(key, stable=True)
+    counts = torch.bincount(key, minlength=len(names)).tolist()   # the host sync that the static round avoids
+    xs = state.index_select(0, order)
+    c = colour_channels
+    pieces, start, geo_start, geo_mats = [], 0, None, []
+    for name, count in zip(group_order, counts, strict=True):
+        sl = slice(start, start + count)
+        start += count
+        if count == 0:
+            continue
+        if name in _GEOMETRIC:
+            geo_start = sl.start if geo_start is None else geo_start
+            geo_mats.append(matrix(name).index_select(0, order[sl]))
+            continue
+        mag = None if name in _NO_MAGNITUDE else magnitude(name).index_select(0, order[sl])
+        part = xs[sl]
+        rgb = _colour_op(name, part[:, :c], mag)
+        if part.shape[1] > c:
+            rgb = torch.cat([rgb, torch.full_like(part[:, c:], 255) if name in opaque else part[:, c:]], dim=1)
+        pieces.append(rgb)
+    if geo_mats:
+        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), fill))
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(order.numel(), device=order.device)
+    return torch.cat(pieces).index_select(0, inverse)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -999,10 +1082,9 @@ def _apply_table12(x: torch.Tensor, draws: Table12Draws) -> torch.Tensor:
     h, w = x.shape[2:]
     for r in range(draws.ops.shape[0]):
         u = draws.u[r]
-        x = _colour_stage(x, draws.ops[r], lambda name, u=u: _magnitudes(name, u), _OP_INDEX)
-        x = _geometric_stage(x, draws.ops[r],
-                             lambda name, u=u: _geometric_matrix(name, _magnitudes(name, u), h, w),
-                             _OP_INDEX, fill=FILL)
+        x = _round(x, draws.ops[r], _OP_INDEX, lambda name, u=u: _magnitudes(name, u),
+                   lambda name, u=u: _geometric_matrix(name, _magnitudes(name, u), h, w),
+                   colour_channels=x.shape[1], opaque=frozenset(), fill=FILL)
     return _cutout_square(x, draws.cutout_y, draws.cutout_x, int(CUTOUT_FRACTION * min(h, w)), FILL)
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from sync_guard import HostSyncError, no_host_sync
 
+from ssl_bench import augment
 from ssl_bench.augment import (
     apply_strong,
     apply_weak,
@@ -32,6 +33,13 @@ GUARDED_STEPS = 3
 _GATE_SYNC = ("smoothing.py _gated_update reads the drawn gate back (replaced.tolist()) to pick the replaced "
               "tensors on the host")
 KNOWN_SYNCS: dict[tuple[str, str], str] = {(alg, s): _GATE_SYNC for alg in ALGORITHMS for s in ("se", "sts")}
+
+
+@pytest.fixture(autouse=True)
+def gpu_code_path(monkeypatch):
+    """The augmentation as it runs on a GPU: static shapes (on the CPU it groups images by op by default,
+    reading group sizes back, which costs nothing there)."""
+    monkeypatch.setattr(augment, "GROUP_BY_OP_ON_CPU", False)
 
 
 def smoke_run(algorithm: str, smooth: str, tmp_path, **changes):
@@ -71,6 +79,14 @@ def test_augmentation_and_normalize_read_nothing_back_and_build_nothing_from_hos
             apply_weak(x, draw_weak(16, 32, 32, g))
             apply_strong(x, draw_strong(16, 32, 32, g, policy))
     assert created == []
+
+
+def test_the_cpu_default_groups_by_op_and_reads_the_group_sizes_back(monkeypatch):
+    """The guard sees the CPU's grouped rounds (so the static default elsewhere is what passes above)."""
+    monkeypatch.setattr(augment, "GROUP_BY_OP_ON_CPU", True)
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(HostSyncError, match="bincount|tolist"), no_host_sync():
+        strong_augment(x, torch.Generator().manual_seed(0))
 
 
 class _HostData(torch.utils._python_dispatch.TorchDispatchMode):
