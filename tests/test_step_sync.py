@@ -2,14 +2,13 @@
 backward, optimizer and every smoother update queue their work without reading anything back.
 
 The first step is left out: it checks the losses once (a deliberate read-back) and builds the smoothers'
-plans. See tests/sync_guard.py for what counts as a sync and how it is caught on the CPU.
+plans. See ssl_bench/host_sync.py for what counts as a sync and how it is caught on the CPU.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from sync_guard import HostSyncError, no_host_sync
 
 from ssl_bench import augment
 from ssl_bench.augment import (
@@ -22,6 +21,7 @@ from ssl_bench.augment import (
     weak_augment,
 )
 from ssl_bench.config import RunConfig
+from ssl_bench.host_sync import HostSyncError, no_host_sync
 from ssl_bench.train import build_run, next_batch, training_step
 
 ALGORITHMS = ("fixmatch", "mixmatch", "remixmatch", "uda", "mean_teacher")

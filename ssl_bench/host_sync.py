@@ -13,7 +13,8 @@ a plain scatter (aten/src/ATen/native/Onehot.cpp: "for cuda, rely on device asse
 the block it runs that scatter (``one_hot(y)`` without num_classes still reads the maximum back, on every
 device, and is refused). On CUDA, ``torch.cuda.set_sync_debug_mode``
 does the same from inside the driver calls (``tests/test_step_sync.py`` uses both).
-(Imported as a plain module: pytest puts tests/ on sys.path.)
+
+``SyncCounter`` counts the same reads instead of refusing them (``benchmarks/bench_step.py``).
 """
 
 from __future__ import annotations
@@ -51,24 +52,32 @@ class HostSyncError(AssertionError):
 def _where() -> str:
     """The innermost frame of the project's own code (ssl_bench/ or algorithms/) that led here."""
     frames = [f for f in traceback.extract_stack()[:-2]
-              if str(PROJECT_ROOT) in f.filename and "/tests/" not in f.filename]
+              if str(PROJECT_ROOT) in f.filename and "/tests/" not in f.filename and f.filename != __file__]
     if not frames:
         return "outside the project's code"
     f = frames[-1]
     return f"{Path(f.filename).relative_to(PROJECT_ROOT)}:{f.lineno} ({f.name}: {(f.line or '').strip()})"
 
 
+def sync_reason(func, args: tuple, kwargs: dict) -> str | None:
+    """Why the ATen call `func(*args, **kwargs)` makes the host wait for a GPU, or None if it does not."""
+    name = f"aten.{func._schema.name.split('::')[-1]}"
+    if name in SYNC_OPS and not (name == "aten.repeat_interleave" and kwargs.get("output_size") is not None):
+        return f"{name} reads the device back"
+    if name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"):
+        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
+        if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()):
+            return f"{name} with a boolean mask (its shape is the mask's count)"
+    return None
+
+
 class _SyncOps(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = f"aten.{func._schema.name.split('::')[-1]}"
         kwargs = kwargs or {}
-        if name in SYNC_OPS and not (name == "aten.repeat_interleave" and kwargs.get("output_size") is not None):
-            raise HostSyncError(f"{name} reads the device back, at {_where()}")
-        if name in ("aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"):
-            indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()):
-                raise HostSyncError(f"{name} with a boolean mask (its shape is the mask's count), at {_where()}")
-        return func(*args, **(kwargs or {}))
+        reason = sync_reason(func, args, kwargs)
+        if reason is not None:
+            raise HostSyncError(f"{reason}, at {_where()}")
+        return func(*args, **kwargs)
 
 
 def _one_hot_as_on_cuda(original):
