@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -226,7 +226,8 @@ def _pillow_rotation_table() -> torch.Tensor:
 # Tables computed once on the host; `_table` hands out one copy per device, made on first use. Moving a CPU
 # tensor to a GPU (or building one from Python numbers there) blocks the host until the copy is done; cached,
 # every later call finds the device's copy and the augmentation queues its kernels without waiting.
-_HOST_TABLES: dict[str, torch.Tensor] = {"wrap": _wrap_lut(), "rotation": _pillow_rotation_table()}
+# (filled at the end of the module, once every table's builder is defined)
+_HOST_TABLES: dict[str, torch.Tensor] = {}
 _DEVICE_TABLES: dict[tuple[str, torch.device], torch.Tensor] = {}
 
 
@@ -335,16 +336,15 @@ def _affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: int) -> torch.T
     """
     m, _, h, w = x.shape
     mat = matrix.to(torch.float64)
-    a, b, c, d, e, f = (mat[:, k].view(m, 1, 1) for k in range(6))
-
-    def fix(v: torch.Tensor) -> torch.Tensor:  # FIX(v) = FLOOR(v * 65536.0 + 0.5)
-        return torch.floor(v * 65536.0 + 0.5).to(torch.int32)
-
+    a, b, c, d, e, f = mat.unbind(1)
+    # The pixel-centre origin terms, then FIX(v) = FLOOR(v * 65536.0 + 0.5) of all six coefficients in one pass.
     # int32 is plenty: |coefficient| * 65536 * side < 2**31 for sides up to several thousand pixels.
+    origin = torch.stack([a, b, c + a * 0.5 + b * 0.5, d, e, f + d * 0.5 + e * 0.5], dim=1)
+    fa, fb, fc, fd, fe, ff = torch.floor(origin * 65536.0 + 0.5).to(torch.int32).view(m, 6, 1, 1).unbind(1)
     jj = torch.arange(w, device=x.device, dtype=torch.int32).view(1, 1, w)
     ii = torch.arange(h, device=x.device, dtype=torch.int32).view(1, h, 1)
-    src_x = (fix(c + a * 0.5 + b * 0.5) + ii * fix(b) + jj * fix(a)) >> 16
-    src_y = (fix(f + d * 0.5 + e * 0.5) + ii * fix(e) + jj * fix(d)) >> 16
+    src_x = (fc + ii * fb + jj * fa) >> 16
+    src_y = (ff + ii * fe + jj * fd) >> 16
     # Out-of-image sources read a one-pixel border of `fill` (clamping to -1 / side lands on it): no mask
     # pass.
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), value=fill)
@@ -352,26 +352,45 @@ def _affine_nearest(x: torch.Tensor, matrix: torch.Tensor, fill: int) -> torch.T
     return _gather_pixels(padded, index.to(torch.int64))
 
 
-def _geometric_matrix(name: str, magnitude: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """The (M, 6) inverse affine Pillow uses for each geometric op (output pixel -> input point)."""
+def _op_mask(op: torch.Tensor, n_ops: int) -> torch.Tensor:
+    """(M, n_ops) bool: [i, k] = op[i] == k, one comparison for every test of a sample's op in a round."""
+    return op.unsqueeze(1) == _levels(op.device, torch.int64).view(256)[:n_ops]
+
+
+def _affine_matrices(is_op: torch.Tensor, index: dict[str, int], rotation: tuple[torch.Tensor, ...],
+                     shear: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor, h: int,
+                     w: int) -> torch.Tensor:
+    """(M, 6): per sample, the inverse affine (a, b, c, d, e, f) Pillow uses for its geometric op (output pixel
+    -> input point), the identity (1, 0, 0, 0, 1, 0) for any other op, which _affine_nearest maps exactly onto
+    the input pixels. rotation = (a, b, d) of Image.rotate (e = a) about the centre, in Pillow's order of terms;
+    shear_x puts `shear` at b, shear_y at d; translate_x puts `shift_x` at c, translate_y `shift_y` at f."""
+    a, b, d = rotation
+    cx, cy = w / 2, h / 2
+    rot = is_op[:, index["rotate"]]
+    one, zero = torch.ones_like(shear), torch.zeros_like(shear)
+    a_ = torch.where(rot, a, one)
+    b_ = torch.where(rot, b, torch.where(is_op[:, index["shear_x"]], shear, zero))
+    c_ = torch.where(rot, a * -cx + b * -cy + cx, torch.where(is_op[:, index["translate_x"]], shift_x, zero))
+    d_ = torch.where(rot, d, torch.where(is_op[:, index["shear_y"]], shear, zero))
+    f_ = torch.where(rot, d * -cx + a * -cy + cy, torch.where(is_op[:, index["translate_y"]], shift_y, zero))
+    return torch.stack([a_, b_, c_, d_, a_, f_], dim=1)
+
+
+def _table12_matrices(is_op: torch.Tensor, magnitude: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """_affine_matrices for OPS with MAGNITUDE_RANGES' units: Image.rotate(angle) (float angle: cos / sin of
+    -radians), Image.transform AFFINE (1, R, 0, 0, 1, 0) / (1, 0, 0, R, 1, 0), translation by lambda x side."""
     mag = magnitude.to(torch.float64)
-    one, zero = torch.ones_like(mag), torch.zeros_like(mag)
-    if name == "rotate":  # Image.rotate(angle): inverse rotation about the centre, terms in Pillow's order
-        theta = -torch.deg2rad(mag)
-        cos, sin = torch.cos(theta), torch.sin(theta)
-        cx, cy = w / 2.0, h / 2.0
-        c = cos * -cx + sin * -cy + cx
-        f = -sin * -cx + cos * -cy + cy
-        return torch.stack([cos, sin, c, -sin, cos, f], dim=1)
-    if name == "shear_x":  # Image.transform(AFFINE, (1, R, 0, 0, 1, 0))
-        return torch.stack([one, mag, zero, zero, one, zero], dim=1)
-    if name == "shear_y":  # Image.transform(AFFINE, (1, 0, 0, R, 1, 0))
-        return torch.stack([one, zero, zero, mag, one, zero], dim=1)
-    if name == "translate_x":  # Image.transform(AFFINE, (1, 0, lambda * w, 0, 1, 0))
-        return torch.stack([one, zero, mag * w, zero, one, zero], dim=1)
-    if name == "translate_y":  # Image.transform(AFFINE, (1, 0, 0, 0, 1, lambda * h))
-        return torch.stack([one, zero, zero, zero, one, mag * h], dim=1)
-    raise KeyError(name)
+    theta = -torch.deg2rad(mag)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    return _affine_matrices(is_op, _OP_INDEX, (cos, sin, -sin), mag, mag * w, mag * h, h, w)
+
+
+def _geometric_matrix(name: str, magnitude: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The (M, 6) inverse affine Pillow uses for geometric op `name` of OPS at these magnitudes."""
+    if name not in _GEOMETRIC:
+        raise KeyError(name)
+    op = torch.full(magnitude.shape, _OP_INDEX[name], device=magnitude.device)
+    return _table12_matrices(_op_mask(op, len(OPS)), magnitude, h, w)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -379,8 +398,8 @@ def _geometric_matrix(name: str, magnitude: torch.Tensor, h: int, w: int) -> tor
 
 
 def _levels(device: torch.device, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
-    """(1, 1, 256): the identity table, the grey levels 0..255."""
-    return torch.arange(256, device=device, dtype=dtype).view(1, 1, 256)
+    """(1, 1, 256): the identity table, the grey levels 0..255 (cached per device and dtype)."""
+    return _table(f"levels_{str(dtype).removeprefix('torch.')}", device)
 
 
 def _autocontrast_lut(x: torch.Tensor, _: torch.Tensor | None = None) -> torch.Tensor:
@@ -496,49 +515,38 @@ def _colour_op(name: str, x: torch.Tensor, magnitude: torch.Tensor | None) -> to
     return _apply_lut(x, _LUT_OPS[name](x, magnitude).expand(x.shape[0], x.shape[1], 256))
 
 
-def _select(op: torch.Tensor, choices: dict[int, torch.Tensor], default: torch.Tensor) -> torch.Tensor:
-    """Per sample i: choices[op[i]] if op[i] is a key, else default; all (M, ...), broadcasting.
+def _select(is_op: torch.Tensor, choices: dict[int, torch.Tensor], default: torch.Tensor) -> torch.Tensor:
+    """Per sample i: choices[k] where is_op[i, k] (see _op_mask), else default; all (M, ...), broadcasting.
 
     The static-shape replacement of grouping samples by op: every choice is computed for every sample and
     picked with torch.where, so shapes never depend on the draws (no sync, one graph, capturable)."""
     out = default
     for k, value in choices.items():
-        out = torch.where((op == k).view(-1, *([1] * (max(value.dim(), out.dim()) - 1))), value, out)
+        out = torch.where(is_op[:, k].view(-1, *([1] * (max(value.dim(), out.dim()) - 1))), value, out)
     return out
 
 
-def _colour_stage(x: torch.Tensor, op: torch.Tensor, magnitude: Callable[[str], torch.Tensor],
+def _colour_stage(x: torch.Tensor, is_op: torch.Tensor, magnitude: torch.Tensor,
                   index: dict[str, int]) -> torch.Tensor:
-    """Every colour op of a RandAugment round at once: sample i gets the op `index` maps to op[i] (any other
-    op, geometric or identity, leaves it as it is), with magnitude(name)[i].
+    """Every colour op of a RandAugment round at once: sample i gets the op k with is_op[i, k] (any other
+    op, geometric or identity, leaves it as it is) with magnitude[i] (in that op's units).
 
     The table ops compute one (M, C, 256) table each and the chosen one is applied with a single gather; Color
     and Sharpness blend with their degenerate image (grey / smoothed), chosen per sample, in one pass. Every
     value goes through the same arithmetic as the op alone would apply (_colour_op), so the result is the same
-    bit for bit."""
+    bit for bit. (Each table is computed for every sample from the sample's own magnitude, whatever its op: the
+    tables of other ops are finite nonsense, never picked.)"""
     m, c = x.shape[:2]
     gray = _grayscale(x)
-    tables = {index[name]: (fn(x, magnitude(name), gray) if name == "contrast" else
-                            fn(x, None if name in _NO_MAGNITUDE else magnitude(name)))
+    tables = {index[name]: (fn(x, magnitude, gray) if name == "contrast" else
+                            fn(x, None if name in _NO_MAGNITUDE else magnitude))
               for name, fn in _LUT_OPS.items()}
-    lut = _select(op, tables, _levels(x.device)).expand(m, c, 256)
+    lut = _select(is_op, tables, _levels(x.device)).expand(m, c, 256)
     looked_up = _apply_lut(x, lut)
-    is_color, is_sharpness = op == index["color"], op == index["sharpness"]
+    is_color, is_sharpness = is_op[:, index["color"]], is_op[:, index["sharpness"]]
     degenerate = torch.where(is_color.view(m, 1, 1, 1), gray, _smooth(x))
-    factor = torch.where(is_color, magnitude("color"), magnitude("sharpness"))
-    blended = _blend(degenerate, x, factor)
+    blended = _blend(degenerate, x, magnitude)
     return torch.where((is_color | is_sharpness).view(m, 1, 1, 1), blended, looked_up)
-
-
-def _geometric_stage(x: torch.Tensor, op: torch.Tensor, matrix: Callable[[str], torch.Tensor],
-                     index: dict[str, int], fill: int) -> torch.Tensor:
-    """Every geometric op of a round in one resampling pass: sample i gets matrix(name)[i] for its op, the
-    identity (1, 0, 0, 0, 1, 0) otherwise, which _affine_nearest maps exactly onto the input pixels."""
-    m = x.shape[0]
-    # (1, 0, 0, 0, 1, 0) built on the device (entries 0 and 4 are the multiples of 4 below 6): no host data
-    identity = (torch.arange(6, device=x.device) % 4 == 0).to(torch.float64)
-    mats = _select(op, {index[name]: matrix(name) for name in _GEOMETRIC}, identity.expand(m, 6))
-    return _affine_nearest(x, mats, fill)
 
 
 def apply_op(
@@ -908,23 +916,19 @@ def ramc_magnitude(name: str, levels: torch.Tensor, negated: torch.Tensor | None
     return mag
 
 
-def _ramc_matrix(name: str, mag: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(M, 6) Pillow inverse affine of a signed reference op with magnitude `mag` (ramc_magnitude's units)."""
-    one, zero = torch.ones_like(mag), torch.zeros_like(mag)
-    if name == "rotate":  # Image.rotate(degrees): Pillow's rounded coefficients, about the centre (w/2, h/2)
-        a, b, d = _table("rotation", mag.device)[mag.to(torch.int64).remainder(360)].unbind(1)
-        e = a
-        cx, cy = w / 2, h / 2
-        return torch.stack([a, b, a * -cx + b * -cy + cx, d, e, d * -cx + e * -cy + cy], dim=1)
-    if name == "shear_x":  # (1, s, 0, 0, 1, 0)
-        return torch.stack([one, mag, zero, zero, one, zero], dim=1)
-    if name == "shear_y":  # (1, 0, 0, s, 1, 0)
-        return torch.stack([one, zero, zero, mag, one, zero], dim=1)
-    if name == "translate_x":  # (1, 0, t, 0, 1, 0), t in pixels
-        return torch.stack([one, zero, mag, zero, one, zero], dim=1)
-    if name == "translate_y":  # (1, 0, 0, 0, 1, t)
-        return torch.stack([one, zero, zero, zero, one, mag], dim=1)
-    raise KeyError(name)
+def _ramc_matrices(is_op: torch.Tensor, signed: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """_affine_matrices for RAMC_OPS with signed magnitudes in ramc_magnitude's units: Image.rotate(degrees)
+    with Pillow's rounded coefficients (_pillow_rotation_table), shear coefficients, translations in pixels."""
+    a, b, d = _table("rotation", signed.device)[signed.to(torch.int64).remainder(360)].unbind(1)
+    return _affine_matrices(is_op, _RAMC_INDEX, (a, b, d), signed, signed, signed, h, w)
+
+
+def _ramc_magnitude_table() -> torch.Tensor:
+    """(14, 10) float64: ramc_magnitude(RAMC_OPS[k], level) at [k, level] (unsigned; 0 for the ops without one;
+    column 0 unused), so that a round finds every sample's magnitude with one lookup."""
+    levels = torch.arange(10)
+    return torch.stack([torch.zeros(10, dtype=torch.float64) if name in _NO_MAGNITUDE else
+                        ramc_magnitude(name, levels) for name in RAMC_OPS])
 
 
 def _check_draws(draws: object, x: torch.Tensor) -> RamcDraws:
@@ -990,9 +994,10 @@ def _ramc_round(state: torch.Tensor, draws: RamcDraws, r: int, h: int, w: int) -
     through convert('RGB'), which make every pixel opaque; the geometric ops resample RGB and alpha together,
     bringing in transparent black (0, 0, 0, 0)."""
     ops = torch.where(draws.applied[r], draws.ops[r], torch.full_like(draws.ops[r], _RAMC_IDENTITY))
-    levels, negated = draws.levels[r], draws.negated[r]
-    return _round(state, ops, _RAMC_INDEX, lambda name: ramc_magnitude(name, levels),
-                  lambda name: _ramc_matrix(name, ramc_magnitude(name, levels, negated), h, w),
+    magnitude = _table("ramc_magnitude", state.device)[ops, draws.levels[r]]
+    signed = torch.where(draws.negated[r], -magnitude, magnitude)   # only the geometric ops read the sign
+    is_op = _op_mask(ops, len(RAMC_OPS))
+    return _round(state, ops, is_op, _RAMC_INDEX, magnitude, _ramc_matrices(is_op, signed, h, w),
                   colour_channels=state.shape[1] - 1, opaque=_RAMC_OPAQUE, fill=0)
 
 
@@ -1011,23 +1016,24 @@ def _grouped(x: torch.Tensor) -> bool:
     return GROUP_BY_OP_ON_CPU and x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
-def _round(state: torch.Tensor, op: torch.Tensor, index: dict[str, int], magnitude: Callable[[str], torch.Tensor],
-           matrix: Callable[[str], torch.Tensor], colour_channels: int, opaque: frozenset[str],
+def _round(state: torch.Tensor, op: torch.Tensor, is_op: torch.Tensor, index: dict[str, int],
+           magnitude: torch.Tensor, matrices: torch.Tensor, colour_channels: int, opaque: frozenset[str],
            fill: int) -> torch.Tensor:
-    """Sample i gets the op `index` maps to op[i], with magnitude(name)[i] (colour ops) or the inverse affine
-    matrix(name)[i] (geometric ops; outside the image reads `fill`). Colour ops act on the first
-    `colour_channels` channels; a further (alpha) channel becomes 255 under the ops in `opaque`."""
+    """Sample i gets the op `index` maps to op[i] (is_op = _op_mask(op)): a colour op with magnitude[i], or a
+    geometric op with the inverse affine matrices[i] (the identity for the others; outside the image reads
+    `fill`). Colour ops act on the first `colour_channels` channels; a further (alpha) channel becomes 255 under
+    the ops in `opaque`."""
     if _grouped(state):
-        return _round_grouped(state, op, index, magnitude, matrix, colour_channels, opaque, fill)
+        return _round_grouped(state, op, index, magnitude, matrices, colour_channels, opaque, fill)
     c = colour_channels
-    out = _colour_stage(state[:, :c], op, magnitude, index)
+    out = _colour_stage(state[:, :c], is_op, magnitude, index)
     if state.shape[1] > c:
         is_opaque = torch.zeros_like(op, dtype=torch.bool)
         for name in opaque:
-            is_opaque = is_opaque | (op == index[name])
+            is_opaque = is_opaque | is_op[:, index[name]]
         alpha = state[:, c:] | (is_opaque.to(torch.uint8) * 255).view(-1, 1, 1, 1)  # alpha is 0 / 255
         out = torch.cat([out, alpha], dim=1)
-    return _geometric_stage(out, op, matrix, index, fill)
+    return _affine_nearest(out, matrices, fill)
 
 
 @functools.cache
@@ -1037,9 +1043,8 @@ def _group_rank(names: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([order.index(n) for n in names])
 
 
-def _round_grouped(state: torch.Tensor, op: torch.Tensor, index: dict[str, int],
-                   magnitude: Callable[[str], torch.Tensor], matrix: Callable[[str], torch.Tensor],
-                   colour_channels: int, opaque: frozenset[str], fill: int) -> torch.Tensor:
+def _round_grouped(state: torch.Tensor, op: torch.Tensor, index: dict[str, int], magnitude: torch.Tensor,
+                   matrices: torch.Tensor, colour_channels: int, opaque: frozenset[str], fill: int) -> torch.Tensor:
     """_round with the images sorted by op: every colour op runs once on the contiguous slice of its images,
     all geometric images share one resampling pass, one index_select restores the order."""
     names = tuple(sorted(index, key=index.__getitem__))
@@ -1049,24 +1054,22 @@ def _round_grouped(state: torch.Tensor, op: torch.Tensor, index: dict[str, int],
     counts = torch.bincount(key, minlength=len(names)).tolist()   # the host sync that the static round avoids
     xs = state.index_select(0, order)
     c = colour_channels
-    pieces, start, geo_start, geo_mats = [], 0, None, []
+    pieces, start = [], 0
     for name, count in zip(group_order, counts, strict=True):
+        if name in _GEOMETRIC:
+            break
         sl = slice(start, start + count)
         start += count
         if count == 0:
             continue
-        if name in _GEOMETRIC:
-            geo_start = sl.start if geo_start is None else geo_start
-            geo_mats.append(matrix(name).index_select(0, order[sl]))
-            continue
-        mag = None if name in _NO_MAGNITUDE else magnitude(name).index_select(0, order[sl])
+        mag = None if name in _NO_MAGNITUDE else magnitude.index_select(0, order[sl])
         part = xs[sl]
         rgb = _colour_op(name, part[:, :c], mag)
         if part.shape[1] > c:
             rgb = torch.cat([rgb, torch.full_like(part[:, c:], 255) if name in opaque else part[:, c:]], dim=1)
         pieces.append(rgb)
-    if geo_mats:
-        pieces.append(_affine_nearest(xs[geo_start:], torch.cat(geo_mats), fill))
+    if start < len(order):   # the geometric ops, side by side in one pass
+        pieces.append(_affine_nearest(xs[start:], matrices.index_select(0, order[start:]), fill))
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(order.numel(), device=order.device)
     return torch.cat(pieces).index_select(0, inverse)
@@ -1081,18 +1084,26 @@ def _apply_table12(x: torch.Tensor, draws: Table12Draws) -> torch.Tensor:
     Cutout of half the side. x is the already flipped / shifted batch."""
     h, w = x.shape[2:]
     for r in range(draws.ops.shape[0]):
-        u = draws.u[r]
-        x = _round(x, draws.ops[r], _OP_INDEX, lambda name, u=u: _magnitudes(name, u),
-                   lambda name, u=u: _geometric_matrix(name, _magnitudes(name, u), h, w),
+        ops = draws.ops[r]
+        magnitude = _table12_magnitudes(ops, draws.u[r])
+        is_op = _op_mask(ops, len(OPS))
+        x = _round(x, ops, is_op, _OP_INDEX, magnitude, _table12_matrices(is_op, magnitude, h, w),
                    colour_channels=x.shape[1], opaque=frozenset(), fill=FILL)
     return _cutout_square(x, draws.cutout_y, draws.cutout_x, int(CUTOUT_FRACTION * min(h, w)), FILL)
 
 
-def _magnitudes(name: str, u: torch.Tensor) -> torch.Tensor:
-    lo, hi = MAGNITUDE_RANGES[name]
-    if name == "posterize":  # integer bits, uniform over {lo, ..., hi}
-        return lo + torch.floor(u * (hi - lo + 1))
-    return lo + u * (hi - lo)
+def _magnitude_ranges_table() -> torch.Tensor:
+    """(14, 2) float64: (lo, hi - lo) of MAGNITUDE_RANGES per op of OPS (0, 0 for the ops without one), the
+    differences taken in Python floats as the per-op formula takes them."""
+    return torch.tensor([(MAGNITUDE_RANGES[n][0], MAGNITUDE_RANGES[n][1] - MAGNITUDE_RANGES[n][0])
+                         if n in MAGNITUDE_RANGES else (0.0, 0.0) for n in OPS], dtype=torch.float64)
+
+
+def _table12_magnitudes(op: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Each sample's magnitude for its op: lo + u (hi - lo), uniform over MAGNITUDE_RANGES; posterize's integer
+    bits uniform over {lo, ..., hi}: lo + floor(u (hi - lo + 1))."""
+    lo, span = _table("table12_ranges", u.device)[op].unbind(1)
+    return torch.where(op == _OP_INDEX["posterize"], lo + torch.floor(u * (span + 1)), lo + u * span)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -1127,3 +1138,9 @@ def _normalizer(mean: tuple[float, ...], std: tuple[float, ...], x: torch.Tensor
     m = torch.tensor(mean, dtype=torch.float32).view(1, c, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(1, c, 1, 1) * 255.0
     return m.to(x.device), s.to(x.device)
+
+
+_HOST_TABLES.update({f"levels_{str(t).removeprefix('torch.')}": torch.arange(256, dtype=t).view(1, 1, 256)
+                     for t in (torch.uint8, torch.int64, torch.float64)})
+_HOST_TABLES.update(wrap=_wrap_lut(), rotation=_pillow_rotation_table(), ramc_magnitude=_ramc_magnitude_table(),
+                    table12_ranges=_magnitude_ranges_table())
