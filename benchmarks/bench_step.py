@@ -586,6 +586,8 @@ def launch_table(model: str, batch: int, mu: int | None, scratch: Path, before: 
         t.model.train()
     grouped = augment.GROUP_BY_OP_ON_CPU
     augment.GROUP_BY_OP_ON_CPU = False   # the augmentation as a GPU runs it
+    for group in run.optimizer.param_groups:   # SGD's default on CUDA (foreach=None picks it there, not on a CPU)
+        group["foreach"] = True
     try:
         training_step(run, next_batch(run))   # the first step checks the losses and builds the smoothers' plans
         after = count_step(run)
@@ -605,7 +607,8 @@ def launch_table(model: str, batch: int, mu: int | None, scratch: Path, before: 
           f"(fast path, eager fp32)")
     print(f"data: {data_desc}; torch {torch.__version__}; counted on the CPU with a TorchDispatchMode (every "
           "ATen call below autograd), CUDA launches projected per call (bench_step.projected_launches), syncs = "
-          "calls that make the host wait for a GPU; the augmentation as a GPU runs it (static shapes)"
+          "calls that make the host wait for a GPU; the augmentation and SGD as a GPU runs them (static shapes, "
+          "foreach)"
           + (f", 'before' = git {before}'s augmentation (grouped by op) on the same batch" if old_aug else ""))
     print()
     print("| phase | ATen calls | projected launches | host syncs |")

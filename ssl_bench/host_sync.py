@@ -14,7 +14,7 @@ the block it runs that scatter (``one_hot(y)`` without num_classes still reads t
 device, and is refused). On CUDA, ``torch.cuda.set_sync_debug_mode``
 does the same from inside the driver calls (``tests/test_step_sync.py`` uses both).
 
-``SyncCounter`` counts the same reads instead of refusing them (``benchmarks/bench_step.py``).
+``sync_reason`` names the ATen calls that sync (``benchmarks/bench_step.py --launches`` counts them per phase).
 """
 
 from __future__ import annotations

@@ -129,3 +129,38 @@ def test_training_steps_after_the_first_never_read_the_device_back(algorithm, sm
         for _ in range(GUARDED_STEPS):
             logs = training_step(run, next_batch(run))
     assert run.step == 1 + GUARDED_STEPS and all(torch.isfinite(v).all() for v in logs.values())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("policy", ["ramc", "table12"])
+def test_static_and_compiled_augmentation_on_cuda_equal_the_cpu_images(policy):
+    """The GPU's static rounds give the CPU's images bit for bit, eager and with the same draws."""
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    draws = draw_strong(64, 32, 32, torch.Generator(device="cuda").manual_seed(4), policy)
+    on_cpu = type(draws)(type(draws.weak)(*(t.cpu() for t in vars(draws.weak).values())),
+                         type(draws.pool)(*(t.cpu() for t in vars(draws.pool).values())))
+    assert torch.equal(apply_strong(x.cuda(), draws).cpu(), apply_strong(x, on_cpu))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("smooth", STRATEGIES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cuda_training_steps_after_the_first_never_synchronise(algorithm, smooth, tmp_path, request):
+    """The same check from inside the driver: torch.cuda.set_sync_debug_mode("error") raises at any
+    synchronising CUDA call (a blocking copy back, cudaStreamSynchronize, a non-pinned host-to-device copy)."""
+    if (algorithm, smooth) in KNOWN_SYNCS:
+        request.applymarker(pytest.mark.xfail(reason=KNOWN_SYNCS[algorithm, smooth], raises=RuntimeError,
+                                              strict=True))
+    run = smoke_run(algorithm, smooth, tmp_path, device="cuda")
+    run.student.train()
+    for t in run.teachers:
+        t.model.train()
+    training_step(run, next_batch(run))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(GUARDED_STEPS):
+            logs = training_step(run, next_batch(run))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert run.step == 1 + GUARDED_STEPS and all(torch.isfinite(v).all() for v in logs.values())
