@@ -49,3 +49,31 @@ def test_the_identity_matrix_resamples_every_pixel_onto_itself():
     x = torch.randint(0, 256, (4, 4, 9, 13), dtype=torch.uint8)
     identity = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]], dtype=torch.float64).expand(4, 6)
     assert torch.equal(augment._affine_nearest(x, identity, fill=0), x)
+
+
+@pytest.mark.parametrize("policy", STRONG_POLICIES)
+def test_augment_is_draw_then_apply_on_the_same_stream(policy):
+    """weak_augment / strong_augment = apply_* of draw_* from the same generator, leaving it in the same state."""
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    g1, g2 = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+    assert torch.equal(augment.weak_augment(x, g1, flip=False), augment.apply_weak(x, augment.draw_weak(32, 32, 32, g2),
+                                                                                 flip=False))
+    assert torch.equal(strong_augment(x, g1, policy=policy),
+                       augment.apply_strong(x, augment.draw_strong(32, 32, 32, g2, policy)))
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_apply_refuses_draws_of_another_batch_naming_the_field_and_the_fix():
+    x = torch.zeros((4, 3, 32, 32), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match=r"draws.mirrored has shape \(5,\).*expected \(4,\).*draw_weak"):
+        augment.apply_weak(x, augment.draw_weak(5, 32, 32, g))
+    with pytest.raises(ValueError, match=r"draws.ops has shape \(2, 5\).*draw_strong"):
+        strong = augment.draw_strong(4, 32, 32, g)
+        augment.apply_strong(x, augment.StrongDraws(strong.weak, augment.draw_ramc(5, 32, 32, g)))
+    with pytest.raises(TypeError, match="draw_strong"):
+        augment.apply_strong(x, augment.draw_weak(4, 32, 32, g))
+    with pytest.raises(ValueError, match="unknown policy 'rand'"):
+        augment.draw_strong(4, 32, 32, g, "rand")
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        augment.draw_weak(-1, 32, 32, g)
