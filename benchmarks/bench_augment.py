@@ -10,6 +10,13 @@ through getdata, 16 px Cutout in numpy; third_party/auto_augment/augmentations.p
 flip / crop, 2 RandAugment ops with magnitudes from the paper's Table 12 through Pillow on RGB, a 16x16 grey
 Cutout (numpy), as kekmodel's port does it. Both sides run on one CPU thread (torch.set_num_threads(1)); the
 table gives images per second (median over repeats, the two pipelines timed alternately) and ours / Pillow.
+
+A second table compares ours with ssl_bench.augment as it was before the static-shape design (``--before``, a
+git revision: the version that grouped the images by op with argsort + bincount + .tolist(), a host sync
+per round, and ran each op on its group only), loaded from git into this process: same draws, same images
+(checked), images per second of each and the ratio. The static design evaluates every op of a round on every
+image and picks with torch.where, so its work does not shrink with the group sizes; what it buys is no host
+sync, one graph, a capturable step.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +37,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ssl_bench import augment  # noqa: E402
 from ssl_bench.augment import (  # noqa: E402
     FILL,
     MAGNITUDE_RANGES,
@@ -39,6 +49,24 @@ from ssl_bench.augment import (  # noqa: E402
 )
 
 DATA = Path(os.environ.get("SSL_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+REPO = Path(__file__).resolve().parents[1]
+# The last commit whose ssl_bench/augment.py grouped the images by op (argsort + bincount + .tolist()).
+BEFORE_REVISION = "c62e06e"
+
+
+def augment_at(revision: str) -> types.ModuleType | str:
+    """ssl_bench/augment.py as it was at a git revision of this repository, as a module (or why not).
+
+    The project's own code from its history (git show), executed like any import of it."""
+    try:
+        source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:ssl_bench/augment.py"], check=True,
+                                capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"git show {revision}:ssl_bench/augment.py failed ({exc}); pass --before with a revision here"
+    module = types.ModuleType(f"ssl_bench_augment_at_{revision}")
+    sys.modules[module.__name__] = module   # dataclasses look their module up while the class is built
+    exec(compile(source, f"{revision}:ssl_bench/augment.py", "exec"), module.__dict__)
+    return module
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -174,9 +202,12 @@ def interleaved_rates(
     n_images: int,
     repeats: int,
     sync: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Images per second of ours and of the reference, median over `repeats` calls each. The calls alternate
-    (ours, ref, ours, ref, ...) so that both see the same load on a shared machine."""
+    (ours, ref, ours, ref, ...) so that both see the same load on a shared machine. `clock`: the wall clock,
+    or time.process_time on the CPU (one thread: the time waiting for a core shared with other jobs is not
+    counted)."""
     for fn in (ours, ref, ours, ref):  # warm-up
         fn()
     sync()
@@ -184,10 +215,10 @@ def interleaved_rates(
     for _ in range(repeats):
         for k, fn in enumerate((ours, ref)):
             sync()
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
             sync()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(clock() - t0)
     return n_images / statistics.median(times[0]), n_images / statistics.median(times[1])
 
 
@@ -199,6 +230,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=448, help="images per call (FixMatch: 7 x 64 unlabeled)")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--no-kornia", action="store_true", help="skip the per-op comparison with kornia")
+    parser.add_argument("--before", default=BEFORE_REVISION,
+                        help="git revision of the grouped augmentation to compare with (default %(default)s; "
+                             "'none' skips it)")
+    parser.add_argument("--no-pillow", action="store_true", help="skip the comparison with per-image Pillow")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
@@ -212,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     n = len(images)
 
+    if args.before != "none":
+        before_table(x, args.before, args.repeats, sync)
+    if args.no_pillow:
+        return
     rows = []
     for view, ours_fn, pil_fn in [
         ("weak", lambda: weak_augment(x, gen), lambda: np.stack([pillow_weak(im, rng) for im in images])),
@@ -239,6 +278,52 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {view:<14} | {ours:>11,.0f} | {ref:>23,.0f} | {ours / ref:>12.1f}x |")
     if not args.no_kornia:
         kornia_table(x, args.repeats, sync)
+
+
+def before_table(x: torch.Tensor, revision: str, repeats: int, sync: Callable[[], None]) -> None:
+    """This tree's two round designs (static shapes; grouped by op, the CPU default) against the grouped
+    augmentation of `revision`: same seeds, same images (checked), timed alternately with the old one
+    (process CPU time on the CPU, the wall clock with synchronisation on a GPU)."""
+    before = augment_at(revision)
+    if isinstance(before, str):
+        print(f"(before: {before})")
+        return
+    clock = time.perf_counter if x.device.type == "cuda" else time.process_time
+    n = len(x)
+    print(f"This tree vs git {revision} (grouped by op, a host sync per round): {n} images 32x32 on {x.device}, "
+          f"threads={torch.get_num_threads()}, median of {repeats} calls, alternating, "
+          f"{'wall clock' if x.device.type == 'cuda' else 'process CPU time'}; static = every op on every image "
+          "(the GPU's and torch.compile's path), grouped = this tree's CPU default")
+    print()
+    print(f"| view           | design  | this tree, img/s | {revision}, img/s | this / {revision} | same images |")
+    print("|----------------|---------|-----------------:|---------------:|---------------:|:-----------:|")
+    views = [
+        ("weak", weak_augment, before.weak_augment),
+        ("strong ramc", lambda x, g: strong_augment(x, g, policy="ramc"),
+         lambda x, g: before.strong_augment(x, g, policy="ramc")),
+        ("strong table12", lambda x, g: strong_augment(x, g, policy="table12"),
+         lambda x, g: before.strong_augment(x, g, policy="table12")),
+    ]
+    default = augment.GROUP_BY_OP_ON_CPU
+    try:
+        for view, now, then in views:
+            for design in ("static", "grouped"):
+                if view == "weak" and design == "grouped":
+                    continue   # the weak view has no rounds: one design
+                augment.GROUP_BY_OP_ON_CPU = design == "grouped"
+                if design == "grouped" and x.device.type != "cpu":
+                    continue   # grouping is the CPU's only
+                same = all(torch.equal(now(x, torch.Generator(x.device).manual_seed(s)),
+                                       then(x, torch.Generator(x.device).manual_seed(s))) for s in range(3))
+                g_now, g_then = torch.Generator(x.device).manual_seed(0), torch.Generator(x.device).manual_seed(0)
+                ours, ref = interleaved_rates(lambda now=now, g=g_now: now(x, g),
+                                              lambda then=then, g=g_then: then(x, g), n, repeats, sync, clock)
+                label = "-" if view == "weak" else design
+                print(f"| {view:<14} | {label:<7} | {ours:>16,.0f} | {ref:>14,.0f} | {ours / ref:>13.2f}x "
+                      f"| {'yes' if same else 'NO':^11} |")
+    finally:
+        augment.GROUP_BY_OP_ON_CPU = default
+    print()
 
 
 def kornia_table(x: torch.Tensor, repeats: int, sync: Callable[[], None]) -> None:

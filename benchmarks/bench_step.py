@@ -4,7 +4,16 @@
     python benchmarks/bench_step.py --device cpu --models wrn28_8 --batch 1 --steps 3 --warmup 1
     python benchmarks/bench_step.py --device cuda                           # the paper's batch, 64 + 448
 
+    python benchmarks/bench_step.py --launches                             # ATen calls / CUDA launches per phase
+
 (``benchmarks/gpu_report.py`` measures these and every other GPU figure in one command, on its own device.)
+
+``--launches`` counts, instead of timing, what one FixMatch step at the paper's batch (WRN-28-2, 64 + 448 +
+448 images) asks of the device, per phase (augmentation, forward, backward, optimizer, each smoother), with a
+``TorchDispatchMode`` on the CPU: every ATen call below autograd, the CUDA kernel launches they project to (the
+rules are in ``projected_launches``) and the host syncs among them (``ssl_bench.host_sync``), for the
+smoothers TMA, STS at each granularity and 4 teachers (none, tma, se, sts), with the augmentation as a GPU runs
+it (static shapes) and as it was (git ``bench_augment.BEFORE_REVISION``, grouped by op), in the same run.
 
 Both paths train the same thing, built by ``ssl_bench.run.build.build_training``: FixMatch's loss
 (``build_algorithm("fixmatch")``), Nesterov SGD with the cosine schedule, and the ``tma`` smoother
@@ -24,7 +33,7 @@ paper's B = 64). Only the input path and the system options differ:
   option of ``RunConfig`` on its own - ``channels_last``, ``amp`` (bf16 autocast), ``compile`` (the loss
   sees ``torch.compile(student)``) - and, on CUDA, all three together.
 
-Every path has its own ``Run``; the paths take turns step by step (plain, fast, fast + channels_last, ...)
+Every path has its own ``Training``; the paths take turns step by step (plain, fast, fast + channels_last, ...)
 so that all of them see the same load on a shared machine, and the table gives the median step time after
 the warm-up steps (which also absorb torch.compile's compilation). On CUDA the clock is the wall clock,
 every timed region is bracketed by ``torch.cuda.synchronize()`` and cuDNN autotuning is on for every path
@@ -47,6 +56,7 @@ output names the data it used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -56,7 +66,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,11 +76,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
-from bench_augment import pillow_strong, pillow_weak  # noqa: E402  (the per-image Pillow reference)
+from bench_augment import BEFORE_REVISION, augment_at, pillow_strong, pillow_weak  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from ssl_bench import augment  # noqa: E402
 from ssl_bench.algorithm import Batch  # noqa: E402
 from ssl_bench.config import PROFILES, RunConfig  # noqa: E402
 from ssl_bench.data import DatasetNotFoundError, load_dataset  # noqa: E402
+from ssl_bench.host_sync import sync_reason  # noqa: E402
 from ssl_bench.run.build import build_training  # noqa: E402
 from ssl_bench.run.loop import next_batch, training_step  # noqa: E402
 from ssl_bench.run.state import Training  # noqa: E402
@@ -388,12 +401,252 @@ def smoothing_shares(ref: Contender, model: str, batch: int, u: int, args: argpa
         print(f"| {strategy:<9} | {granularity:<11} | {t * 1e3:>10.3f} | {100 * t / step_s:>12.3f}% |")
 
 
+# ------------------------------------------------------------------------------------------------------------
+# ATen calls and projected CUDA launches per phase
+
+# ATen calls that launch nothing on CUDA: views and metadata, allocations without initialisation.
+NO_LAUNCH = frozenset({
+    "view", "_unsafe_view", "_reshape_alias", "reshape", "as_strided", "slice", "select", "expand", "permute",
+    "transpose", "t", "unsqueeze", "squeeze", "alias", "detach", "split", "split_with_sizes", "unbind", "chunk",
+    "narrow", "diagonal", "unfold", "view_as_real", "empty", "empty_like", "empty_strided", "new_empty",
+    "new_empty_strided", "lift_fresh", "resize_", "set_", "sym_size", "sym_stride", "sym_numel", "is_same_size",
+    "_has_compatible_shallow_copy_type", "result_type", "contiguous",
+})
+# aten/src/ATen/native/cuda/MultiTensorApply.cuh: tensors per launch by the number of tensor lists (depth),
+# 320 blocks of 65,536 elements at most per launch.
+FOREACH_TENSORS_PER_LAUNCH = (110, 64, 48, 36, 30)
+FOREACH_CHUNK, FOREACH_BLOCKS = 65_536, 320
+
+
+def projected_launches(name: str, args: tuple, kwargs: dict) -> int:
+    """CUDA kernel launches of one ATen call, projected from its name and arguments (CUDA's code paths).
+
+    Rules: views, metadata and uninitialised allocations 0; a foreach op on one dtype and dense tensors (the
+    fast path) ceil(tensors / per-launch limit) or ceil(chunks / 320) launches, whichever is more, and one
+    launch per tensor otherwise (CUDA's slow path: mixed dtypes, non-dense); convolution_backward one per
+    gradient asked for (dgrad, wgrad, bias); a batch norm forward or backward 2 (cuDNN's kernel and the
+    running-statistics update / the reduction); a sort 4 (CUB radix sort passes on these sizes); nonzero 3
+    (count, scan, gather) plus a copy back; every other call 1 (an elementwise op, a reduction, a cuBLAS or
+    cuDNN GEMM, a copy, a fill, a random draw). An estimate per call (a cuDNN algorithm may take two kernels, a
+    large reduction two passes); gpu_report.py counts the real kernels with the profiler on a GPU."""
+    base = name.split(".")[0]
+    if base in NO_LAUNCH:
+        return 0
+    if base.startswith("_foreach_"):
+        lists = [a for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+        if not lists:
+            return 0
+        n = len(lists[0])
+        tensors = [t for lst in lists for t in lst]
+        depth = len(lists) + (0 if base.endswith("_") else 1)    # out-of-place ops write one more list
+        fast = len({t.dtype for t in tensors}) == 1 and all(t.is_contiguous() for t in tensors)
+        if not fast:
+            return n
+        chunks = sum(-(-t.numel() // FOREACH_CHUNK) for t in lists[0])
+        per_launch = FOREACH_TENSORS_PER_LAUNCH[min(depth, len(FOREACH_TENSORS_PER_LAUNCH)) - 1]
+        return max(-(-n // per_launch), -(-chunks // FOREACH_BLOCKS))
+    if base == "convolution_backward":
+        return sum(bool(m) for m in args[-1])
+    if "batch_norm" in base:
+        return 2
+    if base in ("sort", "argsort"):
+        return 4
+    if base in ("nonzero", "argwhere"):
+        return 4
+    return 1
+
+
+@dataclass
+class PhaseCount:
+    aten_calls: int = 0
+    launches: int = 0
+    syncs: int = 0
+
+
+class PhaseCounter(TorchDispatchMode):
+    """Counts every ATen call below autograd into the current phase (``self.phase``), with its projected CUDA
+    launches and whether it makes the host wait (``ssl_bench.host_sync.sync_reason``; ``.tolist()`` and
+    ``.numpy()`` read memory without an ATen call and are counted by ``counting``'s patches)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = "other"
+        self.counts: dict[str, PhaseCount] = {}
+
+    def add(self, launches: int = 0, syncs: int = 0, calls: int = 0) -> None:
+        c = self.counts.setdefault(self.phase, PhaseCount())
+        c.aten_calls += calls
+        c.launches += launches
+        c.syncs += syncs
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name.split("::")[-1]
+        self.add(projected_launches(name, args, kwargs), int(sync_reason(func, args, kwargs) is not None), 1)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def phase(counter: PhaseCounter, name: str) -> Iterator[None]:
+    previous, counter.phase = counter.phase, name
+    try:
+        yield
+    finally:
+        counter.phase = previous
+
+
+def _in_phase(counter: PhaseCounter, name: str, fn: Callable) -> Callable:
+    def wrapped(*args: object, **kwargs: object) -> object:
+        with phase(counter, name):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
+@contextlib.contextmanager
+def counting(run: Training, counter: PhaseCounter) -> Iterator[None]:
+    """Attribute one ``next_batch`` + ``training_step`` of ``run`` to phases, without touching the loop: the
+    algorithm's ``loss`` is the forward, ``Tensor.backward`` the backward, the optimizer's ``zero_grad`` /
+    ``step`` and the scheduler's ``step`` the optimizer, each teacher's ``smoother.update`` its own phase."""
+    alg_cls, tensor_backward = type(run.algorithm), torch.Tensor.backward
+    loss = alg_cls.loss
+    saved = [(run.optimizer, "zero_grad"), (run.optimizer, "step"), (run.scheduler, "step")]
+    saved += [(t.smoother, "update") for t in run.teachers]
+    originals = [(obj, attr, obj.__dict__.get(attr)) for obj, attr in saved]
+    tolist, numpy = torch.Tensor.tolist, torch.Tensor.numpy
+
+    def read(fn: Callable) -> Callable:
+        def method(self: torch.Tensor, *a: object, **k: object) -> object:
+            counter.add(launches=1, syncs=1)    # a copy back, and the host waits for it
+            return fn(self, *a, **k)
+        return method
+
+    try:
+        alg_cls.loss = _in_phase(counter, "forward", loss)
+        torch.Tensor.backward = _in_phase(counter, "backward", tensor_backward)
+        for obj, attr in saved[:3]:
+            setattr(obj, attr, _in_phase(counter, "optimizer", getattr(obj, attr)))
+        for t in run.teachers:
+            t.smoother.update = _in_phase(counter, f"smoother {t.key}", t.smoother.update)
+        torch.Tensor.tolist, torch.Tensor.numpy = read(tolist), read(numpy)
+        with counter:
+            yield
+    finally:
+        torch.Tensor.tolist, torch.Tensor.numpy = tolist, numpy
+        alg_cls.loss = loss
+        torch.Tensor.backward = tensor_backward
+        for obj, attr, original in originals:
+            if original is None:
+                obj.__dict__.pop(attr, None)
+            else:
+                setattr(obj, attr, original)
+
+
+@contextlib.contextmanager
+def augmentation_of(module: object) -> Iterator[None]:
+    """The loop's augmentation and normalisation taken from ``module`` (an older ssl_bench.augment) meanwhile."""
+    loop_modules = {sys.modules[next_batch.__module__], sys.modules[Training.__module__]}
+    names = ("weak_augment", "strong_augment", "normalize")
+    saved = [(m, n, getattr(m, n)) for m in loop_modules for n in names if hasattr(m, n)]
+    try:
+        for m, n, _ in saved:
+            setattr(m, n, getattr(module, n))
+        yield
+    finally:
+        for m, n, f in saved:
+            setattr(m, n, f)
+
+
+LAUNCH_TEACHERS = [("tma", "layer"), ("sts", "layer"), ("sts", "channel"), ("sts", "neuron"), ("none", "layer"),
+                   ("se", "layer")]
+LAUNCH_ROWS = [("TMA", ["tma"]), ("STS layer", ["sts"]), ("STS channel", ["sts_channel"]),
+               ("STS neuron", ["sts_neuron"]), ("4 teachers (none, tma, se, sts)", ["none", "tma", "se", "sts"])]
+
+
+def count_step(run: Training) -> dict[str, PhaseCount]:
+    """Phase counts of one next_batch + training_step of ``run`` (after its first step)."""
+    counter = PhaseCounter()
+    with counting(run, counter):
+        with phase(counter, "augmentation"):
+            batch = next_batch(run)
+        training_step(run, batch)
+    return counter.counts
+
+
+def launch_table(model: str, batch: int, mu: int | None, scratch: Path, before: str) -> None:
+    """Print the per-phase table: one FixMatch training with the six teachers of LAUNCH_TEACHERS (the student's
+    phases are shared; each smoother is its own phase), counted after a first, uncounted step."""
+    base, data_desc = step_config(model, batch, mu, torch.device("cpu"), scratch)
+    run = build_training([dataclasses.replace(base, smooth=s, granularity=g) for s, g in LAUNCH_TEACHERS])
+    keys = {t.key: t for t in run.teachers}
+    short = {"tma": next(k for k in keys if k.startswith("tma")), "none": next(k for k in keys if k == "none"),
+             "se": next(k for k in keys if k.startswith("se-layer")),
+             "sts": next(k for k in keys if k.startswith("sts-layer")),
+             "sts_channel": next(k for k in keys if k.startswith("sts-channel")),
+             "sts_neuron": next(k for k in keys if k.startswith("sts-neuron"))}
+    run.student.train()
+    for t in run.teachers:
+        t.model.train()
+    grouped = augment.GROUP_BY_OP_ON_CPU
+    augment.GROUP_BY_OP_ON_CPU = False   # the augmentation as a GPU runs it
+    for group in run.optimizer.param_groups:   # SGD's default on CUDA (foreach=None picks it there, not on a CPU)
+        group["foreach"] = True
+    try:
+        training_step(run, next_batch(run))   # the first step checks the losses and builds the smoothers' plans
+        after = count_step(run)
+        old = augment_at(before)
+        if isinstance(old, str):
+            log(f"before: {old}")
+            old_aug = None
+        else:
+            counter = PhaseCounter()
+            with counting(run, counter), phase(counter, "augmentation"), augmentation_of(old):
+                next_batch(run)
+            old_aug = counter.counts["augmentation"]
+    finally:
+        augment.GROUP_BY_OP_ON_CPU = grouped
+    u = batch * run.config.mu
+    print(f"\n### ATen calls and projected CUDA launches of one FixMatch step: {model}, {batch} + {u} + {u} images "
+          f"(fast path, eager fp32)")
+    print(f"data: {data_desc}; torch {torch.__version__}; counted on the CPU with a TorchDispatchMode (every "
+          "ATen call below autograd), CUDA launches projected per call (bench_step.projected_launches), syncs = "
+          "calls that make the host wait for a GPU; the augmentation and SGD as a GPU runs them (static shapes, "
+          "foreach)"
+          + (f", 'before' = git {before}'s augmentation (grouped by op) on the same batch" if old_aug else ""))
+    print()
+    print("| phase | ATen calls | projected launches | host syncs |")
+    print("|---|---:|---:|---:|")
+    student = ["augmentation", "forward", "backward", "optimizer", "other"]
+    if old_aug:
+        print(f"| augmentation, before ({before}) | {old_aug.aten_calls} | {old_aug.launches} | {old_aug.syncs} |")
+    for name in student:
+        c = after.get(name, PhaseCount())
+        print(f"| {name} | {c.aten_calls} | {c.launches} | {c.syncs} |")
+    for key in short.values():
+        c = after[f"smoother {key}"]
+        print(f"| smoother {key} | {c.aten_calls} | {c.launches} | {c.syncs} |")
+    print()
+    print("| step with | ATen calls | projected launches | host syncs | augmentation share of launches |"
+          + (f" launches, {before}'s augmentation | syncs, {before}'s augmentation |" if old_aug else ""))
+    print("|---|---:|---:|---:|---:|" + ("---:|---:|" if old_aug else ""))
+    for label, teachers in LAUNCH_ROWS:
+        parts = [after.get(n, PhaseCount()) for n in student] + [after[f"smoother {short[t]}"] for t in teachers]
+        calls, launches = sum(p.aten_calls for p in parts), sum(p.launches for p in parts)
+        syncs = sum(p.syncs for p in parts)
+        line = (f"| {label} | {calls} | {launches} | {syncs} | "
+                f"{100 * after['augmentation'].launches / launches:.0f} % |")
+        if old_aug:
+            delta = old_aug.launches - after["augmentation"].launches
+            line += f" {launches + delta} | {syncs + old_aug.syncs - after['augmentation'].syncs} |"
+        print(line)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
-    parser.add_argument("--models", default="wrn28_2,wrn28_8",
-                        help="comma-separated: wrn28_2 (CIFAR-10), wrn28_8 (CIFAR-100)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated: wrn28_2 (CIFAR-10), wrn28_8 (CIFAR-100) (default: both; "
+                             "wrn28_2 with --launches)")
     parser.add_argument("--batch", default=None,
                         help=f"labelled images per step, one value or one per model (default: {PAPER_BATCH} "
                              "on CUDA, 8 on the CPU); the unlabelled batch is mu times it")
@@ -409,6 +662,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"fast-path variants, from {','.join(FAST_VARIANTS)} (default: all on CUDA, all "
                              "but 'all' on the CPU)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--launches", action="store_true",
+                        help="count ATen calls / projected CUDA launches / syncs per phase instead of timing (CPU; "
+                             f"default batch {PAPER_BATCH}, model wrn28_2)")
+    parser.add_argument("--before", default=BEFORE_REVISION,
+                        help="--launches: git revision of the augmentation to compare with (default %(default)s)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
                         help="wall: time.perf_counter (default on CUDA); cpu: the process's CPU time, "
                              "time.process_time (default on the CPU with one thread: it leaves out the time "
@@ -417,11 +675,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
-    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = args.models or ("wrn28_2" if args.launches else "wrn28_2,wrn28_8")
+    args.models = [m.strip() for m in models.split(",") if m.strip()]
     unknown = [m for m in args.models if m not in MODELS]
     if unknown:
         parser.error(f"--models: unknown {unknown}; choose from {list(MODELS)}")
-    batches = [int(b) for b in (args.batch or str(PAPER_BATCH if cuda else 8)).split(",")]
+    batches = [int(b) for b in (args.batch or str(PAPER_BATCH if cuda or args.launches else 8)).split(",")]
     if len(batches) == 1:
         batches *= len(args.models)
     if len(batches) != len(args.models) or min(batches) < 1:
@@ -453,6 +712,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cudnn.benchmark = True
         log(f"GPU: {torch.cuda.get_device_name(device)}")
     print(f"python {' '.join(sys.argv)}")
+    if args.launches:
+        with tempfile.TemporaryDirectory() as tmp:
+            for model, batch in zip(args.models, args.batches, strict=True):
+                launch_table(model, batch, args.mu, Path(tmp), args.before)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for model, batch in zip(args.models, args.batches, strict=True):
             bench_model(model, batch, args, device, Path(tmp), args.fast)

@@ -30,6 +30,9 @@ order they run (cheap and most asked-for first; torch.compile last, as compiling
      images), and one teacher's evaluation pass alone; with an evaluation every 1024 steps, the projected
      2^20-step wall time of one training with N teachers, against one with one teacher (target, issue 13:
      <= 1.25x for N = 4) and against N trainings.
+   * launches: the CUDA kernels the profiler records for one augmentation (``next_batch``) and one whole
+     step of the fp32 run, beside ``bench_step.py --launches``' count of ATen calls per phase and its projected
+     launches on the same device (how good the projection's rules are).
 
 Every case and section guards its own failure: one that fails (say, torch.compile without a working triton)
 is reported with its error line and the rest is still measured. ``--budget-s`` (default 480) bounds the whole
@@ -67,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -80,6 +84,7 @@ from bench_step import (  # noqa: E402  (the step benchmark's runs, paths and cl
     PAPER_BATCH,
     PLAIN_LABEL,
     PROTOCOL_STEPS,
+    count_step,
     device_sync,
     duration,
     fast_contender,
@@ -107,7 +112,7 @@ DEFAULT_BUDGET_S = 480.0
 RESULTS_DIR = HERE / "results"
 CASES = ("plain", *FAST_VARIANTS)              # plain, fp32, channels_last, amp, compile, all
 COMPILE_CASES = tuple(v for v in FAST_VARIANTS if FAST_VARIANTS[v][1].get("compile"))
-SECTION_KINDS = ("steps", "augment", "smoothing", "teachers")
+SECTION_KINDS = ("steps", "augment", "smoothing", "teachers", "launches")
 STRONG_TARGET_PER_S = 100_000   # issue 15: >= 100,000 strong images/s on an H100-class GPU
 SHARE_TARGET = 0.02             # issue 15: a smoothing update costs < 2 % of a step at any granularity
 NEURON_VS_EMA_TARGET = 3.0      # issue 15: neuron-wise update <= 3x a fused EMA over the same tensors
@@ -141,7 +146,7 @@ class Settings:
 
 
 FULL_NEEDS_S = {"case": 12.0, "compile_case": 75.0, "augment": 5.0, "smoothing": 10.0,
-                "teachers": 15.0}
+                "teachers": 15.0, "launches": 5.0}
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -458,6 +463,31 @@ def augment_section(report: Report, bench: ModelBench) -> None:
                               "strong_per_s_at_step_batch": at_step, "verdict": verdict}
 
 
+def launches_section(report: Report, bench: ModelBench, budget: Budget) -> None:
+    """Kernels of one step of the fp32 run, as the device runs it: the CUDA kernels (and memcpy / memset) the
+    profiler records for the augmentation (``next_batch``) and for the whole step, beside bench_step's count
+    of ATen calls and its projection of launches per phase on the same device (which checks the projection's
+    rules). On the CPU only the count and the projection (no kernels)."""
+    run = bench.shared_run(budget)
+    phases = {name: dataclasses.asdict(c) for name, c in count_step(run).items()}
+    projected = {"augmentation": phases["augmentation"]["launches"],
+                 "step": sum(c["launches"] for c in phases.values())}
+    kernels: dict[str, int | None] = {"augmentation": None, "step": None}
+    if bench.device.type == "cuda":
+        for name, fn in (("augmentation", lambda: next_batch(run)),
+                         ("step", lambda: training_step(run, next_batch(run)))):
+            bench.sync()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fn()
+                bench.sync()
+            kernels[name] = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    for name in ("augmentation", "step"):
+        print(f"launches {bench.role} {name}: {projected[name]} projected"
+              + (f", {kernels[name]} kernels on the device" if kernels[name] is not None else ""), flush=True)
+    report.data["launches"][bench.role] = {"teachers": [t.key for t in run.teachers], "phases": phases,
+                                           "projected": projected, "device_kernels": kernels}
+
+
 def smoothing_section(report: Report, bench: ModelBench, budget: Budget) -> None:
     run = bench.shared_run(budget)
     c = run.config
@@ -717,7 +747,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "budget_s": args.budget_s, "settings": dataclasses.asdict(s),
                    "protocol_steps": PROTOCOL_STEPS, "plain_path": PLAIN_LABEL + ", in series with the step",
                    "environment": {}, "augment": None,
-                   "steps": {}, "smoothing": {}, "teachers": {}, "sections": {}, "skipped": [], "failed": []}
+                   "steps": {}, "smoothing": {}, "teachers": {}, "launches": {}, "sections": {}, "skipped": [],
+                   "failed": []}
     t0 = time.perf_counter()
 
     def env() -> None:
@@ -746,6 +777,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if "teachers" in want:
                 guarded(report, f"teachers:{bench.role}", s.needs_s["teachers"], budget,
                         lambda b=bench: teachers_section(report, b, budget))
+            if "launches" in want:
+                guarded(report, f"launches:{bench.role}", s.needs_s["launches"], budget,
+                        lambda b=bench: launches_section(report, b, budget))
             bench.release()
         for bench in benches:   # last: compiling takes a minute or more per case
             if "steps" in want:

@@ -21,3 +21,13 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10_subset.npz").exists():
         pytest.skip(f"real data not found in {SHARED_DATA}; set SSL_BENCH_DATA to the folder with cifar10_subset.npz")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` skip, with one reason, where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (pytest -m cuda on a GPU: scripts/device_check.sh)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

@@ -544,7 +544,7 @@ def test_shape_dtype_device_preserved_and_input_untouched(images):
     assert normalize(x, (0.5,) * 3, (0.25,) * 3).dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.cuda
 def test_runs_on_cuda_deterministically(images):
     x = to_nchw(images).cuda()
     for fn in AUGMENTERS:
