@@ -28,10 +28,12 @@ Other choices:
 
 * One MixUp coefficient per row, ``lambda' = max(lambda, 1 - lambda)``, and one permutation over labelled and
   unlabelled rows together (reference ``MixMode('xxy.yxy')``); drawn from ``batch.generator``.
-* BatchNorm running statistics: the label-guessing passes (one per view, no gradient) leave them alone, as
-  the reference (they precede its ``skip_ops``); the mixed batch updates them. The reference sends the mixed
-  batch through in K + 1 interleaved calls and keeps the first call's updates; here it is one forward, which
-  normalises with, and updates from, statistics of the same mixture of rows.
+* BatchNorm groups (``bn_groups``): as the reference, the mixed batch goes through the network in K + 1
+  interleaved sub-batches of the labelled batch's size (``mixmatch.py``: ``layers.interleave([x] + y,
+  batch)``), each normalised with its own statistics, and only the first call updates the running statistics
+  (its ``post_ops``); ``bn_groups=one_batch`` sends the whole mixed batch through in one forward instead. The
+  label-guessing passes (one per view, no gradient) leave the running statistics alone, as the reference
+  (they precede its ``skip_ops``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class MixMatch:
     alpha: float = hp(0.5, low=0.0, open_low=True)        # MixUp Beta(alpha, alpha), mixmatch.py flag beta
     lambda_u: float = hp(100.0, low=0.0)                  # mixmatch.py flag w_match
     rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # mixmatch.py warmup_kimg=1024 of train_kimg 1 << 16
+    bn_groups: str = hp("interleaved", choices=SF.BN_GROUPS)  # mixmatch.py layers.interleave([x] + y, batch)
     targets_from = "student"
     unlabeled_views = ("weak", "weak")  # K = 2 weak augmentations, mixmatch.py model(nu=2), augment d.d.d
     reference = {
@@ -79,7 +82,8 @@ class MixMatch:
 
         # 3. Cross-entropy on the mixed labelled rows, squared error on the mixed unlabelled rows.
         n_u = len(inputs) - len(x)
-        logits_x, logits_u = student(mixed_inputs).split([len(x), n_u])
+        logits_x, logits_u = SF.mixed_batch_forward(student, mixed_inputs, len(x), self.bn_groups,
+                                                    update_bn_from=0).split([len(x), n_u])
         targets_x, targets_u = mixed_targets.split([len(x), n_u])
         supervised = SF.soft_cross_entropy(logits_x, targets_x)
         l2u = SF.mse_consistency(logits_u, targets_u)

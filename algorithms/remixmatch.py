@@ -24,9 +24,11 @@ view plus K strong views, guess from the weak view, ``redux='1st'``), where they
   (``dbuf=128``). lambda_U and lambda_U1 ramp up linearly over ``warmup_kimg = 1024`` of ``train_kimg =
   65536`` kibi-images (1/64 of training); the rotation loss is not ramped.
 * Distribution alignment towards ``p(y)``: the labelled class distribution (``layers.PData``), uniform for the
-  suite's class-balanced splits (``da_target=uniform``); ``da_target=labelled`` estimates it from the labelled
-  batches over the same window (imbalanced splits). ``p~(y)``: mean of the weak-view predictions over the
-  last 128 batches, the window initialised uniform (``layers.PMovingAverage``), updated after the guess.
+  suite's class-balanced splits (``da_target=uniform``); ``da_target=labelled`` estimates it as the reference
+  does when the data set gives no distribution: an exponential moving average (decay 0.999, starting
+  uniform) of the labelled batches' one-hot means (``layers.PData.update(lx, decay=0.999)``). ``p~(y)``: mean
+  of the weak-view predictions over the last 128 batches, the window initialised uniform
+  (``layers.PMovingAverage``), updated after the guess.
 
 The original paper differs: K = 8 strong views (``--alg-arg k=8``), Adam. ``remixmatch_no_cta.py`` in the same
 repository (weakly augmented views only, ``redux='swap'``, lr 0.03, weight decay 5e-4) is another algorithm
@@ -35,8 +37,16 @@ and is not offered.
 Other choices:
 
 * Strong views come from the suite's strong augmentation (``--strong-augment``), not CTAugment.
+* The labelled images are strongly augmented (``labeled_view = "strong"``): in ``cta/cta_remixmatch.py`` the
+  labelled batch the loss trains on (``xt``) is the CTAugment output of ``cta/lib/train.py``
+  ``gen_labeled_fn`` (``libml/augment.py`` ``numpy_apply_policies``: ``image=ctaugment.apply(x,
+  cta.policy(probe=False))``); here the suite's strong augmentation. ``--alg-arg labeled_view=weak`` gives
+  the weak view.
 * The weak and all strong views are mixed (reference ``MixMode('xxy.yxy')`` over all K + 1 views), one MixUp
-  coefficient per row, drawn from ``batch.generator``, and one forward over the mixed batch.
+  coefficient per row, drawn from ``batch.generator``. The mixed batch goes through the network in K + 2
+  interleaved sub-batches of the labelled batch's size, each with its own BatchNorm statistics, the last
+  call updating the running statistics (``remixmatch_no_cta.py``: ``layers.interleave([x] + y, batch)``,
+  ``post_ops`` collected after ``batches[:-1]``); ``bn_groups=one_batch`` sends it in one forward.
 * Passes as the reference: the weak view (the guess, no gradient), the first strong view (the pre-mixup
   loss, reference ``logits_y[1]``) and its rotated copy (the rotation loss) each go through the student
   alone and leave the BatchNorm running statistics untouched; only the mixed batch updates them (the
@@ -57,6 +67,7 @@ from ssl_bench import functional as SF
 from ssl_bench.algorithm import AlgorithmError, Batch, Losses, generator_of, hp, register
 
 DA_TARGETS = ("uniform", "labelled")
+P_DATA_DECAY = 0.999   # libml/layers.py PData.update(entry, decay=0.999)
 
 
 class ReMixMatchState(nn.Module):
@@ -65,15 +76,17 @@ class ReMixMatchState(nn.Module):
     def __init__(self, num_features: int, num_classes: int, window: int):
         super().__init__()
         self.rotation_head = nn.Linear(num_features, 4)
-        # Sliding windows of per-batch mean distributions (rows), initialised uniform as the official code.
+        # The sliding window of per-batch mean predictions (rows), initialised uniform as the official code
+        # (layers.PMovingAverage), and the labelled class distribution's moving average (layers.PData).
         self.register_buffer("p_model_history", torch.full((window, num_classes), 1.0 / num_classes))
-        self.register_buffer("p_labelled_history", torch.full((window, num_classes), 1.0 / num_classes))
+        self.register_buffer("p_labelled", torch.full((num_classes,), 1.0 / num_classes))
 
     @torch.no_grad()
     def record(self, p_model_batch: Tensor, p_labelled_batch: Tensor) -> None:
-        """Push this batch's mean prediction on unlabelled data and mean labelled one-hot into the windows."""
+        """Push this batch's mean prediction on unlabelled data into the window; move the labelled class
+        distribution towards this batch's mean one-hot: ``p <- 0.999 p + 0.001 mean(onehot)`` (PData.update)."""
         self.p_model_history.copy_(SF.push_history(self.p_model_history, p_model_batch))
-        self.p_labelled_history.copy_(SF.push_history(self.p_labelled_history, p_labelled_batch))
+        self.p_labelled.lerp_(p_labelled_batch, 1.0 - P_DATA_DECAY)
 
 
 def rotate_quarters(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,6 +110,8 @@ class ReMixMatch:
     da_window: int = hp(128, low=1)                       # batches averaged, remixmatch_no_cta.py dbuf=128
     da_target: str = hp("uniform", choices=DA_TARGETS)    # p(y): layers.PData = labelled distribution
     k: int = hp(1, low=1)                                 # strong views, libml/augment.py flag K (paper: 8)
+    labeled_view: str = hp("strong", choices=("weak", "strong"))  # cta/lib/train.py gen_labeled_fn: CTAugment
+    bn_groups: str = hp("interleaved", choices=SF.BN_GROUPS)      # remixmatch_no_cta.py layers.interleave
     # Declared state, not a hyper-parameter: the module setup() returns (the loop trains and checkpoints it).
     state: ReMixMatchState | None = field(default=None, init=False, repr=False, compare=False)
     targets_from = "student"
@@ -133,7 +148,7 @@ class ReMixMatch:
         if self.da_target == "uniform":
             p_target = torch.full_like(p_model, 1.0 / num_classes)
         else:
-            p_target = state.p_labelled_history.mean(dim=0)
+            p_target = state.p_labelled / state.p_labelled.sum()   # PData.__call__ renormalises
         guess = SF.sharpen(SF.distribution_alignment(probs_weak, p_model, p_target), self.temperature)
 
         # 2. MixUp the labelled batch with the weak and all strong views, all labelled with the guess; this
@@ -142,7 +157,8 @@ class ReMixMatch:
         targets = torch.cat([labels_x, guess.repeat(1 + len(u_strong), 1)])
         lam, perm = SF.mixup_sample(len(inputs), self.alpha, generator)
         mixed_inputs, mixed_targets = SF.mixup(inputs, targets, lam, perm)
-        logits_x, logits_u = student(mixed_inputs).split([len(x), len(inputs) - len(x)])
+        logits_x, logits_u = SF.mixed_batch_forward(student, mixed_inputs, len(x), self.bn_groups,
+                                                    update_bn_from=-1).split([len(x), len(inputs) - len(x)])
         targets_x, targets_u = mixed_targets.split([len(x), len(inputs) - len(x)])
         supervised = SF.soft_cross_entropy(logits_x, targets_x)
         mixed_u = SF.soft_cross_entropy(logits_u, targets_u)

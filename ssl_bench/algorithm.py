@@ -10,6 +10,8 @@ An algorithm is one small class in one file. It declares
   ``"weak"`` or ``"strong"`` (FixMatch: ``("weak", "strong")``; MixMatch with K = 2: ``("weak", "weak")``);
   ``()`` for an algorithm that uses no unlabelled images (the ``supervised`` baseline). Read it from the
   built instance: it may depend on a hyper-parameter (ReMixMatch's K).
+* ``labeled_view`` (optional, default ``"weak"``): the augmentation of the labelled images, ``"weak"`` or
+  ``"strong"`` (ReMixMatch's reference trains on strongly augmented labelled images).
 * ``reference``: the training settings of the code that produced its published number, per dataset
   family (see :func:`loop_settings`), each with its source in a comment.
 * ``loss(student, teacher, batch) -> Losses``.
@@ -69,7 +71,8 @@ ALL_FAMILIES = "*"
 class Batch:
     """One training step's inputs, already augmented, normalised and on the device.
 
-    ``x``/``y``: labelled images (weak view) and their labels, ``(B, C, H, W)`` and ``(B,)``.
+    ``x``/``y``: labelled images (the algorithm's ``labeled_view``, weak by default) and their labels,
+    ``(B, C, H, W)`` and ``(B,)``.
     ``u``: the unlabelled views in the order ``unlabeled_views`` names them, each ``(mu * B, C, H, W)``;
     view ``i`` of every tensor shows the same underlying images.
     ``progress``: training progress ``step / total_steps`` in ``[0, 1]`` for ramp-ups and schedules.
@@ -105,6 +108,7 @@ class Algorithm(Protocol):
     name: str
     targets_from: str
     unlabeled_views: tuple[str, ...]
+    labeled_view: str   # optional in an algorithm file (labeled_view_of gives "weak" when it is absent)
     reference: dict[str, dict[str, Any]]
 
     def loss(self, student: nn.Module, teacher: nn.Module, batch: Batch) -> Losses: ...
@@ -466,7 +470,15 @@ def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None,
     algorithm = cls(**kwargs)
     check_hyperparameters(algorithm, overrides)
     _check_views(algorithm.unlabeled_views, _source_file(cls), cls.__name__)
+    if labeled_view_of(algorithm) not in VIEWS:
+        raise AlgorithmError(f"{_source_file(cls)}: {cls.__name__}.labeled_view = {labeled_view_of(algorithm)!r}; "
+                             f"expected one of {VIEWS}")
     return algorithm
+
+
+def labeled_view_of(algorithm: Any) -> str:
+    """The augmentation of an algorithm's labelled images: its ``labeled_view``, ``"weak"`` when undeclared."""
+    return getattr(algorithm, "labeled_view", "weak")
 
 
 def hyperparameters(algorithm: Any) -> dict[str, Any]:

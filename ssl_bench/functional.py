@@ -239,3 +239,68 @@ def tsa_threshold(schedule: str, progress: float, num_classes: int) -> float:
     else:
         raise ValueError(f"TSA schedule {schedule!r}; expected one of {TSA_SCHEDULES}")
     return alpha * (1.0 - 1.0 / num_classes) + 1.0 / num_classes
+
+
+# --- BatchNorm groups of a mixed batch (MixMatch, ReMixMatch) -------------------------------------------------
+
+
+def interleave_offsets(batch: int, groups: int) -> list[int]:
+    """Row offsets of ``groups`` slices of a ``batch``-row chunk, as equal as possible, the larger ones last
+    (google-research/fixmatch ``libml/layers.py`` ``interleave_offsets``)."""
+    sizes = [batch // groups] * groups
+    for i in range(batch - sum(sizes)):
+        sizes[-i - 1] += 1
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    return offsets
+
+
+def interleave(chunks: list[Tensor]) -> list[Tensor]:
+    """Swap slice ``i`` of chunk 0 with slice ``i`` of chunk ``i`` (``libml/layers.py`` ``interleave``).
+
+    With ``G = len(chunks)`` chunks of ``B`` rows each (the labelled batch first, then the unlabelled views),
+    every returned chunk holds about ``B / G`` rows of the labelled batch and the rest of one unlabelled view,
+    so each forward pass (and each BatchNorm) sees a mixture of the reference's batch size. The map is its own
+    inverse: ``interleave(interleave(c)) == c``, which un-interleaves the logits.
+    """
+    batch = len(chunks[0])
+    if any(len(c) != batch for c in chunks):
+        raise ValueError(f"interleave needs chunks of one size, got {[len(c) for c in chunks]}")
+    offsets = interleave_offsets(batch, len(chunks))
+    pieces = [[c[offsets[p]:offsets[p + 1]] for p in range(len(chunks))] for c in chunks]
+    for i in range(1, len(chunks)):
+        pieces[0][i], pieces[i][i] = pieces[i][i], pieces[0][i]
+    return [torch.cat(p) for p in pieces]
+
+
+def interleaved_forward(model: nn.Module, chunks: list[Tensor], update_bn_from: int) -> list[Tensor]:
+    """The model's outputs for ``chunks`` computed as the reference does for a mixed batch: one forward per
+    interleaved sub-batch, each normalised with its own BatchNorm statistics, and only sub-batch
+    ``update_bn_from`` (0 or -1) updating the running statistics. Returns the outputs in ``chunks``' order.
+
+    MixMatch keeps the first call's update ops (``mixmatch.py``: ``post_ops`` collected after
+    ``batches[0]``), ReMixMatch the last call's (``remixmatch_no_cta.py``: after ``batches[:-1]``).
+    """
+    batches = interleave(chunks)
+    keep = update_bn_from % len(batches)
+    outputs = []
+    for i, sub_batch in enumerate(batches):
+        if i == keep:
+            outputs.append(model(sub_batch))
+        else:
+            with frozen_batchnorm_stats(model):
+                outputs.append(model(sub_batch))
+    return interleave(outputs)
+
+
+BN_GROUPS = ("interleaved", "one_batch")
+
+
+def mixed_batch_forward(model: nn.Module, mixed: Tensor, batch: int, bn_groups: str, update_bn_from: int) -> Tensor:
+    """The model's output for a mixed batch of ``k * batch`` rows (labelled rows first, then each unlabelled
+    view): ``interleaved`` = the reference's ``k`` interleaved sub-batches of ``batch`` rows
+    (``interleaved_forward``); ``one_batch`` = one forward over all rows."""
+    if bn_groups == "one_batch":
+        return model(mixed)
+    return torch.cat(interleaved_forward(model, list(mixed.split(batch)), update_bn_from))

@@ -3,10 +3,10 @@
 google-research/fixmatch runs, of each step's BatchNorm update ops, only its ``post_ops``:
 
 * fixmatch.py, uda.py: the one call over labelled + weak + strong images.
-* mixmatch.py: the mixed batch (its first interleaved call); the label-guessing calls come before
+* mixmatch.py: the first interleaved sub-batch of the mixed batch; the label-guessing calls come before
   ``skip_ops`` and update nothing.
-* cta/cta_remixmatch.py (remixmatch_no_cta.py's model): the mixed batch (one interleaved call); the guess
-  calls, the pre-mixup logits and the rotation call update nothing.
+* cta/cta_remixmatch.py (remixmatch_no_cta.py's model): the last interleaved sub-batch of the mixed batch;
+  the guess calls, the pre-mixup logits and the rotation call update nothing.
 * mean_teacher.py, pi_model.py, pseudo_label.py: "Take only first call to update batch norm", the labelled
   images; Mean Teacher's EMA pass does not update anything either.
 
@@ -56,8 +56,8 @@ def mixed_batch(batch: Batch, alpha: float) -> torch.Tensor:
 UPDATED_BY = {
     "fixmatch": lambda batch, alg: torch.cat([batch.x, *batch.u]),
     "uda": lambda batch, alg: torch.cat([batch.x, *batch.u]),
-    "mixmatch": lambda batch, alg: mixed_batch(batch, alg.alpha),
-    "remixmatch": lambda batch, alg: mixed_batch(batch, alg.alpha),
+    "mixmatch": lambda batch, alg: SF.interleave(list(mixed_batch(batch, alg.alpha).split(len(batch.x))))[0],
+    "remixmatch": lambda batch, alg: SF.interleave(list(mixed_batch(batch, alg.alpha).split(len(batch.x))))[-1],
     "mean_teacher": lambda batch, alg: batch.x,
     "pi_model": lambda batch, alg: batch.x,
     "pseudo_label": lambda batch, alg: batch.x,

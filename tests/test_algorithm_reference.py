@@ -40,11 +40,14 @@ REFERENCE_HYPERPARAMETERS = {
     "fixmatch": {"threshold": 0.95, "lambda_u": 1.0},
     # uda.py: confidence, temperature, wu, tsa 'no', tsa_pos 8 (2^14 << 8 of 2^26 images)
     "uda": {"threshold": 0.95, "temperature": 1.0, "lambda_u": 1.0, "tsa": "none", "tsa_end": 2**22 / 2**26},
-    # mixmatch.py: T=0.5, beta, w_match, warmup_kimg 1024 of train_kimg 1 << 16
-    "mixmatch": {"temperature": 0.5, "alpha": 0.5, "lambda_u": 100.0, "rampup_end": 1024 / 65536},
+    # mixmatch.py: T=0.5, beta, w_match, warmup_kimg 1024 of train_kimg 1 << 16, layers.interleave
+    "mixmatch": {"temperature": 0.5, "alpha": 0.5, "lambda_u": 100.0, "rampup_end": 1024 / 65536,
+                 "bn_groups": "interleaved"},
     # cta_remixmatch.py: T, beta, w_match, w_kl, w_rot, warmup_kimg, dbuf, PData (balanced), augment.py K
     "remixmatch": {"temperature": 0.5, "alpha": 0.75, "lambda_u": 1.5, "lambda_u1": 0.5, "lambda_rot": 0.5,
-                   "rampup_end": 1024 / 65536, "da_window": 128, "da_target": "uniform", "k": 1},
+                   "rampup_end": 1024 / 65536, "da_window": 128, "da_target": "uniform", "k": 1,
+                   # cta/lib/train.py gen_labeled_fn: the labelled batch is CTAugment'ed; layers.interleave
+                   "labeled_view": "strong", "bn_groups": "interleaved"},
     # mean_teacher.py, pi_model.py: consistency_weight, warmup_pos (linear)
     "mean_teacher": {"lambda_u": 50.0, "rampup_end": 0.4, "rampup": "linear"},
     "pi_model": {"lambda_u": 10.0, "rampup_end": 0.4, "rampup": "linear"},

@@ -35,7 +35,7 @@ from ssl_bench.run.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--profile", "smoke", "--dataset", "digits", "--labels", "20", "--device", "cpu", "--no-progress"]
-RUN_NAME = "fixmatch-sts-digits-20-s0-smoke"   # the run directory SMOKE creates (results.run_base_name)
+RUN_NAME = "fixmatch-tma-digits-20-s0-smoke"   # the run directory SMOKE creates (results.run_base_name)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -142,7 +142,7 @@ def test_checkpoint_of_another_run_is_refused_naming_what_differs(stopped, tmp_p
     """Documented: the first line names the file; the differences follow, one per line."""
     other = tmp_path / "other"
     assert main(run_args(other, "--stop-at", "2", "--seed", "1")) == 0
-    shutil.copy(other / "fixmatch-sts-digits-20-s1-smoke" / "checkpoint.pt", stopped / "checkpoint.pt")
+    shutil.copy(other / "fixmatch-tma-digits-20-s1-smoke" / "checkpoint.pt", stopped / "checkpoint.pt")
     before = snapshot(stopped.parent)
     code, _, err = cli(capsys, *run_args(stopped.parent, "--resume"))
     assert code == 2 and "Traceback" not in err

@@ -174,7 +174,7 @@ def test_mean_and_sample_std_over_seeds_with_paper_beside(tmp_path):
     cell = board.sections[0].rows[0].cells[40]
     assert (cell.mean, cell.std, cell.n, cell.paper) == (42.0, 2.0, 3, 92.06)
     text = render.render_markdown(board)
-    assert markdown_row(text, "fixmatch · tma") == ["fixmatch · tma", "", "42.0 ± 2.0 (n=3) | 92.06", "", ""]
+    assert markdown_row(text, "fixmatch · tma") == ["fixmatch · tma", "", "42.0 ± 2.0 (n=3, last) | 92.06", "", ""]
 
 
 def test_scaled_runs_get_no_paper_number(tmp_path):
@@ -203,8 +203,8 @@ def test_empty_cells_stay_empty_never_zero(tmp_path):
     paper_run(tmp_path, smooth="sts", labels=40, median=60.0)
     text = render.render_markdown(lb.build_leaderboard(tmp_path))
     assert "| method | 20 labels | 40 labels | 250 labels | 4000 labels |" in text
-    assert markdown_row(text, "fixmatch · tma") == ["fixmatch · tma", "", "", "80.0 (n=1) | 94.89", ""]
-    assert markdown_row(text, "fixmatch · sts") == ["fixmatch · sts", "", "60.0 (n=1) | 93.89", "", ""]
+    assert markdown_row(text, "fixmatch · tma") == ["fixmatch · tma", "", "", "80.0 (n=1, last) | 94.89", ""]
+    assert markdown_row(text, "fixmatch · sts") == ["fixmatch · sts", "", "60.0 (n=1, last) | 93.89", "", ""]
     lines = [line for line in text.splitlines() if line.startswith("| fixmatch")]
     cells = [c.strip() for line in lines for c in line.split("|")]
     assert not {"0", "0.0", "0.00", "nan"} & set(cells)
@@ -270,8 +270,8 @@ def test_stat_best_switches_the_statistic_and_the_header_says_so(tmp_path):
     best = render.render_markdown(lb.build_leaderboard(tmp_path, stat="best"))
     assert "`teacher_median_last20`" in median and "40.0 (n=1)" in median
     assert "`teacher_best`" in best and "47.0 (n=1)" in best and "--stat best" in best
-    with pytest.raises(lb.LeaderboardError, match="median, best"):
-        lb.build_leaderboard(tmp_path, stat="last")
+    with pytest.raises(lb.LeaderboardError, match="median, best, last"):
+        lb.build_leaderboard(tmp_path, stat="mean")
 
 
 def test_row_labels_show_granularity_and_non_default_p_m_and_paper_only_for_paper_config(tmp_path):
@@ -283,7 +283,7 @@ def test_row_labels_show_granularity_and_non_default_p_m_and_paper_only_for_pape
     text = render.render_markdown(lb.build_leaderboard(tmp_path))
     assert markdown_row(text, "fixmatch · sts (channel)")[2] == "41.0 (n=1)"
     assert markdown_row(text, "fixmatch · sts (p=0.7, m=0.99)")[2] == "42.0 (n=1)"
-    assert markdown_row(text, "fixmatch · tma")[2] == "44.0 ± 1.4 (n=2) | 92.06"
+    assert markdown_row(text, "fixmatch · tma")[2] == "44.0 ± 1.4 (n=2, last) | 92.06"
     assert markdown_row(text, "fixmatch · se")[2] == "44.0 (n=1)"
     labels = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| fixmatch")]
     assert labels == ["fixmatch · tma", "fixmatch · se", "fixmatch · sts (p=0.7, m=0.99)",
@@ -341,7 +341,7 @@ def test_csv_long_form_parses_back(tmp_path):
     assert (float(tma["mean"]), float(tma["std"]), float(tma["paper"]), tma["seeds"]) == (42.0, 2.0, 92.06,
                                                                                           "0 1 2")
     assert (sts["std"], float(sts["paper"]), sts["profile"], sts["stat"]) == ("", 93.89, "full",
-                                                                              "teacher_median_last20")
+                                                                              "teacher_last")   # its row's own
 
 
 def test_json_parses_back(tmp_path):
@@ -465,7 +465,7 @@ def test_cli_leaderboard_writes_markdown_by_default_and_formats_on_request(tmp_p
 
 
 def test_cli_rejects_invalid_choices_listing_the_valid_ones(capsys):
-    for argv in (["leaderboard", "--format", "xml"], ["leaderboard", "--stat", "last"],
+    for argv in (["leaderboard", "--format", "xml"], ["leaderboard", "--stat", "mean"],
                  ["compare", "--alg", "fixmatch", "--dataset", "d", "--labels", "-4"]):
         with pytest.raises(SystemExit):
             _parser().parse_args(argv)
@@ -492,7 +492,7 @@ def test_changed_hyper_parameters_get_a_row_of_their_own_and_no_paper_number(tmp
               alg_args={"threshold": 0.5, "lambda_u": 1.0})
     paper_run(tmp_path, seed=1, median=20.0, run_id="lr", lr=0.1)   # a changed optimizer setting counts too
     text = render.render(lb.build_leaderboard(tmp_path), "markdown")
-    assert markdown_row(text, "fixmatch · tma")[2] == "40.0 (n=1) | 92.06"
+    assert markdown_row(text, "fixmatch · tma")[2] == "40.0 (n=1, last) | 92.06"
     assert markdown_row(text, "fixmatch · tma (threshold=0.5)")[2] == "10.0 (n=1)"
     assert markdown_row(text, "fixmatch · tma (lr=0.1)")[2] == "20.0 (n=1)"
 
@@ -560,8 +560,8 @@ def test_markdown_always_carries_the_papers_whole_table_for_reference(tmp_path):
     text = render.render(lb.build_leaderboard(tmp_path), "markdown")
     reference = text.split("## The paper's Table 6, for reference", 1)[1]
     sts_row = next(line for line in reference.splitlines() if line.startswith("| FixMatch (STS) |"))
-    assert sts_row.split(" | ")[2:4] == ["93.31", "93.89"]
-    assert "| UDA | uda · tma |  | 70.95 | 81.18 |" in reference
+    assert sts_row.split(" | ")[3:5] == ["93.31", "93.89"]
+    assert "| UDA | uda · tma | median |  | 70.95 | 81.18 |" in reference
 
 
 # ------------------------------------------------------------------ statuses, baselines, shared trainings

@@ -114,9 +114,9 @@ def test_local_sweep_writes_records_and_a_second_call_trains_nothing(tmp_path, c
     # one training served both teachers; each record carries its own single-run command (which reproduces it
     # exactly: a teacher's numbers do not depend on the others), not the sweep's
     assert record(dirs[0])["training"] == record(dirs[1])["training"] == "fixmatch-tma-digits-20-s0-smoke"
-    assert record(dirs[1])["command"].startswith("python run_bench.py run --dataset digits --labels 20 --profile "
-                                                 "smoke --smooth tma --device cpu")
-    assert "--smooth" not in record(dirs[0])["command"]   # sts is the default
+    assert record(dirs[0])["command"].startswith("python run_bench.py run --dataset digits --labels 20 --profile "
+                                                 "smoke --smooth sts --device cpu")
+    assert "--smooth" not in record(dirs[1])["command"]   # tma (the reference's EMA teacher) is the default
     out = capsys.readouterr().out
     assert "2 runs in 1 trainings" in out and "1 new" in out and "teacher med20" in out
 

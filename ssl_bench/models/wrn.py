@@ -14,8 +14,13 @@ for the WRN-28-8 the paper uses on CIFAR-100.  The network, in the reference's o
     logits   = Linear(features)
 
 Deviations from the TensorFlow reference, on purpose (see ``_CONV_BIAS``): the convolutions carry no bias, and
-the input is not normalised inside the network (the reference subtracts the dataset mean and divides by the
-std as its first op; in ssl-bench that belongs to the data / augmentation stage).
+the input is not normalised inside the network. What the reference feeds: pixels scaled to [-1, 1] when its
+records are parsed (``libml/data.py`` ``record_parse``: ``x * 2 / 255 - 1``), then ``(x - mean) / std`` as the
+model's first op (``libml/models.py``) with the ``DataSets`` defaults mean 0, std 1, i.e. [-1, 1]. ssl-bench
+standardises each channel with the training set's mean and std in the data stage (``ssl_bench.augment.normalize``)
+instead. Both are per-channel affine maps of the pixels, so the first convolution can represent either; its
+initialisation and weight decay see inputs of a slightly different scale (std 1 instead of about 0.5), which
+is a small deviation, not an identity.
 """
 
 from __future__ import annotations

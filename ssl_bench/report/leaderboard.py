@@ -50,15 +50,17 @@ from ssl_bench.report.paper import (
     load_paper_table,
     paper_columns,
     paper_number,
+    paper_statistic,
     same_value,
 )
 from ssl_bench.report.stats import mean, sample_std
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings
 
-STATS = {"median": "teacher_median_last20", "best": "teacher_best"}
+STATS = {"median": "teacher_median_last20", "best": "teacher_best", "last": "teacher_last"}
 STAT_DESCRIPTIONS = {
     "teacher_median_last20": "teacher top-1, median of the last 20 evaluations (official FixMatch protocol)",
     "teacher_best": "teacher top-1, best evaluation during training (USB/TorchSSL convention; optimistic)",
+    "teacher_last": "teacher top-1 at the end of training (the Spatial Ensemble paper's own FixMatch rows)",
 }
 # The labelled-only baseline, registered under this name by algorithms/supervised.py.
 SUPERVISED = "supervised"
@@ -317,6 +319,7 @@ class Cell:
     run_ids: list[str]
     paper: float | None
     mixed_setup: bool = False
+    stat: str | None = None   # the results key of ``values`` (the paper row's own beside a paper number)
     trainings: list[str | None] = field(default_factory=list)   # each seed's shared training, if any
 
     @property
@@ -435,8 +438,14 @@ def _cell(labels: int, runs: list[RunRecord], stat: str, skey: SectionKey, rkey:
     paper = None
     if all(is_paper_configuration(r, smoothing_settings(r)) for r in runs):
         paper = paper_number(rkey.algorithm, rkey.smooth, skey.dataset_family, labels)
+    # Beside a paper number, the default statistic gives way to the paper row's own (the final teacher for
+    # the paper's FixMatch rows), so both numbers were read off a training the same way.
+    if paper is not None and stat == STATS["median"]:
+        row_stat = paper_statistic(rkey.algorithm, rkey.smooth)
+        if all(row_stat in (r.results or {}) for r in runs):
+            stat = row_stat
     return Cell(labels=labels, seeds=[r.seed for r in runs], values=[float(r.results[stat]) for r in runs],
-                run_ids=[r.run_id for r in runs], paper=paper,
+                run_ids=[r.run_id for r in runs], paper=paper, stat=stat,
                 mixed_setup=len({setup_of(r) for r in runs}) > 1, trainings=[r.training for r in runs])
 
 

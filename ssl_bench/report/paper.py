@@ -54,6 +54,16 @@ def paper_columns(family: str | None) -> list[int]:
     return [int(n) for n in load_paper_table()["columns"].get(family or "", [])]
 
 
+def paper_statistic(algorithm: str, smooth: str) -> str:
+    """How the paper's row for (algorithm, smooth) was read off a training (a results key: the median of the
+    last 20 evaluations for the FixMatch codebase's baselines, the last evaluation for the paper's own
+    FixMatch rows; ``paper_table6.json`` ``statistic_notes``)."""
+    for row in load_paper_table()["rows"]:
+        if row["algorithm"] == algorithm and row["smooth"] == smooth:
+            return str(row.get("statistic", "teacher_median_last20"))
+    return "teacher_median_last20"
+
+
 def paper_number(algorithm: str, smooth: str, family: str | None, labels: int) -> float | None:
     """The paper's top-1 for (algorithm, smooth) on ``family`` with ``labels`` labels, or None."""
     for row in load_paper_table()["rows"]:

@@ -14,6 +14,7 @@ from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, atomic_write_byt
 from ssl_bench.report.compare import ArmComparison, Comparison
 from ssl_bench.report.leaderboard import (
     STAT_DESCRIPTIONS,
+    STATS,
     SUPERVISED,
     Cell,
     Leaderboard,
@@ -31,14 +32,18 @@ FORMATS = ("markdown", "csv", "json")
 LEADERBOARD_FILE = "LEADERBOARD.md"
 
 
-def format_cell(cell: Cell | None, *, paper: bool = True) -> str:
-    """``41.3 ± 2.1 (n=3) | 92.06``; ``40.0 (n=1)`` for one seed; empty without runs."""
+def format_cell(cell: Cell | None, *, paper: bool = True, stat: str | None = None) -> str:
+    """``41.3 ± 2.1 (n=3) | 92.06``; ``40.0 (n=1)`` for one seed; empty without runs; ``(n=3, last)`` when the
+    cell holds another statistic than the board's ``stat`` (a paper row's own)."""
     if cell is None or cell.n == 0:
         return ""
     text = f"{cell.mean:.1f}"
     if cell.std is not None:
         text += f" ± {cell.std:.1f}"
-    text += f" (n={cell.n})"
+    other = ""
+    if stat is not None and cell.stat not in (None, stat):
+        other = next((k for k, v in STATS.items() if v == cell.stat), cell.stat)
+    text += f" (n={cell.n}{', ' + other if other else ''})"
     if paper and cell.paper is not None:
         text += f" | {cell.paper:.2f}"
     return text
@@ -66,17 +71,23 @@ def _paper_reference_section() -> list[str]:
     table = load_paper_table()
     columns = [(family, n) for family in table["columns"] for n in paper_columns(family)]
     short = {"cifar10": "C10", "cifar100": "C100"}   # the paper's column groups, as the text below names them
-    header = ["paper row", "ssl-bench row"] + [f"{short[f]}/{n}" for f, n in columns]
+    header = ["paper row", "ssl-bench row", "statistic"] + [f"{short[f]}/{n}" for f, n in columns]
     body = []
     for row in table["rows"]:
         values = [row.get(f, {}).get(str(n)) for f, n in columns]
-        body.append([row["method"], f"{row['algorithm']} · {row['smooth']}"]
+        statistic = row.get("statistic", "teacher_median_last20")
+        short_stat = next((k for k, v in STATS.items() if v == statistic), statistic)
+        body.append([row["method"], f"{row['algorithm']} · {row['smooth']}", short_stat]
                     + ["" if v is None else f"{float(v):.2f}" for v in values])
     source = table["source"]
     return ["", "## The paper's Table 6, for reference", "",
             f"{source['paper']}, {source['venue']}, Table 6: top-1 on the full CIFAR-10 (C10) / "
             "CIFAR-100 (C100) with the paper's protocol (2^20 steps, WRN-28-2 / WRN-28-8, m = 0.999). Not "
-            "comparable with scaled profiles or subsets; shown so every section can be read against it.", "",
+            "comparable with scaled profiles or subsets; shown so every section can be read against it. "
+            "'statistic': how each row was read off a training, and the statistic its ssl-bench cell uses "
+            "beside it: median = the median of the last 20 evaluations (the FixMatch codebase's baselines, "
+            "scripts/extract_accuracy.py); last = the final teacher (the paper's own FixMatch rows: 'We dump "
+            "the teacher model at the end of training').", "",
             *md_table(header, body)]
 
 
@@ -98,8 +109,8 @@ def _section_notes(section: Section) -> list[str]:
     for row in section.rows:
         for cell in row.cells.values():
             if cell.mixed_setup:
-                notes.append(f"{row.label}, {cell.labels} labels mixes runs with different alg_args / batch "
-                             "size / mu / lr / weight decay / augmentation / eval_every: "
+                notes.append(f"{row.label}, {cell.labels} labels mixes runs with different alg_args / targets / "
+                             "mirroring: "
                              + ", ".join(cell.run_ids))
     for s in section.superseded:
         notes.append(f"seed {s.seed}: `{s.run_id}` superseded by the later `{s.kept}`")
@@ -127,7 +138,7 @@ def render_markdown(board: Leaderboard) -> str:
     for section in board.sections:
         out += ["", f"## {section.title}", ""]
         header = ["method"] + [f"{n} labels" for n in section.columns]
-        body = [[row.label] + [format_cell(row.cells.get(n)) for n in section.columns]
+        body = [[row.label] + [format_cell(row.cells.get(n), stat=board.stat) for n in section.columns]
                 for row in section.rows]
         out += md_table(header, body)
         notes = _section_notes(section)
@@ -163,7 +174,7 @@ def _cell_dicts(board: Leaderboard) -> Iterable[dict[str, Any]]:
                         **section.key._asdict(), "method": row.label, **row.key._asdict(),
                         "deviations": json.dumps(dict(row.key.deviations)) if row.key.deviations else "",
                         "setup": json.dumps(dict(row.key.setup)) if row.key.setup else "",
-                        "ceiling": ceiling, "labels": labels, "stat": board.stat, "mean": cell.mean,
+                        "ceiling": ceiling, "labels": labels, "stat": cell.stat or board.stat, "mean": cell.mean,
                         "std": cell.std, "n": cell.n, "paper": cell.paper, "seeds": cell.seeds,
                         "run_ids": cell.run_ids,
                     }

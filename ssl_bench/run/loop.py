@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from ssl_bench import records as rec
-from ssl_bench.algorithm import Batch, check_losses
+from ssl_bench.algorithm import Batch, check_losses, labeled_view_of
 from ssl_bench.augment import strong_augment, weak_augment
 from ssl_bench.config import RunConfig
 from ssl_bench.errors import UserError
@@ -68,7 +68,10 @@ def next_batch(training: Training) -> Batch:
     # Indices are drawn on the CPU (cheap, the same on every device); pinned non-blocking copies keep the step
     # free of host-device syncs.
     labeled = to_device(s.labeled.next(batch_size), training.device)
-    x = training.prepare(weak_augment(training.x_train[labeled], s.augment, flip=flip))
+    x_images = training.x_train[labeled]
+    x = training.prepare(strong_augment(x_images, s.augment, flip=flip, policy=c.strong_augment)
+                         if labeled_view_of(training.algorithm) == "strong" else
+                         weak_augment(x_images, s.augment, flip=flip))
     views: tuple[Tensor, ...] = ()
     if training.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
         pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
