@@ -356,6 +356,10 @@ class Update:
         plan = self._plan
         if not plan.num_units:
             return
+        if self.generator is None:
+            raise ValueError("this strategy draws random masks (gated_lerp with 0 < p < 1) but the smoother has "
+                             "no generator: declare `def draws(self) -> bool: return True` on the strategy and "
+                             "pass generator= (or seed=) to build_smoother")
         replaced = plan.replace_mask(gate, self.generator)        # P_i = 0
         if plan.granularity == "layer" and plan.device.type in _HOST_PICK_DEVICES:
             # One flag per tensor; update only the picked tensors with one fused call per dtype.
