@@ -418,7 +418,8 @@ def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
     run.optimizer.step()
     run.scheduler.step()
     for teacher in run.teachers:
-        teacher.smoother.update(teacher.model, run.student)
+        # step: this update's index (0 after the first optimizer step); schedules and swa read the progress
+        teacher.smoother.update(teacher.model, run.student, step=run.step, total_steps=run.config.steps)
     run.step += 1
     logs = {"loss": losses.total.detach()}
     for key, value in losses.logs.items():

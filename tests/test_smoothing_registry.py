@@ -412,3 +412,58 @@ def test_average_buffers_is_emans_rule(strategy: str) -> None:
 def test_strategy_class_names() -> None:
     assert strategy_class("sts").name == "sts"
     assert strategy_class(str(EXAMPLE)).name == "sparse_ema"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fast paths: no host reads, drawn updates compile in one graph
+# ------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL, ids=lambda n: Path(n).stem)
+def test_draw_then_drawn_update_equals_update(name: str) -> None:
+    """draw() + update(drawn=True) is the same update (same masks, same values) as update() alone."""
+    teacher_a, student = pair()
+    teacher_b = copy.deepcopy(teacher_a)
+    a, b = make(name), make(name)
+    for step in range(TOTAL):
+        step_student(student, step)
+        a.update(teacher_a, student, step=step, total_steps=TOTAL)
+        b.draw(teacher_b, student, step=step, total_steps=TOTAL)
+        b.update(teacher_b, student, step=step, total_steps=TOTAL, drawn=True)
+    for x, y in zip(teacher_a.state_dict().values(), teacher_b.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_drawn_update_without_draw_is_refused() -> None:
+    teacher, student = pair()
+    with pytest.raises(SmoothingError, match="without draw"):
+        make("sts").update(teacher, student, step=0, drawn=True)
+
+
+@pytest.mark.parametrize("granularity", ["layer", "channel", "neuron"])
+def test_accelerator_path_reads_nothing_back(granularity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the path accelerators take, an update makes no host read (item, tolist, bool(), nonzero, ...)."""
+    monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
+    teacher, student = pair()
+    smoother = build_smoother("sts", p=0.5, m=0.9, granularity=granularity, buffers="average", seed=0)
+    reads = []
+    for method in ("item", "tolist", "__bool__", "__int__", "__float__", "nonzero", "numpy"):
+        original = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method,
+                            lambda self, *a, _m=method, _o=original, **k: reads.append(_m) or _o(self, *a, **k))
+    for step in range(3):                      # the first update builds the plan and its index: also sync-free
+        smoother.update(teacher, student, step=step)
+    assert reads == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,settings", [("tma", {}), ("swa", {}), ("sts", {"granularity": "channel"}),
+                                           ("se", {"granularity": "neuron"})])
+def test_drawn_update_compiles_without_graph_breaks(name: str, settings: dict) -> None:
+    teacher, student = pair()
+    smoother = build_smoother(name, p=0.5, m=0.9, seed=0, **settings)
+    smoother.update(teacher, student, step=0, total_steps=TOTAL)
+    smoother.draw(teacher, student, step=1, total_steps=TOTAL)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(
+            lambda: smoother.update(teacher, student, step=1, total_steps=TOTAL, drawn=True))()
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons

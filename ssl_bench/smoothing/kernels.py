@@ -171,12 +171,13 @@ class _Group:
             if numel == self.stop - self.start:
                 self.weights = self.unit_weights
             else:
+                # Sizes from Python ints (output_size given): no host read, even on the first update.
                 # int32 halves the index's memory traffic; index_select accepts it.
-                units = torch.tensor([math.prod(s) for s in self.unit_shapes], device=device)
-                per_unit = torch.cat([torch.full((math.prod(s),), t.numel() // math.prod(s), device=device)
-                                      for s, t in zip(self.unit_shapes, self.t, strict=True)])
+                per_unit = [t.numel() // math.prod(s) for s, t in zip(self.unit_shapes, self.t, strict=True)
+                            for _ in range(math.prod(s))]
                 self.unit_index = torch.repeat_interleave(
-                    torch.arange(int(units.sum()), device=device), per_unit).to(torch.int32)
+                    torch.arange(len(per_unit), device=device, dtype=torch.int32),
+                    torch.tensor(per_unit, device=device), output_size=numel)
                 self.weights = torch.empty(numel, dtype=self.dtype, device=device)
             offset = 0
             for t in self.t:
@@ -212,8 +213,8 @@ class _Plan:
     device: torch.device | None
     groups: list[_Group]
     num_units: int
-    bits64: Tensor | None = None            # scratch: the random words of one draw
-    mask: Tensor | None = None              # scratch: one bool per unit, True = replaced
+    bits64: list[Tensor] = field(default_factory=list)   # scratch per draw of an update: the random words
+    masks: list[Tensor] = field(default_factory=list)    # scratch per draw: one bool per unit, True = replaced
 
     @staticmethod
     def build(teacher: nn.Module, student: nn.Module, granularity: str) -> _Plan:
@@ -260,13 +261,17 @@ class _Plan:
                 and all(g.t[0].device == g.s[0].device == self.device
                         and g.t[0].dtype == g.s[0].dtype == g.dtype for g in self.groups))
 
-    def replace_mask(self, gate: Gate, generator: torch.Generator) -> Tensor:
-        """One draw for all units into the scratch buffers: True where unit i is replaced."""
-        if self.bits64 is None or self.bits64.numel() != gate.words(self.num_units):
-            self.bits64 = torch.empty(gate.words(self.num_units), dtype=torch.int64, device=self.device)
-            self.mask = torch.empty(self.num_units, dtype=torch.bool, device=self.device)
+    def replace_mask(self, gate: Gate, generator: torch.Generator, slot: int = 0) -> Tensor:
+        """One draw for all units into the scratch buffers of ``slot`` (the draw's index within one update):
+        True where unit i is replaced."""
+        while len(self.masks) <= slot:
+            self.bits64.append(torch.empty(0, dtype=torch.int64, device=self.device))
+            self.masks.append(torch.empty(self.num_units, dtype=torch.bool, device=self.device))
+        if self.bits64[slot].numel() != gate.words(self.num_units):
+            self.bits64[slot] = torch.empty(gate.words(self.num_units), dtype=torch.int64, device=self.device)
         # a bool output: comparing straight into a float buffer takes a slow, unvectorised path on CPU
-        return torch.ge(gate.draw(self.num_units, generator, self.bits64), gate.threshold, out=self.mask)
+        return torch.ge(gate.draw(self.num_units, generator, self.bits64[slot]), gate.threshold,
+                        out=self.masks[slot])
 
 
 def build_plan(teacher: nn.Module, student: nn.Module, granularity: str) -> _Plan:
@@ -310,13 +315,28 @@ class Update:
     ``teacher`` / ``student`` are the modules; the tensor lists are grouped by dtype internally, so each
     method is one fused ``torch._foreach_*`` call per dtype.  Nothing here reads a tensor back to the host on
     an accelerator.
+
+    ``phase``: ``"both"`` draws and applies; ``"draw"`` only makes the random draws (into the plan's scratch
+    masks, in call order) and changes no tensor of the modules; ``"apply"`` uses the masks the draw phase made,
+    so that the apply phase is pure tensor math (compilable with ``fullgraph=True``: ``random_`` with a
+    generator argument breaks a graph).  Both phases run the strategy's same Python control flow, which may
+    depend on the step and the settings but never on tensor values.
     """
 
-    def __init__(self, plan: _Plan, generator: torch.Generator | None, step: int, total_steps: int | None):
+    def __init__(self, plan: _Plan, generator: torch.Generator | None, step: int, total_steps: int | None,
+                 phase: str = "both"):
         self._plan = plan
         self.generator = generator
         self.step = step
         self.total_steps = total_steps
+        self._phase = phase
+        self._draws = 0
+        self._writes = phase != "draw"
+
+    @property
+    def draws_made(self) -> int:
+        """How many masks this update has drawn (or, in the apply phase, used)."""
+        return self._draws
 
     @property
     def teacher(self) -> nn.Module:
@@ -336,7 +356,7 @@ class Update:
 
     def lerp(self, weight: float) -> None:
         """Every parameter: theta^T <- theta^T + weight (theta^S - theta^T); weight 1 copies, 0 does nothing."""
-        if weight == 0.0:
+        if weight == 0.0 or not self._writes:
             return
         for g in self._plan.groups:
             _lerp_or_copy(g.t, g.s, weight)
@@ -360,8 +380,18 @@ class Update:
             raise ValueError("this strategy draws random masks (gated_lerp with 0 < p < 1) but the smoother has "
                              "no generator: declare `def draws(self) -> bool: return True` on the strategy and "
                              "pass generator= (or seed=) to build_smoother")
-        replaced = plan.replace_mask(gate, self.generator)        # P_i = 0
-        if plan.granularity == "layer" and plan.device.type in _HOST_PICK_DEVICES:
+        slot, self._draws = self._draws, self._draws + 1
+        if self._phase == "apply":
+            if slot >= len(plan.masks):
+                raise ValueError("update(..., drawn=True) without the masks: call smoother.draw(...) with the same "
+                                 "step before every drawn update")
+            replaced = plan.masks[slot]
+        else:
+            replaced = plan.replace_mask(gate, self.generator, slot)        # P_i = 0
+        if not self._writes:
+            return
+        if (plan.granularity == "layer" and plan.device.type in _HOST_PICK_DEVICES
+                and self._phase == "both"):
             # One flag per tensor; update only the picked tensors with one fused call per dtype.
             flags = replaced.tolist()
             for g in plan.groups:
@@ -380,6 +410,8 @@ class Update:
 
     def copy_buffers(self) -> None:
         """Every buffer copied from the student (one fused copy per dtype)."""
+        if not self._writes:
+            return
         for b in self._plan.buffer_groups:
             torch._foreach_copy_(b.t, b.s)
 
@@ -388,6 +420,8 @@ class Update:
 
         An average of a counter (``num_batches_tracked``) is meaningless and integer lerp is undefined.
         """
+        if not self._writes:
+            return
         for b in self._plan.buffer_groups:
             if not b.floating or weight == 1.0:
                 torch._foreach_copy_(b.t, b.s)

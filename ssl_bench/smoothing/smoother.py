@@ -57,6 +57,7 @@ class Smoother:
         self._generator = generator
         self.num_updates = 0
         self._plan: kernels._Plan | None = None
+        self._drawn_for: tuple[int, int] | None = None        # (step, plan) of the masks draw() made
 
     # -- description -----------------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class Smoother:
 
     @torch.no_grad()
     def update(self, teacher: nn.Module, student: nn.Module, *, step: int | None = None,
-               total_steps: int | None = None) -> None:
+               total_steps: int | None = None, drawn: bool = False) -> None:
         """One smoothing step, in place on ``teacher`` (call it after every optimizer step).
 
         ``step``: the index of this update, 0 after the first optimizer step (default: the number of updates
@@ -105,10 +106,31 @@ class Smoother:
         pair, or parameters moved to another device or dtype (``.to()``, ``.half()``), rebuild them.  After
         module surgery between updates (registering, replacing or removing a parameter, buffer or submodule of
         either module, ``load_state_dict(assign=True)``), call :meth:`reset`.
+
+        ``drawn=True``: use the masks :meth:`draw` made for this step instead of drawing (see there).
         """
         plan = self._plan_for(teacher, student)
-        self.rule.update(Update(plan, self._generator, self.num_updates if step is None else step, total_steps))
+        step = self.num_updates if step is None else step
+        if drawn:
+            if self._drawn_for != (step, id(plan)):
+                raise SmoothingError(f"update(..., drawn=True) at step {step} without draw(...) at that step; call "
+                                     f"smoother.draw(teacher, student, step=step, total_steps=total_steps) first")
+            self._drawn_for = None
+        self.rule.update(Update(plan, self._generator, step, total_steps, "apply" if drawn else "both"))
         self.num_updates += 1
+
+    @torch.no_grad()
+    def draw(self, teacher: nn.Module, student: nn.Module, *, step: int | None = None,
+             total_steps: int | None = None) -> None:
+        """Make the random draws of the next update now, so that ``update(..., drawn=True)`` is pure tensor
+        math (e.g. ``torch.compile(fullgraph=True)`` of the update; a generator argument breaks graphs).
+
+        ``draw`` + ``update(drawn=True)`` gives exactly what ``update`` alone gives (same masks, same values).
+        """
+        plan = self._plan_for(teacher, student)
+        step = self.num_updates if step is None else step
+        self.rule.update(Update(plan, self._generator, step, total_steps, "draw"))
+        self._drawn_for = (step, id(plan))
 
     def reset(self) -> None:
         """Forget the cached tensor lists: the next update reads both modules afresh (see :meth:`update`)."""
