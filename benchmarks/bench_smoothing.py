@@ -339,8 +339,9 @@ def launches(args: argparse.Namespace) -> None:
     before = _module_at(args.before) if args.before else None
     if before is not None:
         before._HOST_PICK_DEVICES = ()
-    saved = kernels._HOST_PICK_DEVICES
-    kernels._HOST_PICK_DEVICES = ()                     # what an accelerator runs (no host read of the mask)
+    saved = kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES
+    kernels._HOST_PICK_DEVICES = ()                     # what an accelerator runs (no host read of the mask,
+    kernels._BROADCAST_WEIGHT_DEVICES = ()              # full-shape weights)
     rows = [("tma", {}), ("none", {})] + [(s, {"granularity": g}) for s in ("se", "sts") for g in GRANULARITIES]
     print(f"\nOne update of a WRN-28-2 teacher ({sum(1 for _ in student.parameters())} parameter tensors, "
           f"{sum(1 for _ in student.buffers())} buffers), CUDA's code path; launches projected with ATen's "
@@ -364,7 +365,7 @@ def launches(args: argparse.Namespace) -> None:
             print(line)
             if args.verbose:
                 print(f"|   calls: {listing} | | | |")
-    kernels._HOST_PICK_DEVICES = saved
+    kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES = saved
 
 
 def main() -> None:

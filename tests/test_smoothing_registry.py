@@ -49,6 +49,7 @@ def test_builtins_reproduce_the_golden_teachers(config: dict, host_pick: bool,
     """Same masks, same generator draws, same values as the pre-registry Smoother (tests/data/make_...)."""
     if not host_pick:       # the sync-free full-shape-weight path accelerators take, run on the CPU
         monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
+        monkeypatch.setattr(kernels, "_BROADCAST_WEIGHT_DEVICES", ())
     expected = GOLDEN[config_key(config)]
     got = golden_run(config)
     assert list(got) == list(expected)
@@ -443,6 +444,7 @@ def test_drawn_update_without_draw_is_refused() -> None:
 def test_accelerator_path_reads_nothing_back(granularity: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the path accelerators take, an update makes no host read (item, tolist, bool(), nonzero, ...)."""
     monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
+    monkeypatch.setattr(kernels, "_BROADCAST_WEIGHT_DEVICES", ())
     teacher, student = pair()
     smoother = build_smoother("sts", p=0.5, m=0.9, granularity=granularity, buffers="average", seed=0)
     reads = []
@@ -467,3 +469,25 @@ def test_drawn_update_compiles_without_graph_breaks(name: str, settings: dict) -
         explained = torch._dynamo.explain(
             lambda: smoother.update(teacher, student, step=1, total_steps=TOTAL, drawn=True))()
     assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+
+
+def test_launch_budget_on_cudas_code_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/bench_smoothing.py --launches as a test: at most 10 projected CUDA kernels per WRN-28-2
+    teacher update at any granularity, and no host reads."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_smoothing", ROOT / "benchmarks" / "bench_smoothing.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
+    monkeypatch.setattr(kernels, "_BROADCAST_WEIGHT_DEVICES", ())
+    torch.manual_seed(0)
+    student = bench.wrn(2)
+    teacher = copy.deepcopy(student)
+    with torch.no_grad():
+        for name, settings in [("tma", {}), ("swa", {"start": 0.0}), *[
+                (s, {"granularity": g}) for s in ("se", "sts") for g in ("layer", "channel", "neuron")]]:
+            smoother = build_smoother(name, p=0.5, m=0.99, seed=0, **settings)
+            calls, launches, reads, listing = bench.count_update(
+                lambda s=smoother: s.update(teacher, student, step=3, total_steps=10))
+            assert launches <= 10 and reads == 0, (name, settings, launches, listing)

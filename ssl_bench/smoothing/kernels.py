@@ -27,6 +27,9 @@ _BIT_WIDTHS = {8: torch.int8, 16: torch.int16, 32: torch.int32}
 # tensors.  Elsewhere (CUDA, ...) that read would be a host sync, so the per-element weight path is used: same
 # masks, same values.
 _HOST_PICK_DEVICES: tuple[str, ...] = ("cpu",)
+# Device types whose foreach ops loop over tensors anyway (no multi-tensor kernel): per-unit weights broadcast
+# over each tensor there, instead of expanded per element (see _Group.element_weights).
+_BROADCAST_WEIGHT_DEVICES: tuple[str, ...] = ("cpu",)
 
 
 def unit_shape(shape: torch.Size | tuple[int, ...], granularity: str) -> tuple[int, ...]:
@@ -156,17 +159,29 @@ class _Group:
     unit_weights: Tensor | None = None      # scratch: one lerp weight per unit (the group's dtype)
     unit_index: Tensor | None = None        # the unit of every element, flat (None where units are elements)
     weights: Tensor | None = None           # scratch: one lerp weight per element, flat
-    weight_views: list[Tensor] = field(default_factory=list)   # full-shape views of ``weights``
+    weight_views: list[Tensor] = field(default_factory=list)      # full-shape views of ``weights``
+    broadcast_views: list[Tensor] = field(default_factory=list)   # unit_weights shaped to broadcast
 
-    def element_weights(self) -> tuple[Tensor, list[Tensor]]:
-        """The per-unit weight buffer and full-shape per-tensor views of the per-element weights.
+    def element_weights(self, full: bool) -> tuple[Tensor, list[Tensor]]:
+        """The per-unit weight buffer and per-tensor weight views for ``_foreach_lerp_``.
 
-        Full-shape weights keep ``_foreach_lerp_`` on CUDA's multi-tensor fast path (broadcast-shaped weights
-        fall back to one kernel per tensor).  Where every unit is one element (neuron-wise) the two coincide.
+        ``full``: full-shape views of per-element weights (filled by :meth:`expand_weights`), which keep
+        ``_foreach_lerp_`` on CUDA's multi-tensor fast route (broadcast-shaped weights fall back to one kernel
+        per tensor).  Else views of the unit weights shaped to broadcast over each tensor: the CPU's foreach is
+        a loop over tensors either way, and broadcasting saves the index's memory traffic.  Same values.
+        Where every unit is one element (neuron-wise) the two coincide.
         """
         if self.unit_weights is None:
+            self.unit_weights = torch.empty(self.stop - self.start, dtype=self.dtype, device=self.t[0].device)
+            offset = 0
+            for shape in self.unit_shapes:
+                n = math.prod(shape)
+                self.broadcast_views.append(self.unit_weights[offset:offset + n].view(shape))
+                offset += n
+        if not full:
+            return self.unit_weights, self.broadcast_views
+        if not self.weight_views:
             device = self.t[0].device
-            self.unit_weights = torch.empty(self.stop - self.start, dtype=self.dtype, device=device)
             numel = sum(t.numel() for t in self.t)
             if numel == self.stop - self.start:
                 self.weights = self.unit_weights
@@ -400,12 +415,14 @@ class Update:
             return
         # Per-element weights W in {0, w}: theta^T <- lerp(theta^T, theta^S, W).  lerp with weight 0 returns
         # theta^T and with weight 1 returns theta^S exactly (for finite values).
+        full = plan.device.type not in _BROADCAST_WEIGHT_DEVICES
         for g in plan.groups:
-            unit_weights, views = g.element_weights()
+            unit_weights, views = g.element_weights(full)
             unit_weights.copy_(replaced[g.start:g.stop])
             if weight != 1.0:
                 unit_weights.mul_(weight)
-            g.expand_weights()
+            if full:
+                g.expand_weights()
             torch._foreach_lerp_(g.t, g.s, views)
 
     def copy_buffers(self) -> None:
