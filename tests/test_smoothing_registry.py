@@ -491,3 +491,29 @@ def test_launch_budget_on_cudas_code_path(monkeypatch: pytest.MonkeyPatch) -> No
             calls, launches, reads, listing = bench.count_update(
                 lambda s=smoother: s.update(teacher, student, step=3, total_steps=10))
             assert launches <= 10 and reads == 0, (name, settings, launches, listing)
+
+
+def test_checkpoints_of_the_pre_registry_smoother_still_load() -> None:
+    """Version 1 (commit c62e06e) wrote the five settings as top-level keys; resuming such a training works."""
+    teacher_a, student = pair()
+    current = build_smoother("sts", p=0.5, m=0.9, granularity="channel", seed=3)
+    run(current, teacher_a, student, range(2))
+    state = current.state_dict()
+    v1 = {"version": 1, "strategy": "sts", "p": 0.5, "m": 0.9, "granularity": "channel", "buffers": "copy",
+          "num_updates": state["num_updates"], "generator_state": state["generator_state"],
+          "generator_device": "cpu"}
+    resumed = Smoother.from_state_dict(v1)
+    assert resumed.config() == current.config() and resumed.num_updates == 2
+    teacher_b, student_b = copy.deepcopy((teacher_a, student))
+    run(current, teacher_a, student, range(2, 5))
+    run(resumed, teacher_b, student_b, range(2, 5))                   # the same masks from the v1 state
+    for x, y in zip(teacher_a.state_dict().values(), teacher_b.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
+    # the tma of a v1 checkpoint carried p and granularity it never read: ignored, not a mismatch
+    tma_v1 = {"version": 1, "strategy": "tma", "p": 0.5, "m": 0.9, "granularity": "layer", "buffers": "copy",
+              "num_updates": 7, "generator_state": None, "generator_device": None}
+    tma = build_smoother("tma", m=0.9)
+    tma.load_state_dict(tma_v1)
+    assert tma.num_updates == 7
+    with pytest.raises(SmoothingError, match="m: saved 0.9, this smoother 0.99"):
+        build_smoother("tma", m=0.99).load_state_dict(tma_v1)
