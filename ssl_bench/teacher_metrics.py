@@ -91,3 +91,34 @@ def corruption_summary(accuracy: Mapping[tuple[str, int], float],
         values = [v for (name, _), v in accuracy.items() if name == c]
         out[c] = sum(values) / len(values)
     return out
+
+
+class CalibrationMeter:
+    """Accumulates top-1, ECE bins and NLL over the batches of one evaluation, on the device.
+
+    ``update(logits, labels)`` per batch (no host reads); ``compute()`` once per evaluation returns plain
+    floats ``{"top1": %, "ece": fraction, "nll": nats}``, equal to the functions above on the whole set.
+    """
+
+    def __init__(self, num_bins: int = ECE_BINS) -> None:
+        self.num_bins = num_bins
+        self._bins: list[Tensor] | None = None
+        self._nll_sum: Tensor | None = None
+        self._n = 0
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        bins = calibration_bins(logits, labels, self.num_bins)
+        nll = F.cross_entropy(logits.float(), labels, reduction="sum")
+        if self._bins is None:
+            self._bins, self._nll_sum = list(bins), nll
+        else:
+            self._bins = [a + b for a, b in zip(self._bins, bins, strict=True)]
+            self._nll_sum = self._nll_sum + nll
+        self._n += labels.shape[0]
+
+    def compute(self) -> dict[str, float]:
+        if self._bins is None:
+            raise ValueError("CalibrationMeter.compute() before any update()")
+        count, confidence, correct = self._bins
+        return {"top1": 100.0 * float(correct.sum()) / self._n, "ece": float(ece_from_bins(count, confidence, correct)),
+                "nll": float(self._nll_sum) / self._n}

@@ -62,3 +62,17 @@ def test_corruption_summary() -> None:
     assert out["severity1"] == pytest.approx(0.85) and out["severity2"] == pytest.approx(0.65)
     assert out["fog"] == pytest.approx(0.8) and out["saturate"] == pytest.approx(0.1)
     assert corruption_summary(accuracy)["mean"] == pytest.approx(3.2 / 6)
+
+
+def test_meter_over_batches_equals_the_whole_set() -> None:
+    from ssl_bench.teacher_metrics import CalibrationMeter
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(50, 5), torch.randint(0, 5, (50,))
+    meter = CalibrationMeter()
+    for i in range(0, 50, 16):
+        meter.update(logits[i:i + 16], labels[i:i + 16])
+    out = meter.compute()
+    assert out["ece"] == pytest.approx(expected_calibration_error(logits, labels).item(), abs=1e-6)
+    assert out["nll"] == pytest.approx(negative_log_likelihood(logits, labels).item(), rel=1e-5)
+    assert out["top1"] == pytest.approx(100 * top1_accuracy(logits, labels).item())
