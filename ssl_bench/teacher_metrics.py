@@ -13,11 +13,11 @@ can accumulate them on the device and read them back once per evaluation.  The p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 # Guo et al. (ICML 2017), Sec. 2 and their experiments: M = 15 bins.
 ECE_BINS = 15
@@ -122,3 +122,27 @@ class CalibrationMeter:
         count, confidence, correct = self._bins
         return {"top1": 100.0 * float(correct.sum()) / self._n, "ece": float(ece_from_bins(count, confidence, correct)),
                 "nll": float(self._nll_sum) / self._n}
+
+
+@torch.no_grad()
+def corruption_accuracies(model: nn.Module, cells: Iterable[tuple[str, int, Tensor, Tensor]], batch_size: int,
+                          prepare: Callable[[Tensor], Tensor]) -> dict[tuple[str, int], float]:
+    """Top-1 (percent) of ``model`` in eval mode on each (corruption, severity, uint8 images, labels) cell.
+
+    ``prepare``: uint8 batch -> model input, as for clean evaluation (``ssl_bench.evaluate.accuracy``).  One
+    host read per cell.  Feed it ``OfficialCorruptions`` (moving each cell to the device) or
+    ``synthetic_corruptions(test_images, seed)`` zipped with the test labels.
+    """
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        for corruption, severity, images, labels in cells:
+            correct = torch.zeros((), dtype=torch.long, device=labels.device)
+            for start in range(0, len(images), batch_size):
+                logits = model(prepare(images[start:start + batch_size]))
+                correct += (logits.argmax(dim=-1) == labels[start:start + batch_size]).sum()
+            out[(corruption, severity)] = 100.0 * correct.item() / len(images)
+    finally:
+        model.train(was_training)
+    return out

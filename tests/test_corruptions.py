@@ -88,12 +88,17 @@ def images(n: int = 3, seed: int = 0) -> torch.Tensor:
 
 def test_synthetic_is_seeded_and_named() -> None:
     assert SYNTHETIC_NAME == "synthetic-c"
-    a = list(synthetic_corruptions(images(), seed=3))
-    b = list(synthetic_corruptions(images(), seed=3))
+    clean = (images() * 255).round().to(torch.uint8)
+    a = list(synthetic_corruptions(clean, seed=3))
+    b = list(synthetic_corruptions(clean, seed=3))
     assert len(a) == len(SYNTHETIC_CORRUPTIONS) * 5
-    assert all(x[:2] == y[:2] and torch.equal(x[2], y[2]) for x, y in zip(a, b, strict=True))
-    c = dict(((name, s), x) for name, s, x in synthetic_corruptions(images(), seed=4))
+    assert all(x[:2] == y[:2] and torch.equal(x[2], y[2]) and x[2].dtype == torch.uint8
+               for x, y in zip(a, b, strict=True))
+    c = dict(((name, s), x) for name, s, x in synthetic_corruptions(clean, seed=4))
     assert not torch.equal(c[("gaussian_noise", 1)], a[0][2])
+    assert torch.equal(c[("contrast", 1)], a[10][2])            # deterministic corruptions ignore the seed
+    with pytest.raises(ValueError, match="uint8"):
+        next(synthetic_corruptions(images(), seed=0))
 
 
 def test_contrast_closed_form() -> None:

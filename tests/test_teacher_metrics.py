@@ -76,3 +76,22 @@ def test_meter_over_batches_equals_the_whole_set() -> None:
     assert out["ece"] == pytest.approx(expected_calibration_error(logits, labels).item(), abs=1e-6)
     assert out["nll"] == pytest.approx(negative_log_likelihood(logits, labels).item(), rel=1e-5)
     assert out["top1"] == pytest.approx(100 * top1_accuracy(logits, labels).item())
+
+
+def test_corruption_accuracies_per_cell() -> None:
+    from torch import nn
+
+    from ssl_bench.teacher_metrics import corruption_accuracies
+
+    class Brightest(nn.Module):          # predicts class 1 when the image's mean pixel is above 127
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            bright = (x.float().mean(dim=(1, 2, 3)) > 127).float()
+            return torch.stack([1 - bright, bright], dim=1)
+
+    dark, light = torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.full((4, 3, 2, 2), 200, dtype=torch.uint8)
+    labels = torch.tensor([1, 1, 0, 0])
+    cells = [("fog", 1, torch.cat([light[:2], dark[:2]]), labels), ("fog", 2, light, labels)]
+    model = Brightest().train()
+    assert corruption_accuracies(model, cells, batch_size=3, prepare=lambda x: x) == {("fog", 1): 100.0,
+                                                                                     ("fog", 2): 50.0}
+    assert model.training                                    # restored

@@ -220,10 +220,17 @@ def synthetic_corrupt(images: Tensor, corruption: str, severity: int, generator:
 def synthetic_corruptions(images: Tensor, seed: int) -> Iterator[tuple[str, int, Tensor]]:
     """(corruption, severity, corrupted images) for the five corruptions x 5 severities of ``synthetic-c``.
 
-    Each (corruption, severity) draws from its own generator seeded with ``seed`` and its position, so one
-    cell's numbers do not depend on which others were computed.
+    ``images``: uint8 ``(N, C, H, W)`` on any device (the test set as the evaluation holds it); the corrupted
+    images are uint8 too (rounded, as the official generator's ``np.uint8``), so they go through the same
+    preparation as clean ones.  Each (corruption, severity) draws from its own generator, seeded with
+    ``seed`` and its position, so one cell's numbers do not depend on which others were computed.
     """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"synthetic_corruptions takes uint8 (N, C, H, W) images; got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    x = images.float() / 255.0
     for i, corruption in enumerate(SYNTHETIC_CORRUPTIONS):
         for severity in SEVERITIES:
             generator = torch.Generator(images.device).manual_seed(seed * 1000 + i * 10 + severity)
-            yield corruption, severity, synthetic_corrupt(images, corruption, severity, generator)
+            out = synthetic_corrupt(x, corruption, severity, generator)
+            yield corruption, severity, (out * 255.0).round().to(torch.uint8)
