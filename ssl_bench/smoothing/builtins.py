@@ -30,9 +30,9 @@ import math
 from dataclasses import dataclass
 
 from ssl_bench.smoothing.kernels import Gate, Update
-from ssl_bench.smoothing.registry import SmoothingError, register, setting, shared
+from ssl_bench.smoothing.registry import SHARED_SETTINGS, SmoothingError, register, setting, shared
 
-SCHEDULES: tuple[str, ...] = ("constant", "cosine", "warmup")
+SCHEDULES: tuple[str, ...] = SHARED_SETTINGS["schedule"].choices       # constant, cosine, warmup
 
 
 def momentum_at(schedule: str, m: float, step: int, total_steps: int | None) -> float:
