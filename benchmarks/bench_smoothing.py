@@ -3,6 +3,8 @@
     python benchmarks/bench_smoothing.py                    # CPU, 1 thread, WRN-28-2 and WRN-28-8
     python benchmarks/bench_smoothing.py --device cuda      # synchronises around every timed call
     python benchmarks/bench_smoothing.py --compile          # adds a torch.compile'd neuron-wise apply step
+    python benchmarks/bench_smoothing.py --launches         # ATen calls / projected CUDA launches per update,
+                                                            # today's code beside commit c62e06e's (git show)
 
 References (every row, references included, also copies the BN buffers with one fused copy):
   (a) the paper's Algorithm 2 as written: a Python loop over parameter tensors,
@@ -25,16 +27,21 @@ import argparse
 import copy
 import random
 import statistics
+import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ssl_bench.smoothing import GRANULARITIES, _Gate, build_smoother  # noqa: E402
+from ssl_bench.smoothing import GRANULARITIES, build_smoother, kernels  # noqa: E402
+from ssl_bench.smoothing.kernels import Gate  # noqa: E402
 
 TARGETS = {"layer": ("b", 1.2), "channel": ("b", 4.0), "neuron": ("c", 1.2)}
 
@@ -192,7 +199,7 @@ def compiled_neuron_update(T: list[torch.Tensor], S: list[torch.Tensor], p: floa
                            device: torch.device) -> Callable[[], None]:
     """Neuron-wise STS: the library's draw (same bits per unit), then torch.where(mask, lerp, t) compiled."""
     n = sum(t.numel() for t in T)
-    gate = _Gate.for_p(p)
+    gate = Gate.for_p(p)
     g = torch.Generator(device).manual_seed(2)
     words = torch.empty(gate.words(n), dtype=torch.int64, device=device)
     mask = torch.empty(n, dtype=torch.bool, device=device)
@@ -212,6 +219,155 @@ def compiled_neuron_update(T: list[torch.Tensor], S: list[torch.Tensor], p: floa
     return update
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Launch counts: ATen calls per update, and the CUDA kernels they would launch (CUDA's code paths, on the CPU)
+# ------------------------------------------------------------------------------------------------------------
+
+# Ops that launch no kernel: views, metadata, allocation.
+_NO_KERNEL = {"view", "slice", "as_strided", "alias", "_unsafe_view", "expand", "detach", "empty", "empty_strided",
+              "t", "transpose", "unsqueeze", "squeeze", "reshape", "split", "narrow", "select", "lift_fresh"}
+# aten/src/ATen/native/cuda/MultiTensorApply.cuh: kChunkSize and, per number of tensor lists (depth 1..5),
+# depth_to_max_tensors / depth_to_max_blocks: a kernel is launched whenever either fills up.
+_CHUNK = 65536
+_MAX_TENSORS = (110, 64, 48, 36, 30)
+_MAX_BLOCKS = 320
+
+
+def _tensor_lists(args: tuple) -> list[list[torch.Tensor]]:
+    return [list(a) for a in args if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor)]
+
+
+def _foreach_fast(lists: list[list[torch.Tensor]]) -> bool:
+    """ATen's can_use_fast_route (ForeachUtils.h): one dtype and device, dense, equal sizes and strides."""
+    first = lists[0][0]
+    for ts in lists:
+        for a, b in zip(lists[0], ts, strict=True):
+            if (b.dtype != first.dtype or b.device != first.device or not b.is_contiguous()
+                    or a.shape != b.shape or a.stride() != b.stride()):
+                return False
+    return True
+
+
+def _multi_tensor_launches(lists: list[list[torch.Tensor]]) -> int:
+    depth = min(len(lists), len(_MAX_TENSORS))
+    launches = tensors = blocks = 0
+    for t in lists[0]:
+        if t.numel() == 0:
+            continue
+        tensors += 1
+        for _ in range(-(-t.numel() // _CHUNK)):
+            blocks += 1
+            if blocks == _MAX_BLOCKS or tensors == _MAX_TENSORS[depth - 1]:
+                launches += 1
+                blocks = 0
+                tensors = 1 if tensors == _MAX_TENSORS[depth - 1] else tensors
+        if tensors == _MAX_TENSORS[depth - 1]:
+            tensors = 0
+    return launches + (1 if blocks else 0)
+
+
+def projected_launches(func: Any, args: tuple) -> int:
+    """CUDA kernels one ATen call would launch: 0 for views, the multi-tensor-apply count for a foreach call
+    on the fast route, one per tensor for a foreach call off it, else 1."""
+    name = func._schema.name.split("::")[-1]
+    if name in _NO_KERNEL:
+        return 0
+    if name.startswith("_foreach_"):
+        lists = _tensor_lists(args)
+        return _multi_tensor_launches(lists) if _foreach_fast(lists) else len(lists[0])
+    return 1
+
+
+class CountCalls(TorchDispatchMode):
+    """Every ATen call made inside the context, with its projected CUDA launches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.calls.append((func._schema.name.split("::")[-1], projected_launches(func, args)))
+        return func(*args, **(kwargs or {}))
+
+
+_SYNCS = ("item", "tolist", "__bool__", "__int__", "__float__", "nonzero", "numpy")
+
+
+def count_update(update: Callable[[], None]) -> tuple[int, int, int, str]:
+    """(ATen calls, projected CUDA launches, host reads, the calls) of one call of ``update`` (after a warm-up
+    call that builds the plan)."""
+    update()
+    reads = []
+    originals = {name: getattr(torch.Tensor, name) for name in _SYNCS}
+
+    def spy(name: str) -> Callable:
+        def wrapped(self: torch.Tensor, *a: Any, **k: Any) -> Any:
+            reads.append(name)
+            return originals[name](self, *a, **k)
+        return wrapped
+
+    try:
+        for name in _SYNCS:
+            setattr(torch.Tensor, name, spy(name))
+        with CountCalls() as mode:
+            update()
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+    names: dict[str, int] = {}
+    for name, _ in mode.calls:
+        names[name] = names.get(name, 0) + 1
+    listing = ", ".join(f"{n}x{c}" if c > 1 else n for n, c in names.items())
+    return len(mode.calls), sum(n for _, n in mode.calls), len(reads), listing
+
+
+def _module_at(commit: str) -> Any:
+    """ssl_bench/smoothing.py as it was at ``commit`` (a single module then), imported from ``git show``."""
+    source = subprocess.run(["git", "show", f"{commit}:ssl_bench/smoothing.py"], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    module = types.ModuleType(f"smoothing_at_{commit}")
+    sys.modules[module.__name__] = module               # dataclasses look their module up by name
+    exec(compile(source, f"{commit}:ssl_bench/smoothing.py", "exec"), module.__dict__)  # our own history
+    return module
+
+
+def launches(args: argparse.Namespace) -> None:
+    """The launch table: every strategy x granularity, CUDA's code path (no host pick), two teacher dtypes."""
+    torch.manual_seed(0)
+    student = wrn(2)
+    teacher = copy.deepcopy(student)
+    before = _module_at(args.before) if args.before else None
+    if before is not None:
+        before._HOST_PICK_DEVICES = ()
+    saved = kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES
+    kernels._HOST_PICK_DEVICES = ()                     # what an accelerator runs (no host read of the mask,
+    kernels._BROADCAST_WEIGHT_DEVICES = ()              # full-shape weights)
+    rows = [("tma", {}), ("none", {})] + [(s, {"granularity": g}) for s in ("se", "sts") for g in GRANULARITIES]
+    print(f"\nOne update of a WRN-28-2 teacher ({sum(1 for _ in student.parameters())} parameter tensors, "
+          f"{sum(1 for _ in student.buffers())} buffers), CUDA's code path; launches projected with ATen's "
+          f"foreach fast-route rule and multi_tensor_apply's chunking")
+    header = "| update | ATen calls | CUDA launches | host reads |"
+    if before is not None:
+        header += f" before ({args.before}): calls / launches / reads |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    with torch.no_grad():
+        for strategy, extra in rows:
+            settings = dict(p=args.p, m=args.m, **extra)
+            now = build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
+            calls, kernels_, reads, listing = count_update(lambda s=now: s.update(teacher, student))
+            name = strategy + (f" {extra['granularity']}" if extra else "")
+            line = f"| {name} | {calls} | {kernels_} | {reads} |"
+            if before is not None:
+                old = before.build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
+                b = count_update(lambda s=old: s.update(teacher, student))
+                line += f" {b[0]} / {b[1]} / {b[2]} |"
+            print(line)
+            if args.verbose:
+                print(f"|   calls: {listing} | | | |")
+    kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -223,12 +379,20 @@ def main() -> None:
     parser.add_argument("--m", type=float, default=0.999, help="TMA momentum (default 0.999)")
     parser.add_argument("--compile", action="store_true",
                         help="also time a torch.compile'd neuron-wise apply")
+    parser.add_argument("--launches", action="store_true",
+                        help="count ATen calls and projected CUDA launches per update instead of timing")
+    parser.add_argument("--before", default="c62e06e",
+                        help="with --launches: also count the smoother of this commit (default c62e06e; '' for none)")
+    parser.add_argument("--verbose", action="store_true", help="with --launches: list the calls")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     print(f"torch {torch.__version__}")
+    if args.launches:
+        launches(args)
+        return
     for width in (int(w) for w in args.widths.split(",")):
         bench(width, args, device)
 

@@ -96,7 +96,8 @@ def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:
     training.optimizer.step()
     training.scheduler.step()
     for teacher in training.teachers:
-        teacher.smoother.update(teacher.model, training.student)
+        # step: this update's index (0 after the first optimizer step); schedules and swa read the progress
+        teacher.smoother.update(teacher.model, training.student, step=training.step, total_steps=training.config.steps)
     training.step += 1
     logs = {"loss": losses.total.detach()}
     for key, value in losses.logs.items():
