@@ -26,8 +26,9 @@ from ssl_bench.smoothing import (
     BUFFER_POLICIES,
     GRANULARITIES,
     PARAMETER_DEFAULTS,
+    SCHEDULES,
     STRATEGIES,
-    relevant_settings,
+    SmoothingSpec,
 )
 
 
@@ -80,7 +81,7 @@ def cosine_lr_factor(step: int, total_steps: int) -> float:
 GROUPS = ("experiment", "teacher", "budget", "system")
 # The smoothing settings: a run may list several values of each (comma lists); their cross product is the set
 # of teachers of one training (ssl_bench.run.build). Every other setting has one value per training.
-TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers")
+TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers", "schedule")
 
 
 def setting(default: Any = None, *, help: str, group: str, identifies: bool = True, flag: str | None = None,
@@ -141,7 +142,10 @@ class RunConfig:
     granularity: str = setting(PARAMETER_DEFAULTS["granularity"], group="teacher", choices=GRANULARITIES,
                                help="SE/STS fragment: layer, channel or neuron")
     buffers: str = setting(PARAMETER_DEFAULTS["buffers"], group="teacher", choices=BUFFER_POLICIES,
-                           help="teacher BatchNorm statistics: copied from the student or averaged")
+                           help="teacher BatchNorm statistics: copied from the student or averaged (EMAN)")
+    schedule: str = setting(PARAMETER_DEFAULTS["schedule"], group="teacher", choices=SCHEDULES,
+                            help="TMA/STS momentum over training: constant m, cosine (BYOL: m_t -> 1), warmup "
+                                 "(min(m, (1+t)/(10+t)))")
 
     steps: int | None = setting(None, group="budget", minimum=1, help="training steps (default: the profile's)")
     eval_every: int | None = setting(None, group="budget", minimum=1,
@@ -238,10 +242,11 @@ class RunConfig:
     def teacher_key(self) -> str:
         """This variant's teacher within a shared training, from the settings its strategy reads:
         ``none``, ``tma-m0.999-copy``, ``sts-layer-p0.5-m0.999-copy``."""
-        read = relevant_settings(self.smooth, self.to_dict())
-        parts = [self.smooth] + [str(read[k]) if k in ("granularity", "buffers") else f"{k}{read[k]}"
-                                 for k in ("granularity", "p", "m", "buffers") if k in read]
-        return "-".join(parts)
+        return self.smoothing().key
+
+    def smoothing(self) -> SmoothingSpec:
+        """This teacher's smoothing as one value (strategy + the settings it reads): key, label, suffix."""
+        return SmoothingSpec.of(self.smooth, self.to_dict())
 
     def training_identity(self) -> dict[str, Any]:
         """What variants sharing one training must agree on: every identifying setting but the teacher axes."""

@@ -111,6 +111,10 @@ def summarize_evaluations(history: Iterable[dict[str, Any]]) -> dict[str, Any]:
         out[f"{who}_median_last20"] = float(np.median(accs[-MEDIAN_WINDOW:]))
         out[f"{who}_best"] = float(max(accs))
         out[f"{who}_last"] = float(accs[-1])
+    for metric in ("ece", "nll"):   # the final teacher's calibration (runs before schema 3 have none)
+        values = [h[f"teacher_{metric}"] for h in history if h.get(f"teacher_{metric}") is not None]
+        if values:
+            out[f"teacher_{metric}_last"] = float(values[-1])
     return out
 
 

@@ -54,13 +54,18 @@ from ssl_bench.report.paper import (
     same_value,
 )
 from ssl_bench.report.stats import mean, sample_std
-from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings
+from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings, strategy_class, strategy_settings
 
-STATS = {"median": "teacher_median_last20", "best": "teacher_best", "last": "teacher_last"}
+STATS = {"median": "teacher_median_last20", "best": "teacher_best", "last": "teacher_last",
+         "ece": "teacher_ece_last", "nll": "teacher_nll_last"}
 STAT_DESCRIPTIONS = {
     "teacher_median_last20": "teacher top-1, median of the last 20 evaluations (official FixMatch protocol)",
     "teacher_best": "teacher top-1, best evaluation during training (USB/TorchSSL convention; optimistic)",
     "teacher_last": "teacher top-1 at the end of training (the Spatial Ensemble paper's own FixMatch rows)",
+    "teacher_ece_last": "the final teacher's expected calibration error (15 equal-width bins, fraction; lower is "
+                        "better)",
+    "teacher_nll_last": "the final teacher's negative log-likelihood on the test set (nats per image; lower is "
+                        "better)",
 }
 # The labelled-only baseline, registered under this name by algorithms/supervised.py.
 SUPERVISED = "supervised"
@@ -114,6 +119,7 @@ class RowKey(NamedTuple):
     buffers: str | None = None
     deviations: tuple[tuple[str, Any], ...] = ()   # (setting, value) where the run differs from the reference
     setup: tuple[tuple[str, Any], ...] = ()        # every other identifying setting (``setup_settings``)
+    smoothing: tuple[tuple[str, Any], ...] = ()    # the strategy's other settings (schedule, swa's start, ...)
 
 
 def section_key(record: RunRecord) -> SectionKey:
@@ -123,8 +129,9 @@ def section_key(record: RunRecord) -> SectionKey:
 
 def smoothing_settings(record: RunRecord) -> dict[str, Any]:
     """The smoothing settings the run's strategy reads (TMA ignores p and the granularity, SE m, ...)."""
-    settings = {"granularity": record.granularity or PAPER_SMOOTHING["granularity"], "p": record.p,
-                "m": record.m, "buffers": record.buffers or PAPER_SMOOTHING["buffers"]}
+    settings = {**record.settings, "granularity": record.granularity or PAPER_SMOOTHING["granularity"],
+                "p": record.p, "m": record.m, "buffers": record.buffers or PAPER_SMOOTHING["buffers"]}
+    settings = {k: v for k, v in settings.items() if v is not None}   # older records: the declared default
     return relevant_settings(record.smooth, settings)
 
 
@@ -148,10 +155,11 @@ def setup_settings(record: RunRecord) -> tuple[tuple[str, Any], ...]:
 def row_key(record: RunRecord) -> RowKey:
     """The row a run belongs to: its strategy's settings, its deviations from the reference, its setup."""
     settings = {name: _plain(value) for name, value in smoothing_settings(record).items()}
+    others = tuple((k, v) for k, v in settings.items() if k not in ("granularity", "p", "m", "buffers"))
     return RowKey(record.algorithm, record.smooth, settings.get("granularity"), settings.get("p"),
                   settings.get("m"), settings.get("buffers"),
                   tuple(sorted((name, _plain(value)) for name, value in deviations(record).items())),
-                  setup_settings(record))
+                  setup_settings(record), others)
 
 
 def _show(value: Any) -> str:
@@ -170,6 +178,9 @@ def row_label(key: RowKey) -> str:
         value = getattr(key, name)
         if value is not None and not same_value(value, PAPER_SMOOTHING[name]):
             extras.append(f"{name}={_show(value)}")
+    declared = strategy_settings(strategy_class(key.smooth)) if key.smoothing else {}
+    extras += [f"{name}={_show(value)}" for name, value in key.smoothing
+               if name in declared and value != declared[name].default]
     extras += [f"{name}={_show(value)}" for name, value in key.deviations]
     extras += [f"{name}={_show(value)}" for name, value in key.setup
                if (name in USUAL_SYSTEM_SETTINGS and value != USUAL_SYSTEM_SETTINGS[name]) or name == "split_seed"]
@@ -198,6 +209,7 @@ def row_sort_key(key: RowKey) -> tuple:
         -1.0 if key.p is None else key.p, -1.0 if key.m is None else key.m,
         key.buffers not in (None, PAPER_SMOOTHING["buffers"]), key.buffers or "",
         tuple((name, str(value)) for name, value in key.deviations),
+        tuple((name, str(value)) for name, value in key.smoothing),
     )
 
 

@@ -37,9 +37,10 @@ def format_cell(cell: Cell | None, *, paper: bool = True, stat: str | None = Non
     cell holds another statistic than the board's ``stat`` (a paper row's own)."""
     if cell is None or cell.n == 0:
         return ""
-    text = f"{cell.mean:.1f}"
+    digits = 3 if (cell.stat or stat or "").endswith(("_ece_last", "_nll_last")) else 1   # fractions, nats
+    text = f"{cell.mean:.{digits}f}"
     if cell.std is not None:
-        text += f" ± {cell.std:.1f}"
+        text += f" ± {cell.std:.{digits}f}"
     other = ""
     if stat is not None and cell.stat not in (None, stat):
         other = next((k for k, v in STATS.items() if v == cell.stat), cell.stat)

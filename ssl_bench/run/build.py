@@ -26,7 +26,7 @@ from ssl_bench.models import build_model, default_model
 from ssl_bench.run.ranks import SINGLE_PROCESS, Ranks
 from ssl_bench.run.sampling import rank_seed
 from ssl_bench.run.state import Streams, Teacher, Training
-from ssl_bench.smoothing import STRATEGY_PARAMETERS, build_smoother
+from ssl_bench.smoothing import STRATEGY_PARAMETERS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,8 +131,7 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
         # through the random gate, which leaves most teacher tensors at their random initialisation).
         model = copy.deepcopy(student)
         set_requires_grad(model, False)
-        smoother = build_smoother(v.smooth, p=v.p, m=v.m, granularity=v.granularity, buffers=v.buffers,
-                                  generator=torch.Generator(device).manual_seed(rank_seed(v.seed, "smoother")))
+        smoother = v.smoothing().build(generator=torch.Generator(device).manual_seed(rank_seed(v.seed, "smoother")))
         teachers.append(Teacher(v, model, smoother))
 
     trainable = list(student.parameters()) + (list(algorithm_module.parameters()) if algorithm_module else [])

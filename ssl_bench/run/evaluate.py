@@ -1,9 +1,11 @@
-"""Evaluation: top-1 accuracy, and the two smoothness quantities of the paper's Figure 3."""
+"""Evaluation: top-1 accuracy, calibration (ECE, NLL), and the two smoothness quantities of the paper's Figure 3."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from ssl_bench.teacher_metrics import CalibrationMeter
 
 
 @torch.no_grad()
@@ -20,6 +22,21 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int, 
         correct += (logits.argmax(dim=-1) == labels[start:start + batch_size]).sum()
     model.train(was_training)
     return 100.0 * correct.item() / len(images)
+
+
+@torch.no_grad()
+def accuracy_and_calibration(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int,
+                             prepare) -> dict[str, float]:
+    """Top-1 (percent), expected calibration error (15 equal-width confidence bins, as a fraction) and negative
+    log-likelihood (nats per image) of ``model`` in eval mode, from one pass over uint8 ``images``
+    (``ssl_bench.teacher_metrics.CalibrationMeter``: the top-1 equals :func:`accuracy`'s)."""
+    was_training = model.training
+    model.eval()
+    meter = CalibrationMeter()
+    for start in range(0, len(images), batch_size):
+        meter.update(model(prepare(images[start:start + batch_size])), labels[start:start + batch_size])
+    model.train(was_training)
+    return meter.compute()
 
 
 @torch.no_grad()

@@ -48,7 +48,13 @@ from ssl_bench.config import RunConfig
 from ssl_bench.errors import UserError
 from ssl_bench.run.build import build_training, check_ranks_agree, plan_teachers, resolve_device
 from ssl_bench.run.checkpoint import load_checkpoint
-from ssl_bench.run.evaluate import accuracy, mean_squared_difference, output_probabilities, parameter_vector
+from ssl_bench.run.evaluate import (
+    accuracy,
+    accuracy_and_calibration,
+    mean_squared_difference,
+    output_probabilities,
+    parameter_vector,
+)
 from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
 from ssl_bench.run.sampling import to_device
@@ -108,7 +114,8 @@ def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:
 
 
 def evaluate(training: Training) -> list[dict[str, Any]]:
-    """Top-1 accuracy of every teacher and of the student, and each teacher's Figure-3 quantities.
+    """Top-1 accuracy of every teacher and of the student, each teacher's calibration (ECE, NLL; free: the same
+    logits as its top-1) and its Figure-3 quantities.
 
     Returns one row per teacher (the student's accuracy is shared) and advances the Figure-3 snapshots.
     """
@@ -119,9 +126,10 @@ def evaluate(training: Training) -> list[dict[str, Any]]:
     for t in training.teachers:
         ev = t.evaluations
         params, outputs = parameter_vector(t.model), output_probabilities(t.model, figure3_inputs)
-        rows.append({"teacher_acc": accuracy(t.model, training.x_test, training.y_test, c.eval_batch_size,
-                                             training.prepare),
-                     "student_acc": student_acc,
+        clean = accuracy_and_calibration(t.model, training.x_test, training.y_test, c.eval_batch_size,
+                                         training.prepare)
+        rows.append({"teacher_acc": clean["top1"], "student_acc": student_acc,
+                     "teacher_ece": clean["ece"], "teacher_nll": clean["nll"],
                      "teacher_param_msd": mean_squared_difference(ev.params, params),
                      "teacher_output_msd": mean_squared_difference(ev.outputs, outputs)})
         ev.params, ev.outputs = params, outputs

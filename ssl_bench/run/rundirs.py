@@ -16,24 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench import records as rec
-from ssl_bench.config import RunConfig
+from ssl_bench.config import PROFILES, RunConfig
 from ssl_bench.data.imagefolder import PREFIX as IMAGEFOLDER_PREFIX  # run directory names of imagefolder:PATH
 from ssl_bench.data.imagefolder import short_name as imagefolder_short_name
 from ssl_bench.errors import UserError
 from ssl_bench.run.checkpoint import CHECKPOINT_NAME
 from ssl_bench.run.lock import RunLock
 from ssl_bench.run.state import Training
-from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
+from ssl_bench.smoothing import SmoothingSpec
 
 
 def run_base_name(config: Any) -> str:
     """Human-readable stem of a run directory: algorithm, smoothing, data, budget, seed and profile."""
-    reads = STRATEGY_PARAMETERS.get(config.smooth, ())
-    smooth = config.smooth
-    if "granularity" in reads and config.granularity != PARAMETER_DEFAULTS["granularity"]:
-        smooth += f"_{config.granularity}"
-    if "p" in reads and config.p != PARAMETER_DEFAULTS["p"]:
-        smooth += f"_p{config.p}"
+    # The smoothing part names every setting the strategy reads that differs from its default, m from the
+    # profile's: two teachers --m 0.99,0.999 on the cpu profile are tma and tma_m0.999 (SmoothingSpec.suffix).
+    profile_m = PROFILES[config.profile].m if config.profile in PROFILES else None
+    settings = {**config.to_dict(), "m": profile_m if config.m is None else config.m}
+    smooth = SmoothingSpec.of(config.smooth, settings).suffix(defaults={"m": profile_m})
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
     if dataset.startswith(IMAGEFOLDER_PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
         dataset = imagefolder_short_name(dataset)

@@ -21,7 +21,7 @@ from ssl_bench.run.checkpoint import save_checkpoint
 from ssl_bench.run.rundirs import RunDirs
 from ssl_bench.run.state import LogWindow, Teacher, Training, checkpoint_state
 
-METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc",
+METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc", "teacher_ece", "teacher_nll",
                   "teacher_param_msd", "teacher_output_msd", "elapsed_s")
 
 

@@ -86,9 +86,9 @@ __all__ = [
     "strategy_settings", "unit_shape",
 ]
 
-# The strategies the training loop offers today (the paper's four).  ``swa`` and the momentum schedules need
-# ``update(..., step=, total_steps=)`` from the loop; once it passes them, offer available_strategies().
-STRATEGIES: tuple[str, ...] = ("none", "tma", "se", "sts")
+# The built-in strategies the command line offers (the paper's four, then SWA); the loop passes every update
+# its step and the training's length, which swa and the momentum schedules read.
+STRATEGIES: tuple[str, ...] = ("none", "tma", "se", "sts", "swa")
 # Views of the registry for importers (config, results, leaderboard): what each strategy reads, the defaults.
 STRATEGY_PARAMETERS: dict[str, tuple[str, ...]] = {
     name: tuple(strategy_settings(strategy_class(name))) for name in STRATEGIES}
