@@ -55,6 +55,7 @@ from ssl_bench.algorithm import (
     hyperparameters,
     loop_settings,
     set_requires_grad,
+    setup_algorithm,
     source_sha256,
 )
 from ssl_bench.augment import normalize, strong_augment, weak_augment
@@ -213,6 +214,9 @@ class Run:
     y_test: Tensor
     train_model: nn.Module           # the student as the loss sees it (compiled with --compile)
     step: int = 0
+    # Training-set index -> position in the split's labelled / unlabelled set (-1: not in it), for Batch.x_index
+    # and Batch.u_index.
+    positions: tuple[Tensor, Tensor] | None = None
 
     @property
     def teacher(self) -> nn.Module:
@@ -316,7 +320,8 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
         torch.manual_seed(c.seed)
         student = build_model(c.model, dataset.num_classes)
-        algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
+        algorithm_module = setup_algorithm(algorithm, student, dataset.num_classes,
+                                           num_labeled=len(split.labeled), num_unlabeled=len(split.unlabeled))
     if sync_bn:
         if device.type != "cuda":
             raise ValueError(f"--sync-bn: torch's SyncBatchNorm runs on GPUs only and this run is on {device}; drop "
@@ -352,9 +357,17 @@ def build_run(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SINGLE_PR
               x_train=to_nchw(dataset.x_train), y_train=torch.from_numpy(dataset.y_train).to(device),
               x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
               # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
-              train_model=torch.compile(student) if c.compile else student)
+              train_model=torch.compile(student) if c.compile else student,
+              positions=(_positions(split.labeled, len(dataset.y_train), device),
+                         _positions(split.unlabeled, len(dataset.y_train), device)))
     ranks.broadcast_(_states(run))   # every rank starts from rank 0's weights
     return run
+
+
+def _positions(indices: np.ndarray, num_train: int, device: torch.device) -> Tensor:
+    position = torch.full((num_train,), -1, dtype=torch.long)
+    position[torch.as_tensor(np.asarray(indices), dtype=torch.long)] = torch.arange(len(indices))
+    return position.to(device)
 
 
 def check_ranks_agree(run: Run) -> None:
@@ -387,13 +400,17 @@ def next_batch(run: Run) -> Batch:
     labeled = to_device(s.labeled.next(batch_size), run.device)
     x = run.prepare(weak_augment(run.x_train[labeled], s.augment, flip=flip))
     views: tuple[Tensor, ...] = ()
+    unlabeled = labeled[:0]
     if run.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
-        u_images = run.x_train[to_device(s.unlabeled.next(batch_size * c.mu), run.device)]
+        unlabeled = to_device(s.unlabeled.next(batch_size * c.mu), run.device)
+        u_images = run.x_train[unlabeled]
         views = tuple(run.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
                                   strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
                       for view in run.algorithm.unlabeled_views)
+    labeled_position, unlabeled_position = run.positions
     return Batch(x=x, y=run.y_train[labeled], u=views, progress=run.step / c.steps,
-                 num_classes=run.dataset.num_classes, generator=s.algorithm)
+                 num_classes=run.dataset.num_classes, generator=s.algorithm,
+                 x_index=labeled_position[labeled], u_index=unlabeled_position[unlabeled])
 
 
 def training_step(run: Run, batch: Batch) -> dict[str, Tensor]:
