@@ -346,3 +346,27 @@ def test_batches_carry_the_split_positions_and_the_bank_learns_the_labels(tmp_pa
         training_step(run, batch)
     # The bank holds, at each labelled position, the label of that image.
     assert torch.equal(run.algorithm_module.bank_labels, run.y_train[labeled])
+
+
+# --- USB's published numbers ------------------------------------------------------------------------------------
+
+
+def test_usb_table_turns_error_rates_into_accuracy_and_names_its_source():
+    from ssl_bench.paper_usb import load_usb_table, usb_columns, usb_number
+
+    table = load_usb_table()
+    assert table["source"]["file"] == "results/classic_cv.csv" and len(table["source"]["file_commit"]) == 40
+    assert "WRN-28-2" in table["note"] and table["protocol"]["model"]["cifar100"] == "wrn_28_2"
+    assert usb_columns("cifar10") == [40, 250, 4000] and usb_columns("cifar100") == [400, 2500, 10000]
+    assert usb_columns("digits") == []
+    # classic_cv.csv: flexmatch cifar10_40 "5.21±0.36", freematch cifar100_400 "49.24±2.16", dash cifar10_40
+    # "15.01±3.7".
+    assert usb_number("flexmatch", "cifar10", 40) == pytest.approx((100 - 5.21, 0.36))
+    assert usb_number("freematch", "cifar100", 400) == pytest.approx((100 - 49.24, 2.16))
+    assert usb_number("dash", "cifar10", 40) == pytest.approx((100 - 15.01, 3.7))
+    assert usb_number("flexmatch", "cifar10", 20) is None and usb_number("mixmatch", "cifar10", 40) is None
+    for row in table["rows"]:
+        for family in ("cifar10", "cifar100"):
+            for cell in row[family].values():
+                assert cell["accuracy"] == pytest.approx(100 - cell["error"]) and cell["std"] == cell["error_std"]
+    assert set(POST_FIXMATCH) <= {row["algorithm"] for row in table["rows"]}
