@@ -23,6 +23,10 @@ sees them. Random draws (MixUp) come from ``batch.generator``, which the loop se
 An algorithm that needs trainable parts or state of its own (ReMixMatch's rotation head, a running
 class distribution) returns them as one ``nn.Module`` from the optional ``setup(student, num_classes)``;
 the loop moves it to the device, trains its parameters with the student's and saves it in checkpoints.
+State kept per image (FlexMatch's selected labels, SimMatch's labelled memory bank) declares the keyword
+parameters ``num_labeled`` / ``num_unlabeled`` of ``setup`` to get the split's sizes (:func:`setup_algorithm`)
+and reads which images a batch holds from ``Batch.x_index`` / ``u_index``. Running statistics are updated
+from :func:`gather_from_ranks` of the batch's values, so that every torchrun rank holds the same state.
 
 Built-in algorithms live in the top-level ``algorithms/`` folder, installed as the package
 ``ssl_bench_algorithms``; their names are reserved. Plug-ins are found in ``./algorithms`` of the working
