@@ -28,9 +28,9 @@ weight decay):
 
 * EMA momentum m = 0.999 (``ema_p``); lambda_f = 0.001 (``ent_loss_ratio`` in every classic-CV config; the code's
   argument default is 0.01: ``--alg-arg lambda_f=0.01``); lambda_u = 1 (``ulb_loss_ratio`` is not in the file,
-  so USB's default 1.0); hard pseudo-labels (``hard_label: True``); the batch mean of the confidences, not its
-  0.8-quantile (``use_quantile: False``; ``--alg-arg quantile=true``); no clipping of tau_t (``clip_thresh``
-  default False).
+  so USB's ``train.py`` default 1.0); hard pseudo-labels (``hard_label: True``); the batch mean of the
+  confidences, not its 0.8-quantile (``use_quantile: False``; ``--alg-arg quantile=true``); no clipping of tau_t
+  (``clip_thresh`` default False).
 * mu = 7 (``uratio``), lr 0.03, weight decay 5e-4 (CIFAR-10) / 1e-3 (CIFAR-100) (``weight_decay``).
 * The fairness term is left out in a step where no image passes the mask (USB ``if mask.sum() > 0``).
 
@@ -111,7 +111,7 @@ class FreeMatchState(nn.Module):
 @dataclass
 class FreeMatch:
     momentum: float = hp(0.999, low=0.0, high=1.0, source=f"m, {CONFIG} ema_p")
-    lambda_u: float = hp(1.0, low=0.0, source="USB's default ulb_loss_ratio 1.0 (the config does not set it)")
+    lambda_u: float = hp(1.0, low=0.0, source="USB train.py --ulb_loss_ratio default 1.0 (not set in the config)")
     lambda_f: float = hp(0.001, low=0.0, source=f"{CONFIG} ent_loss_ratio (freematch.py's argument default: 0.01)")
     quantile: bool = hp(False, source=f"{CONFIG} use_quantile")
     clip: bool = hp(False, source="USB semilearn/algorithms/freematch/freematch.py get_argument clip_thresh "
