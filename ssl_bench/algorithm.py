@@ -25,6 +25,10 @@ sees them. Random draws (MixUp) come from ``batch.generator``, which the loop se
 An algorithm that needs trainable parts or state of its own (ReMixMatch's rotation head, a running
 class distribution) returns them as one ``nn.Module`` from the optional ``setup(student, num_classes)``;
 the loop moves it to the device, trains its parameters with the student's and saves it in checkpoints.
+State kept per image (FlexMatch's selected labels, SimMatch's labelled memory bank) declares the keyword
+parameters ``num_labeled`` / ``num_unlabeled`` of ``setup`` to get the split's sizes (:func:`setup_algorithm`)
+and reads which images a batch holds from ``Batch.x_index`` / ``u_index``. Running statistics are updated
+from :func:`gather_from_ranks` of the batch's values, so that every torchrun rank holds the same state.
 
 Built-in algorithms live in the top-level ``algorithms/`` folder, installed as the package
 ``ssl_bench_algorithms``; their names are reserved. Plug-ins are found in ``./algorithms`` of the working
@@ -48,6 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from ssl_bench.errors import UserError
@@ -60,6 +65,8 @@ PLUGIN_FOLDER = "algorithms"               # ./algorithms in the working directo
 
 # Training-loop settings an algorithm's ``reference`` may set, beside its hyper-parameters.
 LOOP_SETTINGS = ("mu", "lr", "weight_decay")
+# Names no hyper-parameter may take: the loop settings and the protocol settings the records compare.
+RESERVED_SETTING_NAMES = (*LOOP_SETTINGS, "momentum", "strong_augment")
 # For a plug-in that declares none: FixMatch's (google-research/fixmatch, fixmatch.py: flag uratio = 7,
 # FLAGS.set_default('lr', 0.03), flag wd = 0.0005). algorithms/fixmatch.py declares the same values as its
 # own reference (this module cannot import a built-in); a test checks that they agree.
@@ -78,6 +85,10 @@ class Batch:
     ``progress``: training progress ``step / total_steps`` in ``[0, 1]`` for ramp-ups and schedules.
     ``generator``: the seeded, checkpointed generator on the batch's device that every random draw of the
     algorithm uses (MixUp); read it with :func:`generator_of`.
+    ``x_index`` / ``u_index``: which labelled / unlabelled images these are, as positions ``0..L-1`` in the
+    split's labelled set and ``0..U-1`` in its unlabelled set (the sizes :func:`setup_algorithm` passes), for
+    per-image state (FlexMatch's selected labels, SimMatch's labelled memory bank); None when the caller has
+    no split (unit tests); read them with :func:`indices_of`.
     """
 
     x: Tensor
@@ -86,6 +97,8 @@ class Batch:
     progress: float
     num_classes: int
     generator: torch.Generator | None = None
+    x_index: Tensor | None = None
+    u_index: Tensor | None = None
 
 
 @dataclass
@@ -122,13 +135,14 @@ class AlgorithmError(UserError):
 
 
 def hp(default: Any, *, low: float | None = None, high: float | None = None, open_low: bool = False,
-       choices: tuple[str, ...] | None = None) -> Any:
+       choices: tuple[str, ...] | None = None, source: str | None = None) -> Any:
     """A hyper-parameter field whose valid range is declared once, beside its default.
 
     ``low``/``high`` bound a number (inclusive; ``open_low=True`` makes ``low`` exclusive, for a value that
     must be ``> low``); ``choices`` lists the valid strings. :func:`build_algorithm` checks every value.
+    ``source``: where the default comes from (file and flag/key of the reference code); ``--dry-run`` prints it.
     """
-    metadata = {"low": low, "high": high, "open_low": open_low, "choices": choices}
+    metadata = {"low": low, "high": high, "open_low": open_low, "choices": choices, "source": source}
     return field(default=default, metadata=metadata)
 
 
@@ -286,10 +300,12 @@ def register(name: str) -> Callable[[type], type]:
             _check_views(views, where, cls.__name__)
         if not callable(getattr(cls, "loss", None)):
             raise AlgorithmError(f"{where}: {cls.__name__} has no loss(self, student, teacher, batch) method")
-        clashing = [f.name for f in hyperparameter_fields(cls) if f.name in LOOP_SETTINGS]
+        # A hyper-parameter named like a run setting would shadow it where records are compared with the
+        # reference (an algorithm's EMA "momentum" read as SGD's momentum): refused.
+        clashing = [f.name for f in hyperparameter_fields(cls) if f.name in RESERVED_SETTING_NAMES]
         if clashing:
             raise AlgorithmError(f"{where}: hyper-parameter {clashing[0]!r} has the name of a loop setting "
-                                 f"{LOOP_SETTINGS}; rename it")
+                                 f"{RESERVED_SETTING_NAMES}; rename it")
         _check_reference(cls, where)
         builtin = _is_builtin(cls)
         if builtin and name != cls.__module__.rsplit(".", 1)[-1]:
@@ -481,6 +497,33 @@ def labeled_view_of(algorithm: Any) -> str:
     return getattr(algorithm, "labeled_view", "weak")
 
 
+def setting_sources(algorithm: Any, dataset_family: str | None, loop: dict[str, Any]) -> list[str]:
+    """One line per setting with a declared source: ``name=value  <- source``, for ``--dry-run``.
+
+    Hyper-parameters name theirs with ``hp(..., source=...)``; the loop settings the algorithm's ``reference``
+    sets name theirs in the optional class attribute ``reference_sources`` (family or ``"*"`` -> source). ``loop``
+    holds the run's effective loop settings; a value that differs from the reference's is marked as given.
+    """
+    cls = type(algorithm)
+    reference = _reference_for(cls, dataset_family)
+    sources = getattr(cls, "reference_sources", {})
+    lines = []
+
+    def line(name: str, value: Any, default: Any, source: str) -> str:
+        given = "" if value == default else f"  (given; the reference has {default!r})"
+        return f"{name}={value!r}  <- {source}{given}"
+
+    for f in hyperparameter_fields(cls):
+        if f.metadata.get("source"):
+            default = reference.get(f.name, _default(f))
+            lines.append(line(f.name, getattr(algorithm, f.name), default, f.metadata["source"]))
+    for key in LOOP_SETTINGS:
+        family = dataset_family if key in getattr(cls, "reference", {}).get(dataset_family, {}) else ALL_FAMILIES
+        if key in reference and family in sources:
+            lines.append(line(key, loop.get(key, reference[key]), reference[key], sources[family]))
+    return lines
+
+
 def hyperparameters(algorithm: Any) -> dict[str, Any]:
     """The algorithm's resolved hyper-parameters, for the run record (declared state is left out)."""
     return {f.name: getattr(algorithm, f.name) for f in hyperparameter_fields(type(algorithm))}
@@ -506,6 +549,48 @@ def generator_of(batch: Batch, algorithm: Any) -> torch.Generator:
         raise AlgorithmError(f"{name}: its loss draws random numbers (MixUp) from batch.generator, which is "
                              "None; pass Batch(..., generator=torch.Generator(device).manual_seed(seed))")
     return batch.generator
+
+
+def indices_of(batch: Batch, algorithm: Any) -> tuple[Tensor, Tensor]:
+    """``(batch.x_index, batch.u_index)``, or a clear error naming the algorithm when the caller passed none."""
+    if batch.x_index is None or batch.u_index is None:
+        name = getattr(algorithm, "name", type(algorithm).__name__)
+        raise AlgorithmError(f"{name}: its per-image state needs batch.x_index and batch.u_index (positions in the "
+                             "split's labelled / unlabelled sets), which are None; pass them to Batch(...) "
+                             "(the training loop does)")
+    return batch.x_index, batch.u_index
+
+
+def setup_algorithm(algorithm: Any, student: nn.Module, num_classes: int, *, num_labeled: int,
+                    num_unlabeled: int) -> nn.Module | None:
+    """Call the algorithm's optional ``setup``; what it returns is the algorithm's module (trained, saved).
+
+    ``setup(student, num_classes)`` is the contract; an algorithm whose state is per image (a memory bank over
+    the labelled set) also declares keyword parameters ``num_labeled`` and/or ``num_unlabeled`` (the sizes of
+    the split's sets, which ``Batch.x_index`` / ``u_index`` index) and gets them.
+    """
+    setup = getattr(algorithm, "setup", None)
+    if setup is None:
+        return None
+    accepted = inspect.signature(setup).parameters
+    sizes = {k: v for k, v in (("num_labeled", num_labeled), ("num_unlabeled", num_unlabeled)) if k in accepted}
+    return setup(student, num_classes, **sizes)
+
+
+@torch.no_grad()
+def gather_from_ranks(tensor: Tensor) -> Tensor:
+    """The rows of ``tensor`` from every data-parallel rank, concatenated in rank order (no gradient).
+
+    Running statistics of an algorithm (confidence EMAs, class-wise learning status, memory banks) are updated
+    from this, so that every rank holds the same state, the one a single process of the global batch would
+    compute; every rank's tensor must have the same shape (the loop gives every rank the same batch size).
+    Without torchrun it returns ``tensor`` itself.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
 
 
 def check_losses(result: Any, algorithm: Any) -> Losses:

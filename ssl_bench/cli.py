@@ -116,7 +116,7 @@ def settings_from_args(args: argparse.Namespace,
 
 def _show_config(configs: Sequence[RunConfig]) -> int:
     """Print the effective settings of a run without training (no data needed for the built-in data sets)."""
-    from ssl_bench.algorithm import build_algorithm, hyperparameters
+    from ssl_bench.algorithm import build_algorithm, hyperparameters, setting_sources
     from ssl_bench.run.build import plan_teachers
 
     resolved = plan_teachers(configs)
@@ -125,6 +125,9 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
     print(f"algorithm {algorithm.name} (targets from the {algorithm.targets_from}), dataset {first.dataset}")
     print("  " + describe_data(first, algorithm))
     print("  hyper-parameters: " + ", ".join(f"{k}={v}" for k, v in hyperparameters(algorithm).items()))
+    sources = setting_sources(algorithm, resolved_family(first), first.to_dict())
+    if sources:
+        print("  reference settings and their sources:\n" + "\n".join(f"    {line}" for line in sources))
     shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_AXES}
     print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
     for v in resolved:

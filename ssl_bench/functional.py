@@ -304,3 +304,57 @@ def mixed_batch_forward(model: nn.Module, mixed: Tensor, batch: int, bn_groups: 
     if bn_groups == "one_batch":
         return model(mixed)
     return torch.cat(interleaved_forward(model, list(mixed.split(batch)), update_bn_from))
+
+
+# --- running statistics (state kept by the algorithm's module; these compute its next value) --------------------
+
+
+def ema_update(average: Tensor, value: Tensor, momentum: float, started: Tensor | bool = True) -> Tensor:
+    """Exponential moving average ``m * average + (1 - m) * value``; ``value`` itself where not ``started``.
+
+    ``started=False`` (a bool or a boolean tensor, so no host-device sync) starts the average at the first value,
+    as USB's ``DistAlignEMAHook`` does with its ``p_model`` (None until the first batch); FreeMatch's and
+    SoftMatch's confidence averages start from a fixed prior instead (``started=True``).
+    """
+    moved = average * momentum + value * (1.0 - momentum)
+    if isinstance(started, bool):
+        return moved if started else value.to(moved.dtype).expand_as(moved).clone()
+    return torch.where(started, moved, value.to(moved.dtype))
+
+
+def scatter_last(table: Tensor, index: Tensor, rows: Tensor, valid: Tensor | None = None) -> Tensor:
+    """A copy of ``table`` with ``table[index[i]] = rows[i]`` for every valid ``i``; the last ``i`` wins a repeat.
+
+    Per-image state (FlexMatch's selected labels, SimMatch's labelled memory bank) is written by index, and an
+    image can appear twice in one (global) batch. An indexed assignment with repeated indices leaves the winner
+    undefined on a GPU; this picks the last row, as a sequential loop would, with no host-device sync:
+    ``table`` is ``(N, ...)``, ``index`` ``(n,)`` in ``[0, N)``, ``rows`` ``(n, ...)``, ``valid`` ``(n,)`` bool.
+    """
+    order = torch.arange(len(index), device=index.device)
+    if valid is not None:
+        order = torch.where(valid, order, -1)
+    last = torch.full((len(table),), -1, dtype=torch.long, device=index.device)
+    last = last.scatter_reduce(0, index, order, reduce="amax")   # the last valid row per entry, or -1
+    written = rows.to(table.dtype)[last.clamp_min(0)]
+    keep = (last >= 0).reshape(-1, *([1] * (table.dim() - 1)))
+    return torch.where(keep, written, table)
+
+
+ALIGNMENT_TARGETS = ("uniform", "labelled")
+
+
+def moving_alignment_averages(p_model: Tensor, p_target: Tensor, started: Tensor | bool, probs_u: Tensor,
+                              probs_x: Tensor, momentum: float, target: str) -> tuple[Tensor, Tensor]:
+    """The next ``(p_model, p_target)`` of EMA distribution alignment (USB ``DistAlignEMAHook.update_p``).
+
+    ``p_model``: EMA of the mean unlabelled prediction ``mean(probs_u)``, starting at the first batch's mean
+    (``started=False``). ``p_target``: unchanged for ``target="uniform"``; for ``"labelled"`` the EMA of the mean
+    labelled prediction ``mean(probs_x)`` (USB's ``p_target_type='model'``, starting uniform). Align with
+    :func:`distribution_alignment`. Used by SoftMatch (uniform) and AdaMatch (labelled).
+    """
+    if target not in ALIGNMENT_TARGETS:
+        raise ValueError(f"alignment target {target!r}; expected one of {ALIGNMENT_TARGETS}")
+    p_model = ema_update(p_model, probs_u.mean(dim=0), momentum, started=started)
+    if target == "labelled":
+        p_target = ema_update(p_target, probs_x.mean(dim=0), momentum)
+    return p_model, p_target

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssl_bench import functional as SF
-from ssl_bench.algorithm import Batch, build_algorithm
+from ssl_bench.algorithm import Batch, build_algorithm, setup_algorithm
 
 NUM_CLASSES = 3
 SEED = 7
@@ -62,6 +62,9 @@ UPDATED_BY = {
     "pi_model": lambda batch, alg: batch.x,
     "pseudo_label": lambda batch, alg: batch.x,
     "supervised": lambda batch, alg: batch.x,
+    # USB (use_cat: True): one call over labelled + weak + strong images; Dash after its warm-up (progress 1).
+    **{name: (lambda batch, alg: torch.cat([batch.x, *batch.u]))
+       for name in ("flexmatch", "freematch", "softmatch", "adamatch", "dash", "simmatch")},
 }
 
 
@@ -84,13 +87,13 @@ def test_one_step_updates_running_statistics_only_from_the_reference_pass(name):
 
     thresholded = name in ("fixmatch", "uda", "pseudo_label")
     algorithm = build_algorithm(name, {"threshold": "0"} if thresholded else None)
-    if hasattr(algorithm, "setup"):
-        algorithm.setup(student, NUM_CLASSES)
     n = 4
+    setup_algorithm(algorithm, student, NUM_CLASSES, num_labeled=n, num_unlabeled=n)
     batch = Batch(x=torch.randn(n, 3, 6, 6, generator=gen),
                   y=torch.randint(0, NUM_CLASSES, (n,), generator=gen),
                   u=tuple(torch.randn(n, 3, 6, 6, generator=gen) for _ in algorithm.unlabeled_views),
-                  progress=1.0, num_classes=NUM_CLASSES, generator=torch.Generator().manual_seed(SEED))
+                  progress=1.0, num_classes=NUM_CLASSES, generator=torch.Generator().manual_seed(SEED),
+                  x_index=torch.arange(n), u_index=torch.arange(n))
     algorithm.loss(student, teacher, batch).total.backward()
 
     initial(UPDATED_BY[name](batch, algorithm))   # the one pass the reference keeps

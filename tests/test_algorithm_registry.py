@@ -150,7 +150,8 @@ def test_builtins_are_found_through_the_installed_package_from_any_directory(tmp
 
     names = builtin_algorithms()
     assert set(names) == {"fixmatch", "mixmatch", "remixmatch", "uda", "mean_teacher", "pi_model",
-                          "pseudo_label", "supervised"}
+                          "pseudo_label", "supervised",
+                          "flexmatch", "freematch", "softmatch", "adamatch", "dash", "simmatch"}
     assert all(path.parent == Path(ssl_bench_algorithms.__path__[0]) for path in names.values())
     assert available_algorithms() == sorted(names)
     for name in names:

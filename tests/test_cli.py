@@ -89,7 +89,7 @@ def test_help_lists_every_option_with_its_default(capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--alg", "fixmach"], "valid choices: ['fixmatch'"),
+    (["--alg", "fixmach"], "valid choices: ['adamatch', 'dash', 'fixmatch'"),
     (["--dataset", "cifar11"], "cifar11"),
     (["--labels", "41", "--dataset", "digits"], "multiple"),
     (["--alg-arg", "tau=0.9"], "valid keys"),

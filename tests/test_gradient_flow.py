@@ -32,6 +32,7 @@ from ssl_bench.algorithm import (
     check_losses,
     load_algorithm_class,
     set_requires_grad,
+    setup_algorithm,
     teacher_forward,
 )
 
@@ -55,10 +56,14 @@ class TinyBNNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+# Thresholds that keep the rows whose *loss* lies below them (Dash's rho, floored at rho_min): set high.
+LOSS_THRESHOLDS = {"dash": {"rho_min": "1e9"}}
+
+
 def active_overrides(name: str) -> dict[str, str]:
     """Confidence thresholds to 0 so that every unlabelled row contributes on a random network."""
     fields = dataclasses.fields(load_algorithm_class(name))
-    return {f.name: "0" for f in fields if f.name.endswith("threshold")}
+    return {**{f.name: "0" for f in fields if f.name.endswith("threshold")}, **LOSS_THRESHOLDS.get(name, {})}
 
 
 def tiny_setup(algorithm, seed: int = 0):
@@ -67,8 +72,8 @@ def tiny_setup(algorithm, seed: int = 0):
     student = TinyBNNet().train()
     teacher = copy.deepcopy(student).train()
     set_requires_grad(teacher, False)
-    module = algorithm.setup(student, NUM_CLASSES) if hasattr(algorithm, "setup") else None
     batch_size, mu = 4, 2
+    module = setup_algorithm(algorithm, student, NUM_CLASSES, num_labeled=batch_size, num_unlabeled=batch_size * mu)
     batch = Batch(
         x=torch.randn(batch_size, 3, 6, 6, generator=gen),
         y=torch.randint(0, NUM_CLASSES, (batch_size,), generator=gen),
@@ -76,6 +81,8 @@ def tiny_setup(algorithm, seed: int = 0):
         progress=1.0,
         num_classes=NUM_CLASSES,
         generator=torch.Generator().manual_seed(seed + 1),
+        x_index=torch.arange(batch_size),
+        u_index=torch.arange(batch_size * mu),
     )
     return student, teacher, module, batch
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssl_bench.algorithm import Algorithm, build_algorithm, loop_settings, set_requires_grad
+from ssl_bench.algorithm import Algorithm, build_algorithm, loop_settings, set_requires_grad, setup_algorithm
 from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
 from ssl_bench.data import load_dataset
 from ssl_bench.data.registry import family_of, split_for
@@ -113,7 +113,9 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
         torch.manual_seed(c.seed)
         student = build_model(c.model, dataset.num_classes)
-        algorithm_module = algorithm.setup(student, dataset.num_classes) if hasattr(algorithm, "setup") else None
+        num_extra = 0 if dataset.x_unlabeled is None else len(dataset.x_unlabeled)
+        algorithm_module = setup_algorithm(algorithm, student, dataset.num_classes, num_labeled=len(split.labeled),
+                                           num_unlabeled=len(split.unlabeled) + num_extra)
     if sync_bn:
         if device.type != "cuda":
             raise UserError(f"--sync-bn: torch's SyncBatchNorm runs on GPUs only and this run is on {device}; drop "
@@ -163,9 +165,20 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
         x_test=to_nchw(dataset.x_test), y_test=torch.from_numpy(dataset.y_test).to(device),
         # torch.compile wraps the same parameters: smoothers and checkpoints see the plain module.
         train_model=torch.compile(student) if c.compile else student,
-        x_unlabeled_pool=None if extra is None else unlabeled_pool(dataset.x_train, extra))
+        x_unlabeled_pool=None if extra is None else unlabeled_pool(dataset.x_train, extra),
+        positions=(_positions(split.labeled, len(dataset.y_train), 0, device),
+                   _positions(split.unlabeled, len(dataset.y_train), num_extra, device)))
     ranks.broadcast_(_states(training))   # every rank starts from rank 0's weights
     return training
+
+
+def _positions(indices: np.ndarray, num_train: int, num_extra: int, device: torch.device) -> Tensor:
+    """Image index -> position in ``indices`` (-1 elsewhere); the ``num_extra`` images after the training set
+    (STL-10's unlabelled ones) come after ``indices``, as the unlabelled stream numbers them."""
+    position = torch.full((num_train + num_extra,), -1, dtype=torch.long)
+    position[torch.as_tensor(np.asarray(indices), dtype=torch.long)] = torch.arange(len(indices))
+    position[num_train:] = len(indices) + torch.arange(num_extra)
+    return position.to(device)
 
 
 def check_ranks_agree(training: Training) -> None:

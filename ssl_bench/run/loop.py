@@ -79,14 +79,18 @@ def next_batch(training: Training) -> Batch:
                          if labeled_view_of(training.algorithm) == "strong" else
                          weak_augment(x_images, s.augment, flip=flip))
     views: tuple[Tensor, ...] = ()
+    unlabeled = labeled[:0]
     if training.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
         pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
-        u_images = pool[to_device(s.unlabeled.next(batch_size * c.mu), training.device)]
+        unlabeled = to_device(s.unlabeled.next(batch_size * c.mu), training.device)
+        u_images = pool[unlabeled]
         views = tuple(training.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
                                        strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
                       for view in training.algorithm.unlabeled_views)
+    labeled_position, unlabeled_position = training.positions
     return Batch(x=x, y=training.y_train[labeled], u=views, progress=training.step / c.steps,
-                 num_classes=training.dataset.num_classes, generator=s.algorithm)
+                 num_classes=training.dataset.num_classes, generator=s.algorithm,
+                 x_index=labeled_position[labeled], u_index=unlabeled_position[unlabeled])
 
 
 def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:

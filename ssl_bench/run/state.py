@@ -166,6 +166,9 @@ class Training:
     step: int = 0
     # training images followed by the data set's extra unlabelled ones (STL-10), or None: then the pool is x_train
     x_unlabeled_pool: Tensor | None = None
+    # Image index -> position in the split's labelled / unlabelled set (-1: not in it), for Batch.x_index and
+    # Batch.u_index (algorithms with per-image state: FlexMatch, SimMatch).
+    positions: tuple[Tensor, Tensor] | None = None
 
     @property
     def extra_unlabeled(self) -> int:
