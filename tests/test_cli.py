@@ -89,7 +89,7 @@ def test_help_lists_every_option_with_its_default(capsys):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--alg", "fixmach"], "valid choices: ['fixmatch'"),
+    (["--alg", "fixmach"], "did you mean 'fixmatch'"),
     (["--dataset", "cifar11"], "cifar11"),
     (["--labels", "41", "--dataset", "digits"], "multiple"),
     (["--alg-arg", "tau=0.9"], "valid keys"),
@@ -162,6 +162,47 @@ def test_plugin_dropped_into_algorithms_folder_runs_by_name(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["--alg", "entropy_min_here", "--labels", "20", "--dataset", "digits", "--profile", "smoke",
                  "--results-dir", "r", "--no-progress"]) == 0
+
+
+def test_readme_plugin_under_any_file_name_runs_by_its_registered_name(tmp_path, monkeypatch, builtin_registry):
+    """The README's example saved as algorithms/em.py is `--alg entropy_min`; by path or by name, the folder and
+    the record both say entropy_min, and the second run resumes the first (the same identity)."""
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "algorithms" / "em.py").write_text(readme_plugin())
+    monkeypatch.chdir(tmp_path)
+    common = ["--labels", "20", "--dataset", "digits", "--profile", "smoke", "--results-dir", "r", "--no-progress"]
+    assert main(["--alg", "entropy_min", *common, "--stop-at", "4"]) == 0
+    (run_dir,) = (tmp_path / "r").iterdir()
+    assert run_dir.name.startswith("entropy_min-sts-digits-20-s0-smoke")
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["algorithm"] == record["settings"]["algorithm"] == "entropy_min"
+    assert main(["--alg", "algorithms/em.py", *common, "--resume"]) == 0   # by path: the same run, resumed
+    assert [d.name for d in (tmp_path / "r").iterdir()] == [run_dir.name]
+    assert json.loads((run_dir / "record.json").read_text())["status"] == "finished"
+
+
+def test_a_broken_plugin_shows_its_own_traceback_not_unknown_algorithm(tmp_path, monkeypatch, builtin_registry):
+    import traceback
+
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "algorithms" / "em.py").write_text(readme_plugin())
+    (tmp_path / "algorithms" / "broken.py").write_text("import math\n\nratio = math.pi / 0\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ZeroDivisionError) as info:
+        main(["--alg", "entropy_min", "--dataset", "digits", "--labels", "20", "--profile", "smoke", "--dry-run"])
+    frames = traceback.extract_tb(info.tb)
+    assert frames[-1].filename.endswith("broken.py") and frames[-1].line == "ratio = math.pi / 0"
+    assert any("algorithms/broken.py" in note for note in info.value.__notes__)
+
+
+def test_an_unknown_name_searches_every_plugin_and_suggests_the_closest(tmp_path, monkeypatch, capsys,
+                                                                       builtin_registry):
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "algorithms" / "em.py").write_text(readme_plugin())
+    monkeypatch.chdir(tmp_path)
+    assert main(["--alg", "entropy_mni", "--dataset", "digits", "--labels", "20", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'entropy_min'?" in err and "Traceback" not in err
 
 
 def test_quickstart_trains_both_and_prints_the_gain(tmp_path, capsys):
