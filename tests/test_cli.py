@@ -215,3 +215,17 @@ def test_quickstart_trains_both_and_prints_the_gain(tmp_path, capsys):
     teacher = {a: json.loads((d / "record.json").read_text())["results"]["teacher_median_last20"]
                for a, d in records.items()}
     assert f"{teacher['fixmatch'] - teacher['supervised']:+.1f}" in out
+
+
+def test_quickstart_says_when_it_reuses_finished_runs_and_fresh_trains_again(tmp_path, capsys):
+    argv = ["quickstart", "--steps", "8", "--results-dir", str(tmp_path), "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "reusing" not in first and len(list(tmp_path.iterdir())) == 2
+    assert main(argv) == 0
+    again = capsys.readouterr().out
+    assert again.count("reusing the finished run") == 2 and "--fresh to train again" in again
+    assert first.splitlines()[-4:] == again.splitlines()[-4:]   # the same numbers, said to be the old ones
+    assert main([*argv, "--fresh"]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    assert sorted(d.name.rsplit("-", 1)[-1] for d in tmp_path.iterdir()).count("2") == 2   # new directories

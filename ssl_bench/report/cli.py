@@ -20,11 +20,9 @@ def leaderboard_main(args: argparse.Namespace) -> int:
         if args.format != "markdown" and board.problems:
             for p in board.problems:
                 print(f"warning: skipped {p.path}: {p.reason}", file=sys.stderr)
-        write = args.write
-        if write is None:  # default: keep the canonical, unfiltered file up to date
-            write = args.format == "markdown" and args.profile is None and args.dataset is None
-        if write:
-            path = write_leaderboard(args.results_dir, board=board)
+        if args.write:   # only when asked: a checkout's committed results/LEADERBOARD.md never changes by itself
+            unfiltered = board if args.profile is None and args.dataset is None and args.format == "markdown" else None
+            path = write_leaderboard(args.results_dir, stat=args.stat, board=unfiltered)
             print(f"wrote {path}", file=sys.stderr)
     except LeaderboardError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -47,18 +45,18 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``leaderboard`` and ``compare`` to the CLI's sub-parsers; each sets ``func(args) -> int``."""
     lb = subparsers.add_parser(
         "leaderboard",
-        help=f"Table-6-style leaderboard derived from results/*/{RECORD_FILE}",
-        description="Print the leaderboard derived from the run records and (by default, for the unfiltered "
-        f"markdown board) rewrite <results-dir>/{LEADERBOARD_FILE} atomically.",
+        help=f"Table-6-style leaderboard derived from <results-dir>/*/{RECORD_FILE}",
+        description="Print the leaderboard derived from the run records; with --write also (re)write "
+        f"<results-dir>/{LEADERBOARD_FILE} atomically (the committed one: --results-dir results --write).",
     )
     add_results_dir(lb)
     lb.add_argument("--format", choices=FORMATS, default="markdown", help="output format (default: markdown)")
     add_stat(lb)
     lb.add_argument("--profile", help="only this profile's sections (default: all, best budget first)")
     lb.add_argument("--dataset", help="only this dataset's sections (default: all)")
-    lb.add_argument("--write", action=argparse.BooleanOptionalAction, default=None,
-                    help=f"rewrite <results-dir>/{LEADERBOARD_FILE} (default: yes for --format markdown without "
-                    "--profile/--dataset filters)")
+    lb.add_argument("--write", action="store_true",
+                    help=f"also (re)write <results-dir>/{LEADERBOARD_FILE}, the unfiltered markdown board "
+                    "(default: print only)")
     lb.set_defaults(func=leaderboard_main)
 
     cp = subparsers.add_parser(
