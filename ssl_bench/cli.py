@@ -172,9 +172,7 @@ def _run(args: argparse.Namespace) -> int:
         c.validate()
     if args.dry_run:
         return _show_config(configs)
-    if base.profile == "full":
-        print("profile 'full' is the paper's protocol: 2^20 steps through WRN-28-2/8 - GPU-hours to GPU-days "
-              "(see benchmarks/gpu_report.py). Pass --profile short|cpu|smoke for a scaled run.", file=sys.stderr)
+    preflight(configs, yes=args.yes)
     outcomes = train_teachers(configs, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
                               sync_bn=args.sync_bn)
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 speaks for the run
@@ -188,6 +186,26 @@ def _run(args: argparse.Namespace) -> int:
                   f"({record['steps_done']}/{record['settings']['steps']} steps, profile "
                   f"{record['settings']['profile']}, dataset {record['dataset']} [{record['dataset_kind']}])")
     return 0
+
+
+def preflight(configs: Sequence[RunConfig], *, yes: bool) -> None:
+    """Refuse, before anything is created, what would waste days on this machine unless ``--yes`` says it is meant:
+    the paper's ``full`` profile or ``--amp`` on a CPU. (Data, model name, device, packages and plug-ins are
+    checked by the loop before any run directory exists.)"""
+    from ssl_bench.run.build import resolve_device
+
+    if yes:
+        return
+    for c in configs:
+        if resolve_device(c.device).type != "cpu":
+            continue
+        if c.profile == "full":
+            raise UserError("--profile full on a CPU: the paper's protocol is 2^20 steps through WRN-28-2/8, GPU-hours "
+                            "to GPU-days on a GPU and weeks here (benchmarks/gpu_report.py); pass --profile "
+                            "short|cpu|smoke for a scaled run, or --yes to run it anyway")
+        if c.amp:
+            raise UserError("--amp on a CPU: bfloat16 autocast is slower than float32 on most CPUs and changes the "
+                            "numbers; drop --amp (it is meant for GPUs), or pass --yes to run it anyway")
 
 
 # -- sweep ----------------------------------------------------------------------------------------------------------
@@ -213,6 +231,8 @@ def _sweep(args: argparse.Namespace) -> int:
     from ssl_bench.run import sweep
 
     base, grid = settings_from_args(args, GRID_FIELDS)
+    if not args.dry_run and args.executor != "slurm":   # slurm: the jobs run on the cluster's nodes, not here
+        preflight([base], yes=args.yes)   # profile, amp and device are not grid axes: the base decides
     options = sweep.SweepOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(sweep.SweepOptions)})
     return sweep.run_sweep(base, grid, options)
 
@@ -247,6 +267,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--sync-bn", action="store_true",
                    help="with torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--yes", action="store_true",
+                   help="run what is refused on a CPU otherwise: --profile full (weeks) or --amp (slower there)")
     r.add_argument("--dry-run", "--show-config", dest="dry_run", action="store_true",
                    help="print the effective settings (the algorithm's reference, the profile's budget) and stop")
     run.set_defaults(func=_run)
@@ -260,6 +282,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from ssl_bench.run.sweep import SweepOptions
 
     add_option_arguments(sweep, SweepOptions)
+    sweep.add_argument("--yes", action="store_true",
+                       help="run what is refused on a CPU otherwise: --profile full (weeks) or --amp (slower there)")
     sweep.set_defaults(func=_sweep)
 
     from ssl_bench import quickstart

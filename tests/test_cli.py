@@ -229,3 +229,29 @@ def test_quickstart_says_when_it_reuses_finished_runs_and_fresh_trains_again(tmp
     assert main([*argv, "--fresh"]) == 0
     assert "reusing" not in capsys.readouterr().out
     assert sorted(d.name.rsplit("-", 1)[-1] for d in tmp_path.iterdir()).count("2") == 2   # new directories
+
+
+def test_tensorboard_missing_is_refused_before_any_run_directory_exists(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # `import` of it raises ImportError
+    code = main(["--tensorboard", "--dataset", "digits", "--labels", "20", "--profile", "smoke",
+                 "--results-dir", str(tmp_path / "r"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'ssl-bench[tensorboard]'" in err
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+
+
+@pytest.mark.parametrize("argv, expected", [(["--profile", "full"], "--profile full on a CPU"),
+                                            (["--profile", "smoke", "--amp"], "--amp on a CPU")])
+def test_days_of_cpu_work_are_refused_before_training_unless_yes(tmp_path, capsys, monkeypatch, argv, expected):
+    import ssl_bench.run.loop as loop
+
+    started = []
+    monkeypatch.setattr(loop, "train_teachers", lambda *a, **k: started.append(a) or [])
+    common = ["--dataset", "digits", "--labels", "20", "--device", "cpu", "--results-dir", str(tmp_path / "r")]
+    assert main([*common, *argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "--yes" in err and not started
+    assert main([*common, *argv, "--yes"]) == 0 and len(started) == 1
+    assert not (tmp_path / "r").exists()

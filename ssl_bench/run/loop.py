@@ -53,7 +53,7 @@ from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
 from ssl_bench.run.sampling import to_device
 from ssl_bench.run.state import LogWindow, RunInterrupted, Training, restore
-from ssl_bench.run.writer import Reporter
+from ssl_bench.run.writer import Reporter, require_tensorboard
 
 # Images of the test set whose teacher outputs are compared between evaluations (Figure 3, right).
 FIGURE3_BATCH = 256
@@ -149,6 +149,8 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
     command = command if command is not None else rec.command_line()
     first = configs[0]
     first.validate()
+    if any(c.tensorboard for c in configs):   # pre-flight: every check that can fail comes before any directory
+        require_tensorboard()
     with join(resolve_device(first.device)) as ranks:
         if ranks.enabled:   # each rank on its own device under torchrun
             configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]

@@ -71,14 +71,20 @@ def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str
         data_parallel=[{"from_step": training.step, "world_size": training.ranks.world_size}])
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
-    """A TensorBoard writer for ``run_dir`` (optional dependency: a clear message when it is missing)."""
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter`` (an optional dependency), or one line saying how to install it. Called
+    before any run directory exists (the loop's pre-flight), so a missing package leaves nothing behind."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise MissingPackageError("--tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]' "
-                          "(or drop --tensorboard; metrics.csv has the same numbers)") from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                                  "(or drop --tensorboard; metrics.csv has the same numbers)") from None
+    return SummaryWriter
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard writer for ``run_dir``."""
+    return require_tensorboard()(log_dir=str(run_dir / "tensorboard"))
 
 
 class Reporter:
