@@ -368,7 +368,7 @@ def _unknown_algorithm(name: str) -> AlgorithmError:
     import difflib
 
     known = sorted(set(builtin_algorithms()) | set(registered_plugins()))
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     where = f" and the plug-ins of {_plugin_dir()}" if _plugin_dir() is not None else ""
     return AlgorithmError(f"unknown algorithm {name!r}: {hint}the built-ins{where} register {known}; a plug-in "

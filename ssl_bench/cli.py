@@ -78,6 +78,8 @@ def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collecti
         meta, default = f.metadata, getattr(defaults, f.name)
         kind, group = _value_type(f), groups[meta["group"]]
         help_text = meta["help"] + (" (comma list)" if f.name in list_fields and "comma" not in meta["help"] else "")
+        if f.name in list_fields and meta["choices"] is not None:   # argparse cannot check the items of a list
+            help_text += f"; each one of {', '.join(map(str, meta['choices']))}"
         if f.name == "alg_args":
             group.add_argument(flag_of(f), dest=f.name, action="append", type=_key_value, default=[],
                                metavar="KEY=VALUE", help=help_text)
@@ -108,6 +110,11 @@ def settings_from_args(args: argparse.Namespace,
             else:
                 lists[f.name] = parse_values(f, value)
                 value = lists[f.name][0]
+                for item in lists[f.name] if f.metadata["choices"] is not None else ():
+                    if item not in f.metadata["choices"]:
+                        raise UserError(f"{flag_of(f)} {item!r} is not valid"
+                                        f"{suggestion(str(item), f.metadata['choices'], ALIASES.get(f.name))}; "
+                                        f"choose from {list(f.metadata['choices'])}")
         values[f.name] = value
     return RunConfig(**values), lists
 
@@ -239,19 +246,83 @@ def _sweep(args: argparse.Namespace) -> int:
 
 # -- the parser -----------------------------------------------------------------------------------------------------
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Print a default only where it says something (not None / False / [], not already explained)."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (``off``/``on`` for switches, ``not set`` for None), unless
+    the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, []) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.default is None or action.default == []:
+            shown = "not set"
+        elif action.default is True or action.default is False:
+            shown = "on" if action.default else "off"
+        else:
+            shown = str(action.default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+# Other names of a value in the field, with what it is called here (the message of a near miss says it).
+ALIASES: dict[str, dict[str, str]] = {
+    "smooth": {"ema": "tma", "mean_teacher": "tma", "swa": "tma"},   # an EMA of the weights is the paper's TMA
+}
+
+
+def suggestion(value: str, choices: Sequence[str], aliases: dict[str, str] | None = None) -> str:
+    """`` (did you mean 'tma'?)`` for a near miss or a known other name of a choice, else ``""``."""
+    import difflib
+
+    if aliases and value.lower() in aliases:
+        return f" ({value!r} is called {aliases[value.lower()]!r} here)"
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _innermost(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command that ``parsed`` came from."""
+    while (action := _subcommands(parser)) is not None:
+        name = getattr(parsed, action.dest, None) if action.dest != argparse.SUPPRESS else None
+        if name not in action.choices:
+            break
+        parser = action.choices[name]
+    return parser
+
+
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    action = _subcommands(parser)
+    for child in dict.fromkeys(action.choices.values()) if action is not None else ():
+        yield from _every_parser(child)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped choice and a mistyped flag (sub-commands inherit it)."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            hint = suggestion(str(value), list(action.choices), ALIASES.get(action.dest))
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {choices})")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _innermost(self, parsed)   # the sub-command's parser: its usage, its flags
+            flags = [o for a in parser._actions for o in a.option_strings]
+            hints = [suggestion(e.split("=")[0], flags) for e in extras if e.startswith("-")]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{''.join(h for h in hints if h)}")
+        return parsed
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; ``prog``: the name shown by --help (default: the name that was typed)."""
     prog = prog or os.path.basename(sys.argv[0] or "ssl-bench")
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog=prog, formatter_class=_HelpFormatter,
         description="ssl-bench: SSL algorithms x teacher smoothing (none / TMA / SE / STS) on CIFAR label budgets. "
                     "Without a sub-command, runs one experiment.")
@@ -293,6 +364,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
     quickstart.add_subcommand(sub)
+    for p in _every_parser(parser):   # every sub-command's help shows its defaults the same way
+        p.formatter_class = _HelpFormatter
     return parser
 
 

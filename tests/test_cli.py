@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -254,4 +255,47 @@ def test_days_of_cpu_work_are_refused_before_training_unless_yes(tmp_path, capsy
     err = capsys.readouterr().err
     assert expected in err and "--yes" in err and not started
     assert main([*common, *argv, "--yes"]) == 0 and len(started) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def _options_with_help(parser) -> list:
+    from ssl_bench.cli import _every_parser
+
+    return [(p.prog, a) for p in _every_parser(parser) for a in p._actions
+            if a.option_strings and a.help is not argparse.SUPPRESS and not isinstance(a, argparse._HelpAction)]
+
+
+def test_every_help_line_of_every_command_shows_its_default(capsys):
+    parser = build_parser("ssl-bench")
+    options = _options_with_help(parser)
+    assert len(options) > 60
+    for prog, action in options:
+        formatter = parser.formatter_class(prog)
+        assert "default" in formatter._get_help_string(action), (prog, action.option_strings)
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--seed SEED seed of the run (model init, batches, augmentation, masks) (default: 0)",
+                  "--amp, --no-amp bf16 autocast (CUDA) (default: off)", "(default: sts)"):
+        assert shown in text, shown
+    from ssl_bench.smoothing import STRATEGIES  # the strategies as the smoothing module lists them, not a copy
+
+    assert f"each one of {', '.join(STRATEGIES)}" in text
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--smooth", "ema"], "'ema' is called 'tma' here"),
+    (["--smooth", "tma,stss"], "did you mean 'sts'?"),
+    (["--profile", "smok"], "did you mean 'smoke'?"),
+    (["--smoth", "tma"], "did you mean '--smooth'"),
+    (["leaderboard", "--stat", "medain"], "did you mean 'median'?"),
+    (["--dataset", "digit", "--labels", "20", "--profile", "smoke"], "did you mean 'digits'"),
+])
+def test_near_misses_say_what_was_meant(tmp_path, capsys, argv, expected):
+    try:
+        code = main([*argv, "--results-dir", str(tmp_path / "r")] if argv[0] != "leaderboard" else argv)
+    except SystemExit as exc:   # argparse's own errors
+        code = exc.code
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and expected in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
