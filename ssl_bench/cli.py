@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
     from ssl_bench.run.loop import train_teachers
 
     base, axes = settings_from_args(args, TEACHER_AXES)
+    if args.config:
+        base, axes = with_saved_config(args.config, base, axes, given_settings(args.argv))
     configs = teacher_grid(base, axes)
     for c in configs:
         c.validate()
@@ -193,6 +195,53 @@ def _run(args: argparse.Namespace) -> int:
                   f"({record['steps_done']}/{record['settings']['steps']} steps, profile "
                   f"{record['settings']['profile']}, dataset {record['dataset']} [{record['dataset_kind']}])")
     return 0
+
+
+def load_saved_config(path: str | os.PathLike) -> RunConfig:
+    """The configuration saved in a run directory's config.json (the folder or the file itself)."""
+    from pathlib import Path
+
+    from ssl_bench.records import CONFIG_FILE, read_json
+
+    file = Path(path) / CONFIG_FILE if Path(path).is_dir() else Path(path)
+    try:
+        data = read_json(file)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--config {path}: cannot read {file} ({type(exc).__name__}: {exc}); pass a run "
+                        f"directory or its {CONFIG_FILE}") from None
+    saved = data.get("config", data) if isinstance(data, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(f"--config {path}: {file} holds no run configuration (expected a JSON object with 'config')")
+    return RunConfig.from_dict(saved)
+
+
+def given_settings(argv: Sequence[str]) -> set[str]:
+    """The ``RunConfig`` fields the ``run`` command line ``argv`` sets explicitly (its defaults left out)."""
+    run = _subcommands(build_parser()).choices["run"]
+    for action in run._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(run.parse_known_args(list(argv)[1:])[0])) & {f.name for f in run_settings()}
+
+
+def with_saved_config(path: str | os.PathLike, base: RunConfig, axes: dict[str, list[Any]],
+                      given: set[str]) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """``--config``: every identifying setting from the saved run, except those given on the command line (and
+    ``--alg-arg`` merged into the saved ones); where and how this machine runs it (device, folders, logging)
+    comes from this command line, as for any run."""
+    from ssl_bench.run.build import plan_teachers
+
+    saved = load_saved_config(path)
+    # A saved value that is the default derived from other settings (the split seed from the seed, steps from the
+    # profile, lr from the algorithm's reference...) is left to derive again: --seed 1 also moves the split.
+    derived = {"split_seed", "m", "steps", "eval_every", "batch_size", "mu", "lr", "weight_decay", "model"}
+    bare = dataclasses.replace(saved, **{k: None for k in derived})
+    rederived = plan_teachers([bare])[0]
+    saved = dataclasses.replace(saved, **{k: None for k in derived if getattr(saved, k) == getattr(rederived, k)})
+    kept = {f.name: getattr(saved, f.name) for f in run_settings()
+            if f.metadata["identifies"] and f.name not in given}
+    if "alg_args" in given:
+        kept["alg_args"] = {**saved.alg_args, **base.alg_args}
+    return dataclasses.replace(base, **kept), {k: v for k, v in axes.items() if k in given}
 
 
 def preflight(configs: Sequence[RunConfig], *, yes: bool) -> None:
@@ -332,6 +381,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                      "combination from the same student (see README: one student, many teachers).")
     add_setting_arguments(run, TEACHER_AXES)
     r = run.add_argument_group("this invocation")
+    r.add_argument("--config", metavar="RUN_DIR|CONFIG_JSON",
+                   help="re-run a saved configuration: its identifying settings, overridden by the options given "
+                        "here (default: none)")
     r.add_argument("--resume", action="store_true",
                    help="continue the latest unfinished run with the same identifying settings")
     r.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
@@ -381,6 +433,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = build_parser(prog).parse_args(argv)
+    args.argv = argv   # what was typed: --config keeps the saved settings that it does not name
     try:
         with _sigterm_as_interrupt():
             return args.func(args)

@@ -299,3 +299,34 @@ def test_near_misses_say_what_was_meant(tmp_path, capsys, argv, expected):
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and expected in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_config_reruns_a_saved_run_number_for_number_and_options_override_it(tmp_path, capsys):
+    from helpers import metric_rows
+
+    first = ["--alg", "fixmatch", "--alg-arg", "threshold=0.8", "--smooth", "tma", "--m", "0.9", "--labels", "20",
+             "--dataset", "digits", "--profile", "smoke", "--seed", "3", "--steps", "6", "--no-progress"]
+    assert main([*first, "--results-dir", str(tmp_path / "a")]) == 0
+    (original,) = (tmp_path / "a").iterdir()
+    assert main(["run", "--config", str(original), "--results-dir", str(tmp_path / "b"), "--no-progress"]) == 0
+    (again,) = (tmp_path / "b").iterdir()
+    settings = json.loads((original / "record.json").read_text())["settings"]
+    assert json.loads((again / "record.json").read_text())["settings"] == settings
+    assert metric_rows(again) == metric_rows(original)
+    assert main(["run", "--config", str(original / "config.json"), "--seed", "0", "--alg-arg", "lambda_u=2",
+                 "--results-dir", str(tmp_path / "c"), "--no-progress"]) == 0
+    (changed,) = (tmp_path / "c").iterdir()
+    record = json.loads((changed / "record.json").read_text())
+    diff = {k for k, v in record["settings"].items() if settings[k] != v}
+    assert diff == {"seed", "split_seed", "alg_args"}   # the split follows the seed, as it did in the saved run
+    assert record["settings"]["alg_args"] == {"threshold": "0.8", "lambda_u": "2"}
+    capsys.readouterr()
+    assert main(["run", "--config", str(original), "--profile", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out   # the profile's batch and model follow it; the steps given then stay
+    assert "batch_size=16" in out and "model=small" in out and "steps=6," in out and "m=0.9," in out
+
+
+def test_config_that_is_not_a_run_configuration_is_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    assert main(["run", "--config", str(tmp_path), "--dry-run"]) == 2
+    assert "holds no run configuration" in capsys.readouterr().err
