@@ -24,7 +24,7 @@ import torch
 from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
 from ssl_bench.errors import UserError
 
-SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep", "quickstart")
+SUBCOMMANDS = ("run", "leaderboard", "compare", "export", "plot", "sweep", "quickstart", "evaluate", "export-weights")
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
 # of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
 GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
