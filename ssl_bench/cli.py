@@ -1,4 +1,5 @@
-"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``plot``, ``sweep`` and ``quickstart``.
+"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``export``, ``plot``, ``sweep``, ``quickstart``,
+``evaluate`` and ``export-weights``.
 
     ssl-bench --alg fixmatch --smooth sts --labels 40            (or: python run_bench.py ...)
 
@@ -416,6 +417,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
     quickstart.add_subcommand(sub)
+    from ssl_bench.run import evaluate_checkpoint
+
+    evaluate_checkpoint.add_subcommands(sub)
     for p in _every_parser(parser):   # every sub-command's help shows its defaults the same way
         p.formatter_class = _HelpFormatter
     return parser
