@@ -76,7 +76,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add_stat(lb)
     lb.add_argument("--profile", help="only this profile's sections (default: all, best budget first)")
     lb.add_argument("--dataset", help="only this dataset's sections (default: all)")
-    lb.add_argument("--write", action="store_true",
+    lb.add_argument("--write", action=argparse.BooleanOptionalAction, default=False,   # --no-write: the old opt-out
                     help=f"also (re)write <results-dir>/{LEADERBOARD_FILE}, the unfiltered markdown board "
                     "(default: print only)")
     lb.set_defaults(func=leaderboard_main)

@@ -95,7 +95,8 @@ def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:
     for teacher in training.teachers:
         teacher.smoother.update(teacher.model, training.student)
     training.step += 1
-    logs = {"loss": losses.total.detach()}
+    # each weighted loss term too (supervised / unsupervised ...): device tensors, read only at log intervals
+    logs = {"loss": losses.total.detach(), **{f"loss_{k}": v.detach() for k, v in losses.terms.items()}}
     for key, value in losses.logs.items():
         # Python numbers (a ramp-up weight) go to the device too, through a pinned non-blocking copy.
         logs[key] = (value.detach() if isinstance(value, Tensor)
@@ -175,6 +176,7 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
     c, ranks = training.config, training.ranks
     last = min(c.steps, stop_at or c.steps)
     report = Reporter(training, dirs, command, progress)
+    report.continue_window(window)
     report.save(window, rec.RunStatus.RUNNING)
     at_eval = True   # a resumed training already at its last step has nothing left to checkpoint
     try:
@@ -186,9 +188,10 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
             at_eval = training.step % c.eval_every == 0 or training.step == c.steps
             if at_eval or training.step % c.log_every == 0 or training.step == last:
                 means = window.means_over_ranks(ranks, training.step)                        # collective
-                report.progress(means)
+                report.progress(means, window.count)
             if at_eval:
                 window = LogWindow()   # reset before the checkpoint is written
+                report.reset_window()
                 check_ranks_agree(training)                                                   # collective
                 if ranks.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
                     report.evaluation(means, evaluate(training))
