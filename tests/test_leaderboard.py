@@ -362,7 +362,7 @@ def test_write_leaderboard_is_atomic_and_says_how_it_was_made(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert path == tmp_path / "LEADERBOARD.md"
     assert text.startswith("# ssl-bench leaderboard")
-    assert f"`ssl-bench leaderboard --results-dir {tmp_path} --stat median`" in text
+    assert f"`ssl-bench leaderboard --results-dir {tmp_path} --stat median --write`" in text
     assert "record.json" in text and "Derived file" in text
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["LEADERBOARD.md"]  # no temp left
 

@@ -418,7 +418,7 @@ def leaderboard_command(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, st
     parts = ["ssl-bench leaderboard", f"--results-dir {results_dir}", f"--stat {short}"]   # the installed command
     parts += [f"--profile {profile}"] if profile else []
     parts += [f"--dataset {dataset}"] if dataset else []
-    return " ".join(parts)
+    return " ".join([*parts, "--write"])   # the command that rebuilds the written file
 
 
 def _not_counted_reason(run: RunRecord, status: RunStatus) -> str:
