@@ -330,3 +330,10 @@ def test_config_that_is_not_a_run_configuration_is_one_line(tmp_path, capsys):
     (tmp_path / "config.json").write_text("[1, 2]")
     assert main(["run", "--config", str(tmp_path), "--dry-run"]) == 2
     assert "holds no run configuration" in capsys.readouterr().err
+
+
+def test_a_local_sweep_of_the_full_profile_on_a_cpu_is_refused_unless_yes(tmp_path, capsys):
+    argv = ["sweep", "--profile", "full", "--device", "cpu", "--dataset", "digits", "--labels", "20",
+            "--results-dir", str(tmp_path / "r")]
+    assert main(argv) == 2 and "--profile full on a CPU" in capsys.readouterr().err
+    assert main([*argv, "--dry-run"]) == 0 and not (tmp_path / "r").exists()   # planning is never refused
