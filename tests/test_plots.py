@@ -192,3 +192,22 @@ def test_plot_rows_draws_each_row_with_the_supervised_baseline(tmp_path, monkeyp
     assert _inside(ax.get_tightbbox(renderer), drawn[0].bbox)   # the y label and the rotated names are never cut
     with pytest.raises(plots.PlotError, match="no finished runs of algorithm='uda'"):
         plots.plot_rows(results, alg="uda", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+
+
+def test_plot_rows_of_an_ablation_never_cuts_its_labels(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    for seed in range(2):
+        write_run(results, algorithm="supervised", alg_args={}, mu=1, seed=seed, median=40.0, m=0.99)
+        for smooth in ("se", "sts"):
+            for granularity in ("layer", "channel", "neuron"):
+                for p in (0.3, 0.5, 0.7):
+                    write_run(results, smooth=smooth, granularity=granularity, p=p, m=0.99, seed=seed,
+                              median=50.0 + seed)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.plot_rows(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    assert len(ax.get_xticklabels()) == 19
+    fig.canvas.draw()
+    assert _inside(ax.get_tightbbox(fig.canvas.get_renderer()), fig.bbox)   # y label and rotated names inside
