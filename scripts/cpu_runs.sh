@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The real-data runs behind results/LEADERBOARD.md: the `cpu` profile (2048 steps, batch 16, 95k-weight CNN,
 # m = 0.99) on the embedded digits (real scanned digits, no download), the reference protocol, 3 seeds.
-# Each command is an ordinary run; --resume skips finished ones, so a lane can be re-run after an interruption.
+# Each command is a one-training `sweep` into the committed results/: it skips a finished run, resumes an
+# unfinished one and starts one that is missing (`run --resume` refuses when there is nothing to resume), so a
+# lane can be re-run after an interruption.
 # Two lanes of about equal cost, to run side by side on 2 cores:  scripts/cpu_runs.sh lane1 & scripts/cpu_runs.sh lane2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
-run() { python run_bench.py --profile cpu --dataset digits --resume --no-progress "$@"; }
+run() { python run_bench.py sweep --profile cpu --dataset digits --results-dir results --no-progress "$@"; }
 SEEDS="0 1 2"
 # FixMatch at 20 labels: one training per seed serves 20 teachers: none, tma, and SE/STS at every granularity
 # and p in {0.3, 0.5, 0.7} (the paper's Table 4 idea, and the tma/sts rows of the main table).

@@ -326,6 +326,8 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def _import_plugin(path: Path) -> None:
+    """Import one plug-in file. Its own errors keep their traceback (it is the user's code: the line that failed
+    is the fix), with a note naming the file; a registration mistake (:class:`AlgorithmError`) stays one line."""
     # A plug-in's module name is unique per file, so two plug-ins with the same file name never collide and
     # none can shadow a built-in module.
     module_name = f"ssl_bench_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
@@ -341,10 +343,11 @@ def _import_plugin(path: Path) -> None:
     except AlgorithmError:
         del sys.modules[module_name]
         raise
-    except Exception as exc:  # a broken plug-in is a loud error naming the file, never a silent skip
+    except BaseException as exc:  # a broken plug-in is loud, with its traceback, never "unknown algorithm"
         del sys.modules[module_name]
-        raise AlgorithmError(f"{path}: importing the algorithm file failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        exc.add_note(f"(raised while importing the algorithm plug-in {path}; fix the file, or move it out of "
+                     f"{path.parent} while you use other algorithms)")
+        raise
 
 
 def _plugin_dir() -> Path | None:
@@ -361,14 +364,35 @@ def _plugin_dir() -> Path | None:
     return folder
 
 
-def _plugin_names() -> list[str]:
+def _plugin_files() -> list[Path]:
     plugins = _plugin_dir()
-    return [] if plugins is None else [p.stem for p in plugins.glob("*.py") if not p.name.startswith("_")]
+    return [] if plugins is None else sorted(p.resolve() for p in plugins.glob("*.py") if not p.name.startswith("_"))
 
 
 def available_algorithms() -> list[str]:
-    """Names of every built-in algorithm and plug-in file in ``./algorithms`` (without importing them)."""
-    return sorted(set(builtin_algorithms()) | set(_plugin_names()))
+    """Names of every built-in algorithm, every algorithm registered so far, and every plug-in file's stem in
+    ``./algorithms`` (without importing it: a file's registered name is known only once it is imported)."""
+    plugins = [n for n, c in _REGISTRY.items() if not _is_builtin(c)]
+    return sorted(set(builtin_algorithms()) | set(plugins) | {p.stem for p in _plugin_files()})
+
+
+def registered_plugins() -> dict[str, Path]:
+    """Every plug-in of ``./algorithms`` imported, by registered name: ``{name: file}``. A file that fails to
+    import raises its own error with its traceback."""
+    for path in _plugin_files():
+        _import_plugin(path)
+    return {n: Path(_source_file(c)) for n, c in _REGISTRY.items() if not _is_builtin(c)}
+
+
+def _unknown_algorithm(name: str) -> AlgorithmError:
+    import difflib
+
+    known = sorted(set(builtin_algorithms()) | set(registered_plugins()))
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    where = f" and the plug-ins of {_plugin_dir()}" if _plugin_dir() is not None else ""
+    return AlgorithmError(f"unknown algorithm {name!r}: {hint}the built-ins{where} register {known}; a plug-in "
+                          "elsewhere is given by path (--alg path/to/my_alg.py) or copied into ./algorithms/")
 
 
 def _check_not_shadowing(name: str) -> None:
@@ -382,9 +406,9 @@ def _check_not_shadowing(name: str) -> None:
 def load_algorithm_class(name_or_path: str) -> type:
     """Find an algorithm by registered name (``fixmatch``) or by file (``path/to/my_alg.py``).
 
-    A name is a built-in (reserved: a plug-in file of the same name in ``./algorithms`` is an error) or a
-    plug-in ``./algorithms/<name>.py``, which must register that name. A path is imported and must register
-    exactly one algorithm.
+    A name is a built-in (reserved: a plug-in file of the same name in ``./algorithms`` is an error) or the
+    name a plug-in in ``./algorithms`` registers, whatever its file is called. A path is imported and must
+    register exactly one algorithm. A plug-in that fails to import raises its own error, with its traceback.
     """
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).resolve()
@@ -409,16 +433,22 @@ def load_algorithm_class(name_or_path: str) -> type:
         return _REGISTRY[name_or_path]
     if name_or_path in _REGISTRY:
         return _REGISTRY[name_or_path]
-    plugins = _plugin_dir()
-    if plugins is not None and (plugins / f"{name_or_path}.py").is_file():
-        path = (plugins / f"{name_or_path}.py").resolve()
+    # A plug-in is found by the name it registers, whatever its file is called: the file of that name first
+    # (cheap, the usual case), then every other file of ./algorithms.
+    files = _plugin_files()
+    files.sort(key=lambda p: p.stem != name_or_path)
+    for path in files:
         _import_plugin(path)
-        if name_or_path not in _REGISTRY:
-            raise AlgorithmError(f"{path}: the file registers no algorithm named {name_or_path!r}; "
-                                 f"add @register({name_or_path!r}) above the class")
-        return _REGISTRY[name_or_path]
-    raise AlgorithmError(f"unknown algorithm {name_or_path!r}; valid choices: {available_algorithms()} "
-                         "or a path to your own file (--alg path/to/my_alg.py)")
+        if name_or_path in _REGISTRY:
+            return _REGISTRY[name_or_path]
+    raise _unknown_algorithm(name_or_path)
+
+
+def registered_name(name_or_path: str) -> str:
+    """The name an algorithm registers (what run folders and records are named after), from a name or a path."""
+    if name_or_path in _REGISTRY or name_or_path in builtin_algorithms():
+        return name_or_path
+    return load_algorithm_class(name_or_path).name
 
 
 # --- reference settings and building -----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``plot``, ``sweep`` and ``quickstart``.
+"""Command line: ``run`` (the default), ``leaderboard``, ``compare``, ``export``, ``plot``, ``sweep``, ``quickstart``,
+``evaluate`` and ``export-weights``.
 
     ssl-bench --alg fixmatch --smooth sts --labels 40            (or: python run_bench.py ...)
 
@@ -24,7 +25,7 @@ import torch
 from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
 from ssl_bench.errors import UserError
 
-SUBCOMMANDS = ("run", "leaderboard", "compare", "plot", "sweep", "quickstart")
+SUBCOMMANDS = ("run", "leaderboard", "compare", "export", "plot", "sweep", "quickstart", "evaluate", "export-weights")
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
 # of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
 GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
@@ -78,6 +79,8 @@ def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collecti
         meta, default = f.metadata, getattr(defaults, f.name)
         kind, group = _value_type(f), groups[meta["group"]]
         help_text = meta["help"] + (" (comma list)" if f.name in list_fields and "comma" not in meta["help"] else "")
+        if f.name in list_fields and meta["choices"] is not None:   # argparse cannot check the items of a list
+            help_text += f"; each one of {', '.join(map(str, meta['choices']))}"
         if f.name == "alg_args":
             group.add_argument(flag_of(f), dest=f.name, action="append", type=_key_value, default=[],
                                metavar="KEY=VALUE", help=help_text)
@@ -108,6 +111,11 @@ def settings_from_args(args: argparse.Namespace,
             else:
                 lists[f.name] = parse_values(f, value)
                 value = lists[f.name][0]
+                for item in lists[f.name] if f.metadata["choices"] is not None else ():
+                    if item not in f.metadata["choices"]:
+                        raise UserError(f"{flag_of(f)} {item!r} is not valid"
+                                        f"{suggestion(str(item), f.metadata['choices'], ALIASES.get(f.name))}; "
+                                        f"choose from {list(f.metadata['choices'])}")
         values[f.name] = value
     return RunConfig(**values), lists
 
@@ -170,14 +178,14 @@ def _run(args: argparse.Namespace) -> int:
     from ssl_bench.run.loop import train_teachers
 
     base, axes = settings_from_args(args, TEACHER_AXES)
+    if args.config:
+        base, axes = with_saved_config(args.config, base, axes, given_settings(args.argv))
     configs = teacher_grid(base, axes)
     for c in configs:
         c.validate()
     if args.dry_run:
         return _show_config(configs)
-    if base.profile == "full":
-        print("profile 'full' is the paper's protocol: 2^20 steps through WRN-28-2/8 - GPU-hours to GPU-days "
-              "(see benchmarks/gpu_report.py). Pass --profile short|cpu|smoke for a scaled run.", file=sys.stderr)
+    preflight(configs, yes=args.yes)
     outcomes = train_teachers(configs, resume=args.resume, stop_at=args.stop_at, progress=not args.no_progress,
                               sync_bn=args.sync_bn)
     if int(os.environ.get("RANK", "0")) != 0:   # under torchrun, rank 0 speaks for the run
@@ -191,6 +199,73 @@ def _run(args: argparse.Namespace) -> int:
                   f"({record['steps_done']}/{record['settings']['steps']} steps, profile "
                   f"{record['settings']['profile']}, dataset {record['dataset']} [{record['dataset_kind']}])")
     return 0
+
+
+def load_saved_config(path: str | os.PathLike) -> RunConfig:
+    """The configuration saved in a run directory's config.json (the folder or the file itself)."""
+    from pathlib import Path
+
+    from ssl_bench.records import CONFIG_FILE, read_json
+
+    file = Path(path) / CONFIG_FILE if Path(path).is_dir() else Path(path)
+    try:
+        data = read_json(file)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--config {path}: cannot read {file} ({type(exc).__name__}: {exc}); pass a run "
+                        f"directory or its {CONFIG_FILE}") from None
+    saved = data.get("config", data) if isinstance(data, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(f"--config {path}: {file} holds no run configuration (expected a JSON object with 'config')")
+    return RunConfig.from_dict(saved)
+
+
+def given_settings(argv: Sequence[str]) -> set[str]:
+    """The ``RunConfig`` fields the ``run`` command line ``argv`` sets explicitly (its defaults left out)."""
+    run = _subcommands(build_parser()).choices["run"]
+    for action in run._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(run.parse_known_args(list(argv)[1:])[0])) & {f.name for f in run_settings()}
+
+
+def with_saved_config(path: str | os.PathLike, base: RunConfig, axes: dict[str, list[Any]],
+                      given: set[str]) -> tuple[RunConfig, dict[str, list[Any]]]:
+    """``--config``: every identifying setting from the saved run, except those given on the command line (and
+    ``--alg-arg`` merged into the saved ones); where and how this machine runs it (device, folders, logging)
+    comes from this command line, as for any run."""
+    from ssl_bench.run.build import plan_teachers
+
+    saved = load_saved_config(path)
+    # A saved value that is the default derived from other settings (the split seed from the seed, steps from the
+    # profile, lr from the algorithm's reference...) is left to derive again: --seed 1 also moves the split.
+    derived = {"split_seed", "m", "steps", "eval_every", "batch_size", "mu", "lr", "weight_decay", "model"}
+    bare = dataclasses.replace(saved, **{k: None for k in derived})
+    rederived = plan_teachers([bare])[0]
+    saved = dataclasses.replace(saved, **{k: None for k in derived if getattr(saved, k) == getattr(rederived, k)})
+    kept = {f.name: getattr(saved, f.name) for f in run_settings()
+            if f.metadata["identifies"] and f.name not in given}
+    if "alg_args" in given:
+        kept["alg_args"] = {**saved.alg_args, **base.alg_args}
+    return dataclasses.replace(base, **kept), {k: v for k, v in axes.items() if k in given}
+
+
+def preflight(configs: Sequence[RunConfig], *, yes: bool) -> None:
+    """Refuse, before anything is created, what would waste days on this machine unless ``--yes`` says it is meant:
+    the paper's ``full`` profile or ``--amp`` on a CPU. (Data, model name, device, packages and plug-ins are
+    checked by the loop before any run directory exists.)"""
+    from ssl_bench.run.build import resolve_device
+
+    if yes:
+        return
+    for c in configs:
+        if resolve_device(c.device).type != "cpu":
+            continue
+        if c.profile == "full":
+            raise UserError("--profile full on a CPU: the paper's protocol is 2^20 steps through WRN-28-2/8, GPU-hours "
+                            "to GPU-days on a GPU and weeks here (benchmarks/gpu_report.py); pass --profile "
+                            "short|cpu|smoke for a scaled run, or --yes to run it anyway")
+        if c.amp:
+            raise UserError("--amp on a CPU: bfloat16 autocast is slower than float32 on most CPUs and changes the "
+                            "numbers; drop --amp (it is meant for GPUs), or pass --yes to run it anyway")
 
 
 # -- sweep ----------------------------------------------------------------------------------------------------------
@@ -216,25 +291,91 @@ def _sweep(args: argparse.Namespace) -> int:
     from ssl_bench.run import sweep
 
     base, grid = settings_from_args(args, GRID_FIELDS)
+    if not args.dry_run and args.executor != "slurm":   # slurm: the jobs run on the cluster's nodes, not here
+        preflight([base], yes=args.yes)   # profile, amp and device are not grid axes: the base decides
     options = sweep.SweepOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(sweep.SweepOptions)})
     return sweep.run_sweep(base, grid, options)
 
 
 # -- the parser -----------------------------------------------------------------------------------------------------
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Print a default only where it says something (not None / False / [], not already explained)."""
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (``off``/``on`` for switches, ``not set`` for None), unless
+    the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, []) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.default is None or action.default == []:
+            shown = "not set"
+        elif action.default is True or action.default is False:
+            shown = "on" if action.default else "off"
+        else:
+            shown = str(action.default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
+# Other names of a value in the field, with what it is called here (the message of a near miss says it).
+ALIASES: dict[str, dict[str, str]] = {
+    "smooth": {"ema": "tma", "mean_teacher": "tma", "swa": "tma"},   # an EMA of the weights is the paper's TMA
+}
+
+
+def suggestion(value: str, choices: Sequence[str], aliases: dict[str, str] | None = None) -> str:
+    """`` (did you mean 'tma'?)`` for a near miss or a known other name of a choice, else ``""``."""
+    import difflib
+
+    if aliases and value.lower() in aliases:
+        return f" ({value!r} is called {aliases[value.lower()]!r} here)"
+    close = difflib.get_close_matches(value, [str(c) for c in choices], n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _innermost(parser: argparse.ArgumentParser, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)sub-command that ``parsed`` came from."""
+    while (action := _subcommands(parser)) is not None:
+        name = getattr(parsed, action.dest, None) if action.dest != argparse.SUPPRESS else None
+        if name not in action.choices:
+            break
+        parser = action.choices[name]
+    return parser
+
+
+def _every_parser(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    action = _subcommands(parser)
+    for child in dict.fromkeys(action.choices.values()) if action is not None else ():
+        yield from _every_parser(child)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse with "did you mean" for a mistyped choice and a mistyped flag (sub-commands inherit it)."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            hint = suggestion(str(value), list(action.choices), ALIASES.get(action.dest))
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}{hint} (choose from {choices})")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = _innermost(self, parsed)   # the sub-command's parser: its usage, its flags
+            flags = [o for a in parser._actions for o in a.option_strings]
+            hints = [suggestion(e.split("=")[0], flags) for e in extras if e.startswith("-")]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{''.join(h for h in hints if h)}")
+        return parsed
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; ``prog``: the name shown by --help (default: the name that was typed)."""
     prog = prog or os.path.basename(sys.argv[0] or "ssl-bench")
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog=prog, formatter_class=_HelpFormatter,
         description="ssl-bench: SSL algorithms x teacher smoothing (none / TMA / SE / STS) on CIFAR label budgets. "
                     "Without a sub-command, runs one experiment.")
@@ -244,12 +385,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                                      "combination from the same student (see README: one student, many teachers).")
     add_setting_arguments(run, TEACHER_AXES)
     r = run.add_argument_group("this invocation")
+    r.add_argument("--config", metavar="RUN_DIR|CONFIG_JSON",
+                   help="re-run a saved configuration: its identifying settings, overridden by the options given "
+                        "here (default: none)")
     r.add_argument("--resume", action="store_true",
                    help="continue the latest unfinished run with the same identifying settings")
     r.add_argument("--stop-at", type=int, default=None, help="checkpoint and stop after this step (resume later)")
     r.add_argument("--sync-bn", action="store_true",
                    help="with torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--yes", action="store_true",
+                   help="run what is refused on a CPU otherwise: --profile full (weeks) or --amp (slower there)")
     r.add_argument("--dry-run", "--show-config", dest="dry_run", action="store_true",
                    help="print the effective settings (the algorithm's reference, the profile's budget) and stop")
     run.set_defaults(func=_run)
@@ -263,6 +409,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from ssl_bench.run.sweep import SweepOptions
 
     add_option_arguments(sweep, SweepOptions)
+    sweep.add_argument("--yes", action="store_true",
+                       help="run what is refused on a CPU otherwise: --profile full (weeks) or --amp (slower there)")
     sweep.set_defaults(func=_sweep)
 
     from ssl_bench import quickstart
@@ -272,6 +420,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     report_cli.add_subcommands(sub)
     plots.add_subcommands(sub)
     quickstart.add_subcommand(sub)
+    from ssl_bench.run import evaluate_checkpoint
+
+    evaluate_checkpoint.add_subcommands(sub)
+    for p in _every_parser(parser):   # every sub-command's help shows its defaults the same way
+        p.formatter_class = _HelpFormatter
     return parser
 
 
@@ -287,6 +440,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = build_parser(prog).parse_args(argv)
+    args.argv = argv   # what was typed: --config keeps the saved settings that it does not name
     try:
         with _sigterm_as_interrupt():
             return args.func(args)

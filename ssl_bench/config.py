@@ -108,7 +108,8 @@ class RunConfig:
     """
 
     algorithm: str = setting("fixmatch", flag="--alg", group="experiment",
-                             help="algorithm name (a file in algorithms/) or path/to/my_alg.py")
+                             help="the name an algorithm registers (built-in, or any file in ./algorithms), or "
+                                  "path/to/my_alg.py")
     alg_args: dict[str, str] = setting(factory=dict, flag="--alg-arg", group="experiment",
                                        help="override one of the algorithm's hyper-parameters, KEY=VALUE (repeatable)")
     dataset: str = setting("cifar10", group="experiment",

@@ -28,7 +28,10 @@ from ssl_bench.errors import UserError
 from ssl_bench.run import lock
 
 # Where run directories go unless --results-dir says otherwise (every command's default, declared here once).
-DEFAULT_RESULTS_DIR = "results"
+# Not ``results/``: that folder holds the committed reference records, and a run started inside a checkout must
+# leave it clean (``runs/`` is git-ignored). Point --results-dir at results/ to add to the committed records.
+DEFAULT_RESULTS_DIR = "runs"
+REFERENCE_RESULTS_DIR = "results"   # the committed records of "Results measured here" (README)
 # The files of a run directory (docs/CONTRACTS.md).
 RECORD_FILE = "record.json"
 CONFIG_FILE = "config.json"

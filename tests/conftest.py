@@ -23,6 +23,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def builtin_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The algorithm registry with only the built-ins (all imported): a test may register a name that another
+    test's plug-in file took, and lists of algorithms show no plug-in of an earlier test."""
+    import ssl_bench.algorithm as algorithm
+
+    for name in algorithm.builtin_algorithms():
+        algorithm.load_algorithm_class(name)
+    monkeypatch.setattr(algorithm, "_REGISTRY", {n: c for n, c in algorithm._REGISTRY.items()
+                                                 if algorithm._is_builtin(c)})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``cuda`` skip, with one reason, where torch sees no CUDA device."""
     if torch.cuda.is_available():

@@ -362,7 +362,7 @@ def test_write_leaderboard_is_atomic_and_says_how_it_was_made(tmp_path):
     text = path.read_text(encoding="utf-8")
     assert path == tmp_path / "LEADERBOARD.md"
     assert text.startswith("# ssl-bench leaderboard")
-    assert f"`python run_bench.py leaderboard --results-dir {tmp_path} --stat median`" in text
+    assert f"`ssl-bench leaderboard --results-dir {tmp_path} --stat median --write`" in text
     assert "record.json" in text and "Derived file" in text
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["LEADERBOARD.md"]  # no temp left
 
@@ -450,16 +450,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def test_cli_leaderboard_writes_markdown_by_default_and_formats_on_request(tmp_path, capsys):
+def test_cli_leaderboard_prints_and_writes_the_unfiltered_markdown_only_when_asked(tmp_path, capsys):
     write_run(tmp_path, median=40.0)
-    args = _parser().parse_args(["leaderboard", "--results-dir", str(tmp_path)])
-    assert args.func(args) == 0
-    assert "40.0 (n=1)" in capsys.readouterr().out and (tmp_path / "LEADERBOARD.md").exists()
-    (tmp_path / "LEADERBOARD.md").unlink()
-    for argv in (["--format", "csv"], ["--format", "json"], ["--no-write"], ["--profile", "cpu"]):
+    for argv in ([], ["--format", "csv"], ["--format", "json"], ["--profile", "cpu"]):
         args = _parser().parse_args(["leaderboard", "--results-dir", str(tmp_path), *argv])
         assert args.func(args) == 0
-    assert not (tmp_path / "LEADERBOARD.md").exists()
+    assert "40.0 (n=1)" in capsys.readouterr().out and not (tmp_path / "LEADERBOARD.md").exists()
+    args = _parser().parse_args(["leaderboard", "--results-dir", str(tmp_path), "--format", "csv", "--write"])
+    assert args.func(args) == 0
+    written = (tmp_path / "LEADERBOARD.md").read_text()
+    assert written.startswith("#") and "40.0 (n=1)" in written   # the markdown board, whatever was printed
+    assert f"ssl-bench leaderboard --results-dir {tmp_path}" in written
     args = _parser().parse_args(["leaderboard", "--results-dir", str(tmp_path), "--profile", "gpu"])
     assert args.func(args) == 2 and "profiles present: cpu" in capsys.readouterr().err
 

@@ -110,9 +110,47 @@ def test_plot_accuracy_keeps_granularity_and_p_variants_apart(tmp_path, monkeypa
 
     monkeypatch.setattr(plots, "_save", capture)
     plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "fig")
-    (labels,) = legends
-    assert labels == 2 * ["fixmatch · sts (n=2)", "fixmatch · sts (channel, p=0.3) (n=2)",
-                          "fixmatch · sts (channel) (n=2)"]
+    (labels,) = legends   # the student once (the teachers of a training share it), then the sts panel
+    assert labels == ["student (shared by the 3 teachers)", "student (mean)", "sts (n=2)",
+                      "sts (channel, p=0.3) (n=2)", "sts (channel) (n=2)"]
+
+
+def _inside(inner, outer, slack: float = 1.0) -> bool:
+    return (inner.x0 >= outer.x0 - slack and inner.y0 >= outer.y0 - slack and inner.x1 <= outer.x1 + slack
+            and inner.y1 <= outer.y1 + slack)
+
+
+def test_plot_accuracy_of_a_20_teacher_training_stays_readable(tmp_path, monkeypatch):
+    """The Table-4 ablation (none, tma, 9 se, 9 sts teachers of one training): the student drawn once, a panel per
+    strategy whose lines all differ in colour, every legend below its axes and every label inside the figure."""
+    results = tmp_path / "results"
+    variants = [("none", "layer", 0.5), ("tma", "layer", 0.5)] + [
+        (smooth, g, p) for smooth in ("se", "sts") for g in ("layer", "channel", "neuron") for p in (0.3, 0.5, 0.7)]
+    for seed in range(2):
+        for i, (smooth, granularity, p) in enumerate(variants):
+            rows = synthetic_metrics(seed)
+            for row in rows:
+                row[4] += i / 4   # each teacher its own curve; the student column is the shared training's
+            write_run(results, smooth=smooth, granularity=granularity, p=p, seed=seed, training=f"t{seed}",
+                      metrics=rows)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "fig")
+    (fig,) = drawn
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["student top-1", "teacher top-1: none", "teacher top-1: tma",
+                                                 "teacher top-1: se", "teacher top-1: sts"]
+    assert len(panels[0].lines) == 1                                   # one student, not 20 copies
+    assert [len(ax.lines) - 1 for ax in panels[1:]] == [1, 1, 9, 9]   # teachers (+ the dashed student reference)
+    for ax in panels[1:]:
+        colours = [line.get_color() for line in ax.lines]
+        assert len(set(map(str, colours))) == len(colours), ax.get_title()
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in panels:
+        legend, box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert legend.y1 <= box.y0 and _inside(legend, fig.bbox)         # below its axes, inside the figure
+        assert _inside(ax.get_tightbbox(renderer), fig.bbox), ax.get_title()   # every drawn label, none cut
 
 
 def test_cli_compare_without_alg_reports_every_algorithm(tmp_path, capsys):
@@ -149,5 +187,27 @@ def test_plot_rows_draws_each_row_with_the_supervised_baseline(tmp_path, monkeyp
         "fixmatch · sts (neuron) (n=2)"]
     means = [float(c.lines[0].get_ydata()[0]) for c in ax.containers]
     assert means == [40.0, 50.5, 50.5, 50.5]
+    drawn[0].canvas.draw()
+    renderer = drawn[0].canvas.get_renderer()
+    assert _inside(ax.get_tightbbox(renderer), drawn[0].bbox)   # the y label and the rotated names are never cut
     with pytest.raises(plots.PlotError, match="no finished runs of algorithm='uda'"):
         plots.plot_rows(results, alg="uda", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+
+
+def test_plot_rows_of_an_ablation_never_cuts_its_labels(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    for seed in range(2):
+        write_run(results, algorithm="supervised", alg_args={}, mu=1, seed=seed, median=40.0, m=0.99)
+        for smooth in ("se", "sts"):
+            for granularity in ("layer", "channel", "neuron"):
+                for p in (0.3, 0.5, 0.7):
+                    write_run(results, smooth=smooth, granularity=granularity, p=p, m=0.99, seed=seed,
+                              median=50.0 + seed)
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or path)
+    plots.plot_rows(results, alg="fixmatch", dataset="cifar10_subset", labels=40, out_dir=tmp_path / "f")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    assert len(ax.get_xticklabels()) == 19
+    fig.canvas.draw()
+    assert _inside(ax.get_tightbbox(fig.canvas.get_renderer()), fig.bbox)   # y label and rotated names inside

@@ -179,8 +179,12 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
     folder = resolve_data_root(root)
     path = folder / f"{name}.npz"
     if not path.is_file():
+        import difflib  # issue 26: "did you mean" for a mistyped name
+
+        close = difflib.get_close_matches(name, list_datasets(folder), n=2, cutoff=0.6)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         raise DatasetNotFoundError(
-            f"unknown data set {name!r}: it is not built in and {path} does not exist. "
+            f"unknown data set {name!r}: {hint}it is not built in and {path} does not exist. "
             f"Available with data root {folder}: {', '.join(list_datasets(folder))}. Your own data: save "
             "x_train, y_train, x_test, y_test with np.savez as <name>.npz in the data root (--data-root DIR "
             f"or {DATA_ROOT_ENV}=DIR), or pass the path of the .npz itself.")

@@ -430,10 +430,10 @@ def leaderboard_command(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, st
                         profile: str | None = None, dataset: str | None = None) -> str:
     """The command line that rebuilds this leaderboard (written into its header)."""
     short = next((k for k, v in STATS.items() if v == resolve_stat(stat)), stat)
-    parts = ["python run_bench.py leaderboard", f"--results-dir {results_dir}", f"--stat {short}"]
+    parts = ["ssl-bench leaderboard", f"--results-dir {results_dir}", f"--stat {short}"]   # the installed command
     parts += [f"--profile {profile}"] if profile else []
     parts += [f"--dataset {dataset}"] if dataset else []
-    return " ".join(parts)
+    return " ".join([*parts, "--write"])   # the command that rebuilds the written file
 
 
 def _not_counted_reason(run: RunRecord, status: RunStatus) -> str:

@@ -54,6 +54,7 @@ from ssl_bench.report.leaderboard import (
     section_title,
 )
 from ssl_bench.report.options import add_results_dir, add_selection, add_stat
+from ssl_bench.smoothing import STRATEGIES
 
 
 class PlotError(UserError):
@@ -101,13 +102,16 @@ def _band(curves: Sequence[tuple[list[float], list[float]]]):
             [max(at[s]) for s in steps])
 
 
-def _figure(ncols: int):
+def _figure(ncols: int, nrows: int = 1, height: float = 4.0):
+    """A figure of ``nrows`` x ``ncols`` panels (``height`` inches each row), with constrained layout: titles,
+    labels and legends outside the axes are never cut."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.2 * ncols, 4.0), layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes if nrows > 1 else axes[0]
 
 
 def _save(fig, path: Path) -> Path:
@@ -155,36 +159,82 @@ def plot_accuracy(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: 
     cells, _ = group_finished(matching)
     written = []
     for section in sorted(cells, key=section_sort_key):
-        fig, axes = _figure(2)
-        drawn = 0
-        for rkey in sorted(cells[section], key=row_sort_key):
-            metrics = [m for m in map(_metrics_of, cells[section][rkey][labels]) if m is not None]
-            for ax, column in zip(axes, ("teacher_acc", "student_acc"), strict=True):
-                curves = [c for c in (_curve(m, column) for m in metrics) if c[0]]
-                if not curves:
-                    continue
-                steps, mean, low, high = _band(curves)
-                (line,) = ax.plot(steps, mean, label=f"{row_label(rkey)} (n={len(curves)})")
-                if len(curves) > 1:
-                    ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-                drawn += 1
-        if not drawn:
+        fig = _accuracy_figure(cells[section], labels)
+        if fig is None:
             _warn(f"no usable metrics.csv rows for {section_title(section)}; no figure")
             continue
-        for ax, who in zip(axes, ("teacher", "student"), strict=True):
-            ax.set_title(f"{who} top-1")
-            ax.set_xlabel("step")
-            ax.set_ylabel("top-1 accuracy (%)")
-            ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize="small")
         fig.suptitle(f"{alg}, {labels} labels — {section_title(section)}\n"
-                     "line: mean over seeds; band: min–max", fontsize="medium")
+                     "line: mean over seeds; band: min–max over seeds", fontsize="medium")
         name = _slug("accuracy", alg, dataset, labels, section.profile, section.model, section.steps) + ".png"
         written.append(_save(fig, Path(out_dir) / name))
     if not written:
         raise PlotError(f"runs match, but none has a usable {METRICS_FILE} (teacher_acc/student_acc)")
     return written
+
+
+PANEL_COLUMNS = 3   # panels per figure row: the student, then one per smoothing strategy
+
+
+def _accuracy_figure(rows: dict[Any, dict[int, list[RunRecord]]], labels: int):
+    """The student once (a training's teachers share it), then one panel per smoothing strategy with its variants
+    in distinct colours and the student's mean as a dashed grey reference; every legend below its panel."""
+    teacher: dict[str, list[tuple[str, tuple]]] = {}   # strategy -> [(variant label, band)]
+    students: dict[tuple, list[str]] = {}              # one student curve -> the rows that share it
+    for rkey in sorted(rows, key=row_sort_key):
+        metrics = [m for m in map(_metrics_of, rows[rkey][labels]) if m is not None]
+        t_curves = [c for c in (_curve(m, "teacher_acc") for m in metrics) if c[0]]
+        s_curves = [c for c in (_curve(m, "student_acc") for m in metrics) if c[0]]
+        variant = row_label(rkey).split(" · ", 1)[-1]
+        if t_curves:
+            teacher.setdefault(rkey.smooth, []).append((f"{variant} (n={len(t_curves)})", _band(t_curves)))
+        if s_curves:
+            band = _band(s_curves)
+            students.setdefault(tuple(map(tuple, band)), []).append(variant)
+    if not teacher and not students:
+        return None
+    from matplotlib import colormaps
+
+    strategies = [k for k in STRATEGIES if k in teacher] + sorted(set(teacher) - set(STRATEGIES))
+    count = 1 + len(strategies)
+    ncols = min(PANEL_COLUMNS, count)
+    nrows = math.ceil(count / ncols)
+    longest = max([len(v) for v in teacher.values()] + [len(students)])
+    fig, axes = _figure(ncols, nrows=nrows, height=3.2 + 0.22 * math.ceil(longest / 2))
+    panels = list(axes.flat)
+    ax = panels[0]
+    shared = len(students) == 1
+    for i, (band, owners) in enumerate(students.items()):
+        steps, mean, low, high = band
+        label = (f"student (shared by the {len(owners)} teachers)" if shared and len(owners) > 1 else
+                 "student" if shared else f"student of {owners[0]}")
+        color = "0.25" if shared else colormaps["tab10" if len(students) <= 10 else "tab20"](i % 20)
+        ax.plot(steps, mean, color=color, label=label)
+        if low != high:
+            ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+    ax.set_title("student top-1")
+    reference = next(iter(students)) if shared else None
+    for ax, strategy in zip(panels[1:], strategies, strict=False):
+        variants = teacher[strategy]
+        palette = colormaps["tab10" if len(variants) <= 10 else "tab20"]
+        if reference is not None:
+            ax.plot(reference[0], reference[1], color="0.5", linestyle="--", linewidth=1, label="student (mean)")
+        for i, (label, (steps, mean, low, high)) in enumerate(variants):
+            color = palette(i % palette.N)
+            ax.plot(steps, mean, color=color, label=label)
+            if low != high:
+                ax.fill_between(steps, low, high, color=color, alpha=0.15, linewidth=0)
+        ax.set_title(f"teacher top-1: {strategy}")
+    used = panels[:count]
+    for ax in panels[count:]:
+        ax.set_visible(False)
+    low = min(y for ax in used for line in ax.lines for y in line.get_ydata())
+    for ax in used:
+        ax.set_ylim(max(0.0, low - 2), 100)
+        ax.set_xlabel("step")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    return fig
 
 
 def plot_rows(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str, dataset: str, labels: int,
@@ -196,20 +246,21 @@ def plot_rows(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str,
         rows = [r for r in section.rows if r.key.algorithm in (alg, SUPERVISED) and labels in r.cells]
         if not any(r.key.algorithm == alg for r in rows):
             continue
-        fig, (ax,) = _figure(1)
-        fig.set_size_inches(max(5.2, 0.6 * len(rows) + 2), 4.5)
+        names = [f"{r.label} (n={r.cells[labels].n})" for r in rows]
+        # rotated tick labels take about 0.05 inch per character below the axes: the figure grows to hold them
+        fig, (ax,) = _figure(1, height=3.2 + 0.05 * max(map(len, names)))
+        fig.set_size_inches(max(5.2, 0.6 * len(rows) + 2), 3.2 + 0.05 * max(map(len, names)))
         for x, row in enumerate(rows):
             cell = row.cells[labels]
             color = "0.5" if row.key.algorithm == SUPERVISED else "C0"
             # Points, not bars: an ablation's differences are small, and bars must start at 0 to be honest.
             ax.errorbar(x, cell.mean, yerr=cell.std or 0.0, fmt="o", color=color, capsize=4)
             ax.plot([x + 0.15] * cell.n, cell.values, ".", color="k", alpha=0.5, markersize=4)
-        ax.set_xticks(range(len(rows)), [f"{r.label} (n={r.cells[labels].n})" for r in rows], rotation=45,
-                      ha="right", fontsize="small")
-        ax.set_ylabel(f"top-1 accuracy (%), {board.stat}")
+        ax.set_xticks(range(len(rows)), names, rotation=45, ha="right", rotation_mode="anchor", fontsize="small")
+        ax.set_ylabel("top-1 accuracy (%)")   # the statistic's long name goes in the title, where it fits
         ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{alg}, {labels} labels — {section_title(section.key)}\n"
-                     "mean ± sample std over seeds; dots: seeds",
+                     f"{board.stat}: mean ± sample std over seeds; dots: seeds",
                      fontsize="medium")
         name = _slug("rows", alg, dataset, labels, section.key.profile, section.key.model, section.key.steps)
         written.append(_save(fig, Path(out_dir) / f"{name}.png"))

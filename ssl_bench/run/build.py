@@ -83,7 +83,9 @@ def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
                          "trains a different student and cannot share one training: run one --smooth/--p/--m at a "
                          "time (`ssl-bench sweep` plans separate trainings for it)")
     settings = loop_settings(algorithm, family)
-    resolved = [x.resolved(family, default_model(family), settings) for x in configs]
+    # the registered name, not the path it was found by: resume, records and folders match either way
+    resolved = [dataclasses.replace(x.resolved(family, default_model(family), settings), algorithm=algorithm.name)
+                for x in configs]
     # the same teacher twice (e.g. --m left to the profile and given as the profile's value) is one teacher
     unique: dict[str, RunConfig] = {}
     for x in resolved:

@@ -59,7 +59,7 @@ from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
 from ssl_bench.run.sampling import to_device
 from ssl_bench.run.state import LogWindow, RunInterrupted, Training, restore
-from ssl_bench.run.writer import Reporter
+from ssl_bench.run.writer import Reporter, require_tensorboard
 
 # Images of the test set whose teacher outputs are compared between evaluations (Figure 3, right).
 FIGURE3_BATCH = 256
@@ -109,7 +109,8 @@ def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:
         # step: this update's index (0 after the first optimizer step); schedules and swa read the progress
         teacher.smoother.update(teacher.model, training.student, step=training.step, total_steps=training.config.steps)
     training.step += 1
-    logs = {"loss": losses.total.detach()}
+    # each weighted loss term too (supervised / unsupervised ...): device tensors, read only at log intervals
+    logs = {"loss": losses.total.detach(), **{f"loss_{k}": v.detach() for k, v in losses.terms.items()}}
     for key, value in losses.logs.items():
         # Python numbers (a ramp-up weight) go to the device too, through a pinned non-blocking copy.
         logs[key] = (value.detach() if isinstance(value, Tensor)
@@ -165,6 +166,8 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
     command = command if command is not None else rec.command_line()
     first = configs[0]
     first.validate()
+    if any(c.tensorboard for c in configs):   # pre-flight: every check that can fail comes before any directory
+        require_tensorboard()
     with join(resolve_device(first.device)) as ranks:
         if ranks.enabled:   # each rank on its own device under torchrun
             configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]
@@ -189,6 +192,7 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
     c, ranks = training.config, training.ranks
     last = min(c.steps, stop_at or c.steps)
     report = Reporter(training, dirs, command, progress)
+    report.continue_window(window)
     report.save(window, rec.RunStatus.RUNNING)
     at_eval = True   # a resumed training already at its last step has nothing left to checkpoint
     try:
@@ -200,9 +204,10 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
             at_eval = training.step % c.eval_every == 0 or training.step == c.steps
             if at_eval or training.step % c.log_every == 0 or training.step == last:
                 means = window.means_over_ranks(ranks, training.step)                        # collective
-                report.progress(means)
+                report.progress(means, window.count)
             if at_eval:
                 window = LogWindow()   # reset before the checkpoint is written
+                report.reset_window()
                 check_ranks_agree(training)                                                   # collective
                 if ranks.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
                     report.evaluation(means, evaluate(training))

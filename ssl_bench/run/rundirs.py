@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench import records as rec
+from ssl_bench.algorithm import registered_name
 from ssl_bench.config import PROFILES, RunConfig
 from ssl_bench.data.imagefolder import PREFIX as IMAGEFOLDER_PREFIX  # run directory names of imagefolder:PATH
 from ssl_bench.data.imagefolder import short_name as imagefolder_short_name
@@ -36,7 +37,7 @@ def run_base_name(config: Any) -> str:
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
     if dataset.startswith(IMAGEFOLDER_PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name
         dataset = imagefolder_short_name(dataset)
-    algorithm = Path(config.algorithm).stem
+    algorithm = registered_name(config.algorithm)   # issue 26: the registered name, not the file's
     return f"{algorithm}-{smooth}-{dataset}-{config.labels}-s{config.seed}-{config.profile}"
 
 

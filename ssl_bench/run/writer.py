@@ -3,6 +3,7 @@ TensorBoard event files, the progress bar."""
 
 from __future__ import annotations
 
+import csv
 import platform
 import subprocess
 import time
@@ -23,6 +24,11 @@ from ssl_bench.run.state import LogWindow, Teacher, Training, checkpoint_state
 
 METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc", "teacher_ece", "teacher_nll",
                   "teacher_param_msd", "teacher_output_msd", "elapsed_s")
+# Every --log-every steps: the training's step logs (the loss, each loss term, the mask rate...) averaged over the
+# steps since the previous log row, and the learning rate. In the first teacher's directory (beside the
+# checkpoint): the student's losses are the training's, shared by its teachers.
+TRAIN_LOG_FILE = "train_log.csv"
+TRAIN_LOG_COLUMNS = ("step", "lr", "loss", "mask_rate", "elapsed_s")
 
 
 def git_commit() -> str | None:
@@ -71,14 +77,31 @@ def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str
         data_parallel=[{"from_step": training.step, "world_size": training.ranks.world_size}])
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
-    """A TensorBoard writer for ``run_dir`` (optional dependency: a clear message when it is missing)."""
+def require_tensorboard() -> type:
+    """TensorBoard's ``SummaryWriter`` (an optional dependency), or one line saying how to install it. Called
+    before any run directory exists (the loop's pre-flight), so a missing package leaves nothing behind."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise MissingPackageError("--tensorboard needs the tensorboard package: pip install 'ssl-bench[tensorboard]' "
-                          "(or drop --tensorboard; metrics.csv has the same numbers)") from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                                  "(or drop --tensorboard; metrics.csv has the same numbers)") from None
+    return SummaryWriter
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard writer for ``run_dir``."""
+    return require_tensorboard()(log_dir=str(run_dir / "tensorboard"))
+
+
+def _read_train_log(path: Path, up_to_step: int) -> list[dict[str, float]]:
+    """The log rows of a resumed training up to its checkpoint's step (later ones are logged again)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+    for row in rows:
+        row["step"] = int(row["step"])
+    return [row for row in rows if row["step"] <= up_to_step]
 
 
 class Reporter:
@@ -103,14 +126,49 @@ class Reporter:
         tensorboard = training.config.tensorboard and self.active
         self.writers = [_tensorboard_writer(d) for d in dirs.dirs] if tensorboard else []
         self.bar = tqdm(total=training.config.steps, initial=training.step, desc=dirs.dirs[0].name, dynamic_ncols=True,
-                        disable=not (progress and self.active))
+                        unit="step", disable=not (progress and self.active))
+        self.train_log = _read_train_log(dirs.dirs[0] / TRAIN_LOG_FILE, training.step) if self.active else []
+        self._logged = (0, {})   # (steps, means) of the window at the previous log row since the last evaluation
 
-    def progress(self, means: dict[str, float]) -> None:
-        last = self.training.teachers[0].evaluations.rows
-        self.bar.set_postfix(loss=f"{means.get('loss', float('nan')):.3f}",
-                             mask=f"{means.get('mask_rate', float('nan')):.2f}",
-                             acc=f"{last[-1]['teacher_acc']:.1f}" if last else "-")
-        self.bar.update(self.training.step - self.bar.n)
+    def progress(self, means: dict[str, float], window_steps: int) -> None:
+        """A log row (``train_log.csv``, TensorBoard ``train/*``) and the progress bar, every --log-every steps.
+
+        ``means`` average the window since the last evaluation over its ``window_steps`` steps; the row holds the
+        mean over the steps since the previous row, recovered from the two running means (no extra device work)."""
+        training = self.training
+        before_steps, before = self._logged if window_steps > self._logged[0] else (0, {})
+        steps = window_steps - before_steps
+        interval = {k: round((v * window_steps - before.get(k, 0.0) * before_steps) / steps, 6)
+                    for k, v in means.items()}
+        self._logged = (window_steps, means)
+        if self.active:
+            row = {"step": training.step, "lr": training.scheduler.get_last_lr()[0], **interval,
+                   "elapsed_s": round(time.perf_counter() - self.t0, 3)}
+            self.train_log.append(row)
+            for writer in self.writers[:1]:   # the training's losses: the first teacher's event files
+                for key, value in row.items():
+                    if key not in ("step", "elapsed_s"):
+                        writer.add_scalar(f"train/{key}", value, training.step)
+        first = training.teachers[0]
+        last = first.evaluations.rows
+        # Named in full: the bar shows the training loss and mask rate since the last row, and the last evaluated
+        # top-1 of the first teacher (its key) and of the student.
+        self.bar.set_postfix({"train loss": f"{interval.get('loss', float('nan')):.3f}",
+                              **({"mask": f"{interval['mask_rate']:.2f}"} if "mask_rate" in interval else {}),
+                              f"{first.key} top-1": f"{last[-1]['teacher_acc']:.1f}" if last else "-",
+                              "student top-1": f"{last[-1]['student_acc']:.1f}" if last else "-"})
+        self.bar.update(training.step - self.bar.n)
+
+    def reset_window(self) -> None:
+        """The loop started a new window (after an evaluation)."""
+        self._logged = (0, {})
+
+    def continue_window(self, window: LogWindow) -> None:
+        """A resumed training's restored window was logged up to its checkpoint's step (a log row is written at
+        every checkpoint): the next row starts after it. Rounded as ``LogWindow.means_over_ranks`` rounds (on
+        one process these are the numbers the uninterrupted run had; under torchrun rank 0's own)."""
+        if window.count:
+            self._logged = (window.count, {k: round(v.item() / window.count, 6) for k, v in window.sums.items()})
 
     def evaluation(self, means: dict[str, float], rows: list[dict[str, Any]]) -> None:
         training = self.training
@@ -140,6 +198,8 @@ class Reporter:
             record.wall_seconds = wall if status == rec.RunStatus.FINISHED else None
             try:
                 rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
+                if d == self.dirs.dirs[0] and self.train_log:
+                    rec.atomic_write_csv(d / TRAIN_LOG_FILE, self.train_log, TRAIN_LOG_COLUMNS)
                 record.write(d)
             except OSError as exc:   # a full disk, a folder gone read-only: say what is kept and how to go on
                 kept = (f"the last checkpoint {self.dirs.checkpoint} is kept" if self.dirs.checkpoint.exists()
