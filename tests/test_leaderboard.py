@@ -571,19 +571,20 @@ def test_stale_runs_are_listed_as_stale_and_never_counted(tmp_path, monkeypatch)
     write_run(tmp_path, seed=0, median=40.0)
     dead = write_run(tmp_path, seed=1, status="running", median=99.0)
     alive = write_run(tmp_path, seed=2, status="running", median=98.0)
-    unlocked = write_run(tmp_path, seed=3, status="running", median=97.0)   # from before runs held locks
+    # no lock: its process released it but its last record write failed (a full disk): stale too
+    unlocked = write_run(tmp_path, seed=3, status="running", median=97.0)
     holders = {dead: False, alive: True, unlocked: None}
     monkeypatch.setattr(lock, "holder_alive", lambda run_dir: holders[Path(run_dir)])
     board = lb.build_leaderboard(tmp_path)
     assert board.sections[0].rows[0].cells[40].seeds == [0]
     assert sorted((nc.run.seed, nc.status) for nc in board.not_counted) == [
-        (1, RunStatus.STALE), (2, RunStatus.RUNNING), (3, RunStatus.RUNNING)]
+        (1, RunStatus.STALE), (2, RunStatus.RUNNING), (3, RunStatus.STALE)]
     table = render.render_markdown(board).split("## Runs not counted")[1]
     stale_line = next(line for line in table.splitlines() if dead.name in line)
     assert "| stale |" in stale_line and "--resume" in stale_line
     data = json.loads(render.render_json(board))
     statuses = {nc["seed"]: nc["status"] for nc in data["not_counted"]}
-    assert statuses == {1: "stale", 2: "running", 3: "running"}
+    assert statuses == {1: "stale", 2: "running", 3: "stale"}
 
 
 def test_interrupted_runs_are_listed_apart(tmp_path):

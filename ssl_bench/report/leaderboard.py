@@ -423,8 +423,8 @@ def leaderboard_command(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, st
 
 def _not_counted_reason(run: RunRecord, status: RunStatus) -> str:
     if status is RunStatus.STALE:
-        return ("its record says running, but the process holding the run's lock is gone (killed?); "
-                "resume it with the same command and --resume")
+        return ("record says running, no live process holds its lock (killed, or a full disk?); resume it with "
+                "--resume")
     if status is RunStatus.INTERRUPTED:
         return run.error or "interrupted; resume it with the same command and --resume"
     return run.error or f"status {status.value}"

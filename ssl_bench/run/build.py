@@ -84,6 +84,12 @@ def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
                          "time (`ssl-bench sweep` plans separate trainings for it)")
     settings = loop_settings(algorithm, family)
     resolved = [x.resolved(family, default_model(family), settings) for x in configs]
+    for x in resolved:   # the algorithm's reference values (mu, lr, weight decay) meet the same bounds as flags
+        try:
+            x.validate()
+        except UserError as exc:
+            raise UserError(f"--alg {c.algorithm}: its reference settings give {exc}; fix the algorithm's "
+                            "reference (or pass the option on the command line)") from None
     # the same teacher twice (e.g. --m left to the profile and given as the profile's value) is one teacher
     unique: dict[str, RunConfig] = {}
     for x in resolved:

@@ -130,6 +130,15 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
 
 
 @functools.cache
+def _algorithm_sha256(algorithm: str) -> str | None:
+    """sha256 of the file of the algorithm the sweep names (what its runs' records carry)."""
+    from ssl_bench.algorithm import load_algorithm_class, source_sha256
+
+    cls = load_algorithm_class(algorithm)
+    return source_sha256(object.__new__(cls))   # reads the class's file only; no instance state
+
+
+@functools.cache
 def _targets_from(algorithm: str) -> str:
     from ssl_bench.algorithm import load_algorithm_class
 
@@ -183,7 +192,8 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
         new, saved = [], {}   # saved: lead directory -> (its teachers' configs, status detail)
         for config, c in zip(configs, resolved, strict=True):
             results_dir = Path(c.results_dir)
-            run_dir = matching_run_dir(results_dir, run_base_name(c), c)
+            run_dir = matching_run_dir(results_dir, run_base_name(c), c,
+                                       {"algorithm_sha256": _algorithm_sha256(c.algorithm)})
             record, detail = None, ""
             if run_dir is not None:
                 try:
@@ -344,7 +354,8 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
     """One line per run (every teacher of every training) and whether all finished."""
     rows, all_finished = [], True
     for c in _all_runs(planned):
-        run_dir = matching_run_dir(Path(c.results_dir), run_base_name(c), c)
+        run_dir = matching_run_dir(Path(c.results_dir), run_base_name(c), c,
+                                   {"algorithm_sha256": _algorithm_sha256(c.algorithm)})
         try:
             record = rec.RunRecord.read(run_dir) if run_dir is not None else None
         except (ValueError, OSError):
