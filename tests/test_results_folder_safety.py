@@ -1,0 +1,154 @@
+"""A results folder is data: nothing in it makes ``sweep`` or ``--resume`` import a file, or write outside it.
+
+Each case crafts one results folder from a real, unfinished shared training (tma + sts, stopped at step 4) and
+checks that ``run --resume`` and ``sweep`` refuse with one line, run nothing (the marker file an imported
+plug-in would write never appears) and leave every file outside the results folder as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ssl_bench.cli import main
+
+SMOKE = ["--profile", "smoke", "--dataset", "digits", "--labels", "20", "--device", "cpu", "--no-progress"]
+LEAD, OTHER = "fixmatch-tma-digits-20-s0-smoke", "fixmatch-sts-digits-20-s0-smoke"
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder holding one shared training (tma, sts) stopped at step 4 of 8."""
+    results = tmp_path_factory.mktemp("template") / "results"
+    assert main(["run", *SMOKE, "--smooth", "tma,sts", "--results-dir", str(results), "--stop-at", "4"]) == 0
+    assert sorted(p.name for p in results.iterdir()) == sorted([LEAD, OTHER])
+    return results
+
+
+@pytest.fixture()
+def world(tmp_path: Path, unfinished: Path) -> dict[str, Path]:
+    """A copy of the unfinished results folder, a victim folder outside it and a marker path."""
+    results = tmp_path / "results"
+    shutil.copytree(unfinished, results)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.txt").write_text("a user's file\n")
+    return {"results": results, "victim": victim, "marker": tmp_path / "MARKER", "root": tmp_path}
+
+
+def evil_plugin(folder: Path, marker: Path, name: str = "evil.py") -> Path:
+    path = folder / name
+    path.write_text(f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n")
+    return path
+
+
+def edit_config(run_dir: Path, change) -> None:
+    path = run_dir / "config.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def outside(world: dict[str, Path]) -> dict[str, str]:
+    """sha256 of every file under the test's folder but outside the results folder."""
+    root, results = world["root"], world["results"]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and results not in p.parents}
+
+
+def attempts(world: dict[str, Path]) -> list[list[str]]:
+    results = str(world["results"])
+    return [["run", *SMOKE, "--smooth", "tma,sts", "--results-dir", results, "--resume"],
+            ["sweep", *SMOKE, "--smooth", "tma,sts", "--results-dir", results]]
+
+
+def assert_refused_and_nothing_ran(world: dict[str, Path], capsys, *named: str) -> None:
+    before = outside(world)
+    for argv in attempts(world):
+        capsys.readouterr()
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code != 0, argv
+        assert "Traceback" not in err and "error: " in err, err
+        for text in named:
+            assert text in err, f"{text!r} not in {err!r}"
+        assert not world["marker"].exists(), "a file named by the results folder was imported"
+        assert outside(world) == before, "something outside the results folder was written"
+    # nothing new inside the results folder either (no new run was started)
+    assert sorted(p.name for p in world["results"].iterdir()) == sorted([LEAD, OTHER])
+
+
+def test_a_teacher_folder_whose_config_names_an_absolute_plugin_is_never_imported(world, capsys):
+    evil = evil_plugin(world["victim"], world["marker"])
+    edit_config(world["results"] / OTHER, lambda d: d["config"].update(algorithm=str(evil)))
+    assert_refused_and_nothing_ran(world, capsys, OTHER, "another training", "algorithm")
+
+
+def test_a_teacher_folder_whose_config_names_a_plugin_inside_the_results_folder_is_never_imported(world, capsys):
+    evil = evil_plugin(world["results"] / OTHER, world["marker"], "notes.py")
+    edit_config(world["results"] / OTHER, lambda d: d["config"].update(algorithm=os.path.relpath(evil)))
+    assert_refused_and_nothing_ran(world, capsys, "another training")
+
+
+@pytest.mark.parametrize("name", ["/victim", "../victim", "..", ".", "", "a/b", "..\\victim", ".hidden"])
+def test_a_teacher_folder_name_outside_the_results_folder_is_refused(world, capsys, name):
+    target = str(world["victim"]) if name == "/victim" else name
+    for run_dir in (LEAD, OTHER):
+        edit_config(world["results"] / run_dir,
+                    lambda d: d["training"].update(teachers={k: target if v == OTHER else v
+                                                             for k, v in d["training"]["teachers"].items()}))
+    assert_refused_and_nothing_ran(world, capsys, "not a plain folder inside")
+    assert sorted(p.name for p in world["victim"].iterdir()) == ["thesis.txt"]
+
+
+def test_a_teacher_folder_that_is_a_symlink_out_of_the_results_folder_is_refused(world, capsys):
+    moved = world["victim"] / OTHER
+    shutil.move(world["results"] / OTHER, moved)
+    (world["results"] / OTHER).symlink_to(moved, target_is_directory=True)
+    assert_refused_and_nothing_ran(world, capsys, "symlink")
+
+
+@pytest.mark.parametrize("teachers", [[LEAD, OTHER], "x", 3, None, {}, {"tma": 5}, {"": LEAD}, {"tma": [LEAD]}])
+def test_teachers_of_the_wrong_type_are_one_line_naming_the_file(world, capsys, teachers):
+    edit_config(world["results"] / LEAD, lambda d: d["training"].update(teachers=teachers))
+    assert_refused_and_nothing_ran(world, capsys, str(world["results"] / LEAD / "config.json"))
+
+
+def test_a_run_folder_that_is_a_symlink_is_never_written_through(world, capsys):
+    """The lead folder, moved outside and linked back: --resume finds nothing to resume (it does not follow
+    the link); a new run gets a folder of its own instead of writing through the link."""
+    moved = world["victim"] / LEAD
+    shutil.move(world["results"] / LEAD, moved)
+    (world["results"] / LEAD).symlink_to(moved, target_is_directory=True)
+    shutil.rmtree(world["results"] / OTHER)
+    before = outside(world)
+    capsys.readouterr()
+    code = main(["run", *SMOKE, "--smooth", "tma", "--results-dir", str(world["results"]), "--resume"])
+    assert code != 0 and "nothing to resume" in capsys.readouterr().err
+    assert main(["run", *SMOKE, "--smooth", "tma", "--results-dir", str(world["results"])]) == 0
+    assert (world["results"] / f"{LEAD}-2" / "record.json").is_file()
+    assert outside(world) == before
+
+
+def test_a_plugin_edited_between_stop_and_resume_is_not_resumed(tmp_path, capsys, monkeypatch):
+    """The record keeps the plug-in's sha256: a changed file is another run, never a silent continuation."""
+    monkeypatch.chdir(tmp_path)
+    plugin = tmp_path / "my_fixmatch.py"
+    source = Path(__file__).resolve().parents[1] / "algorithms" / "fixmatch.py"
+    text = source.read_text().replace('@register("fixmatch")', '@register("my_fixmatch")')
+    assert text != source.read_text()
+    plugin.write_text(text)
+    argv = ["run", *SMOKE, "--smooth", "tma", "--alg", str(plugin), "--results-dir", str(tmp_path / "results")]
+    assert main([*argv, "--stop-at", "4"]) == 0
+    plugin.write_text(text + "\n# edited\n")
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "algorithm_sha256" in err, err
+    plugin.write_text(text)   # restored: the same content resumes
+    assert main([*argv, "--resume"]) == 0
