@@ -433,10 +433,14 @@ def test_compare_pairs_seeds_per_arm(tmp_path):
     sts, se, none = (a.diff for a in comp_cpu.arms)
     assert (sts.mean, sts.std, sts.only_arm) == (2.0, 1.0, [7])
     assert sts.half_width == pytest.approx(2.484, abs=5e-4)
-    assert (se.mean, se.std, se.high < 0) == (-10.0, 0.0, True)
+    # every seed moved by exactly -10: zero spread is no evidence of a loss beyond the noise (issue 21)
+    assert (se.mean, se.std, se.low, se.high, se.half_width) == (-10.0, 0.0, None, None, None)
+    assert "interval is undefined" in se.verdict and "noise (95 %" not in se.verdict
     assert (none.n, none.mean) == (1, -5.0)
     text = render.render_compare([comp_cpu, comp_smoke])
     assert "[-0.48, +4.48]" in text and "fixmatch · sts: 7" in text and "only the baseline" in text
+    se_line = next(line for line in text.splitlines() if line.startswith("| fixmatch · se − "))
+    assert "| undefined |" in se_line and "larger than the seed noise" not in se_line
     with pytest.raises(lb.LeaderboardError, match="finished .algorithm, labels. there: fixmatch/40"):
         cmp.compare(tmp_path, alg="fixmatch", dataset="cifar10_subset", labels=250)
 
