@@ -152,3 +152,88 @@ def test_a_plugin_edited_between_stop_and_resume_is_not_resumed(tmp_path, capsys
     assert "nothing to resume" in err and "algorithm_sha256" in err, err
     plugin.write_text(text)   # restored: the same content resumes
     assert main([*argv, "--resume"]) == 0
+
+
+# -- every end is recorded ------------------------------------------------------------------------------------------
+
+def _plugin(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text("import sys\n\nfrom ssl_bench.algorithm import register\n"
+                    "from ssl_bench_algorithms.fixmatch import FixMatch\n\n\n"
+                    f"@register({name!r})\nclass Plugin(FixMatch):\n{body}")
+    return path
+
+
+def test_sys_exit_inside_a_plugins_loss_is_a_failure_not_a_success(tmp_path, capsys):
+    plugin = _plugin(tmp_path, "exits_early", "    def loss(self, student, teacher, batch):\n        sys.exit(0)\n")
+    results = tmp_path / "results"
+    # a plug-in's mistake keeps its traceback (ssl_bench.errors): the process exits 1, never 0
+    with pytest.raises(RuntimeError, match=r"called sys.exit\(0\) at step 0"):
+        main(["run", *SMOKE, "--alg", str(plugin), "--results-dir", str(results)])
+    (run_dir,) = results.iterdir()
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "failed" and "sys.exit(0)" in record["error"]
+
+
+def test_a_reference_that_readers_would_refuse_is_refused_before_any_record(tmp_path, capsys):
+    """``mu: True`` passes the plug-in's registration (a bool is an int to Python) but no record may carry it."""
+    body = "    reference = {'*': {'mu': True, 'lr': 0.03, 'weight_decay': 5e-4}}\n"
+    plugin = _plugin(tmp_path, "bool_mu", body)
+    results = tmp_path / "results"
+    capsys.readouterr()
+    assert main(["run", *SMOKE, "--alg", str(plugin), "--results-dir", str(results)]) != 0
+    err = capsys.readouterr().err
+    assert "--mu True (bool) is not an int" in err and "reference" in err and "Traceback" not in err
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_a_run_whose_last_record_write_failed_on_a_full_disk_is_reported_stale(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from ssl_bench.records import RunRecord, RunStatus
+    from ssl_bench.report import leaderboard as lb
+
+    real_write = RunRecord.write
+
+    def full_disk_at_the_end(self, run_dir=None):
+        if self.status is not RunStatus.RUNNING:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, run_dir)
+
+    monkeypatch.setattr(RunRecord, "write", full_disk_at_the_end)
+    results = tmp_path / "results"
+    assert main(["run", *SMOKE, "--results-dir", str(results)]) != 0
+    monkeypatch.undo()
+    (run_dir,) = results.iterdir()
+    assert not (run_dir / "lock.json").exists()
+    record = RunRecord.read(run_dir)
+    assert record.status is RunStatus.RUNNING and record.effective_status() is RunStatus.STALE
+    (stale,) = lb.build_leaderboard(results).not_counted
+    assert stale.status is RunStatus.STALE and "--resume" in stale.reason
+
+
+# -- identity is content: the leaderboard --------------------------------------------------------------------------
+
+def test_two_plugins_of_one_name_or_two_data_files_of_one_name_are_separate_rows_with_a_note(tmp_path):
+    from test_leaderboard import write_run
+
+    from ssl_bench.report import leaderboard as lb
+    from ssl_bench.report import render
+
+    for seed in (0, 1):
+        write_run(tmp_path, algorithm="my_alg", seed=seed, median=50.0, algorithm_sha256="a" * 64)
+        write_run(tmp_path / "b", algorithm="my_alg", seed=seed, median=70.0, algorithm_sha256="b" * 64)
+    for path in (tmp_path / "b").iterdir():   # same names: another folder, moved in beside them
+        path.rename(tmp_path / (path.name + "-2"))
+    (tmp_path / "b").rmdir()
+    board = lb.build_leaderboard(tmp_path)
+    (section,) = board.sections
+    assert sorted(r.cells[40].mean for r in section.rows) == [50.0, 70.0]
+    assert sorted(r.label for r in section.rows) == ["my_alg · tma (file aaaaaaaa)", "my_alg · tma (file bbbbbbbb)"]
+    assert "another algorithm file or another data file of the same name" in render.render_markdown(board)
+    # a built-in's file hash is not part of the row (it changes with ssl-bench releases), the data's is
+    for seed, fingerprint in ((0, "11111111"), (1, "22222222")):
+        write_run(tmp_path / "c", seed=seed, median=60.0, algorithm_sha256=str(seed) * 64,
+                  dataset_fingerprint=fingerprint)
+    (section,) = lb.build_leaderboard(tmp_path / "c").sections
+    assert sorted(r.label for r in section.rows) == ["fixmatch · tma (data 11111111)", "fixmatch · tma (data 22222222)"]

@@ -171,11 +171,12 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def row_label(key: RowKey, show_content: bool = False) -> str:
+def row_label(key: RowKey, show_content: Sequence[str] = ()) -> str:
     """``fixmatch · sts``, ``fixmatch · sts (channel, p=0.3)``, ``mixmatch · tma (m=0.99, mu=7)``.
 
     Shown: every strategy setting that differs from the paper's, then the deviations from the reference;
-    with ``show_content`` (rows that differ only in it) the algorithm file's and the data's short hashes.
+    then the short hashes of the ``show_content`` settings (``CONTENT_SETTINGS`` in which rows that agree on
+    everything else differ).
     """
     extras = []
     if key.granularity is not None and key.granularity != PAPER_SMOOTHING["granularity"]:
@@ -189,7 +190,7 @@ def row_label(key: RowKey, show_content: bool = False) -> str:
                if (name in USUAL_SYSTEM_SETTINGS and value != USUAL_SYSTEM_SETTINGS[name]) or name == "split_seed"]
     if show_content:
         short = {"algorithm_sha256": "file", "dataset_fingerprint": "data"}
-        extras += [f"{short[name]} {str(value)[:8]}" for name, value in key.setup if name in CONTENT_SETTINGS]
+        extras += [f"{short[name]} {str(value)[:8]}" for name, value in key.setup if name in show_content]
     label = f"{key.algorithm} · {key.smooth}"
     return f"{label} ({', '.join(extras)})" if extras else label
 
@@ -363,7 +364,8 @@ class Cell:
 class Row:
     key: RowKey
     cells: dict[int, Cell]
-    show_content: bool = False   # another row of its section differs from it only in the file or data hashes
+    # the CONTENT_SETTINGS in which another row of its section, alike in everything else, differs from it
+    show_content: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -502,11 +504,14 @@ def build_leaderboard(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, s
             rows += [row] if row.cells else []
             ceilings += [ceiling] if ceiling.cells else []
         for group in (rows, ceilings):   # a ceiling row has its budget row's key: they are told apart already
-            alike: dict[RowKey, int] = {}
+            alike: dict[RowKey, list[Row]] = {}
             for row in group:
-                alike[without_content(row.key)] = alike.get(without_content(row.key), 0) + 1
-            for row in group:
-                row.show_content = alike[without_content(row.key)] > 1
+                alike.setdefault(without_content(row.key), []).append(row)
+            for same in alike.values():
+                values = [dict(row.key.setup) for row in same]
+                differ = tuple(n for n in CONTENT_SETTINGS if len({v.get(n) for v in values}) > 1)
+                for row in same:
+                    row.show_content = differ
         found = {labels for row in rows for labels in row.cells}
         columns = sorted(set(paper_columns(skey.dataset_family)) | found)
         mine = {rid for row in rows + ceilings for c in row.cells.values() for rid in c.run_ids}
