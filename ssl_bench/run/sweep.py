@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import shlex
 import sys
@@ -43,6 +44,8 @@ from ssl_bench.run.build import plan_teachers
 from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
+# The most runs one sweep plans: each is looked up in the results folder and held in memory as a RunConfig.
+MAX_SWEEP_RUNS = 100_000
 
 
 def _key(config: RunConfig) -> tuple:
@@ -376,6 +379,14 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
 def run_sweep(base: RunConfig, grid: Mapping[str, Sequence[Any]], options: SweepOptions) -> int:
     """Expand, group, plan and execute a sweep; returns the exit code (0 when every run finished)."""
     options.validate()
+    count = math.prod(len(values) for values in grid.values())   # before anything is expanded (lazy ranges)
+    if count > MAX_SWEEP_RUNS:
+        line = (f"sweep: {count} runs in the grid ({' x '.join(f'{len(v)} {k}' for k, v in grid.items())}), over "
+                f"the {MAX_SWEEP_RUNS} one sweep plans; split it into smaller sweeps (e.g. --seeds 0-99)")
+        if options.dry_run:
+            print(line, flush=True)
+            return 0
+        raise UserError(line)
     configs = expand_grid(base, grid)
     if options.executor != "local":
         # jobs may start in another folder: absolute paths (results_dir / data_root do not identify a run)

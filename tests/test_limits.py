@@ -1,0 +1,80 @@
+"""Limits at the door: every size a user or a file sets is checked against a stated maximum, with one line."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssl_bench.cli import main
+from ssl_bench.config import MAX_BATCH, MAX_LABELS, MAX_MU, RunConfig
+from ssl_bench.errors import UserError
+from ssl_bench.run.ranks import check_environment
+
+SMOKE = ["--profile", "smoke", "--dataset", "digits", "--labels", "20", "--device", "cpu", "--no-progress"]
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [
+    ("--labels", str(10**12), f"[1, {MAX_LABELS}]"),
+    ("--lr", "1e308", "[0.0, 10.0]"),
+    ("--weight-decay", "5", "[0.0, 1.0]"),
+    ("--batch-size", str(2**40), f"[1, {MAX_BATCH}]"),
+    ("--mu", str(2**40), f"[1, {MAX_MU}]"),
+    ("--seed", "1" * 23, "[0, 4294967295]"),
+    ("--steps", str(2**40), "[1, 2147483648]"),
+])
+def test_sizes_beyond_the_stated_maximum_are_one_line_before_anything_runs(tmp_path, capsys, flag, value, named):
+    err = one_error_line(capsys, ["run", *SMOKE, flag, value, "--results-dir", str(tmp_path / "r")])
+    assert flag in err and named in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_value_of_the_wrong_type_from_a_file_is_refused():
+    with pytest.raises(UserError, match=r"--mu True \(bool\) is not an int"):
+        RunConfig(mu=True).validate()
+    with pytest.raises(UserError, match=r"--labels '40' \(str\) is not an int"):
+        RunConfig(labels="40").validate()
+
+
+def test_a_sweep_over_2_to_the_32_seeds_counts_them_lazily(tmp_path, capsys):
+    capsys.readouterr()
+    argv = ["sweep", *SMOKE, "--seeds", "0-4294967295", "--results-dir", str(tmp_path / "r")]
+    assert main([*argv, "--dry-run"]) == 0
+    assert "sweep: 4294967296 runs in the grid" in capsys.readouterr().out
+    err = one_error_line(capsys, argv)
+    assert "over the 100000 one sweep plans" in err and not (tmp_path / "r").exists()
+
+
+def test_repeated_alg_arg_keys_and_seed_beside_seeds_are_refused(tmp_path, capsys):
+    err = one_error_line(capsys, ["run", *SMOKE, "--alg-arg", "threshold=0.9", "--alg-arg", "threshold=0.8",
+                                  "--dry-run"])
+    assert "--alg-arg threshold given more than once" in err
+    err = one_error_line(capsys, ["sweep", *SMOKE, "--seed", "1", "--seeds", "0-2", "--dry-run"])
+    assert "--seed 1 and --seeds 0-2 both given" in err
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"RANK": "1"}, "RANK=1 with no WORLD_SIZE"),
+    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' is not a non-negative integer"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK=2 with WORLD_SIZE=2"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0 must be >= 1"),
+    ({"LOCAL_RANK": "-1"}, "LOCAL_RANK='-1'"),
+])
+def test_torchrun_variables_are_checked_before_training(tmp_path, capsys, monkeypatch, env, named):
+    with pytest.raises(UserError, match=named.replace("(", r"\(")):
+        check_environment(env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    err = one_error_line(capsys, ["run", *SMOKE, "--results-dir", str(tmp_path / "r")])
+    assert named in err and not (tmp_path / "r").exists()
+
+
+def test_torchrun_variables_of_a_real_launch_pass():
+    check_environment({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    check_environment({})
