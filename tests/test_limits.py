@@ -78,3 +78,45 @@ def test_torchrun_variables_are_checked_before_training(tmp_path, capsys, monkey
 def test_torchrun_variables_of_a_real_launch_pass():
     check_environment({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
     check_environment({})
+
+
+def _npz(path, **changes):
+    import numpy as np
+
+    x, y = np.zeros((20, 8, 8, 3), np.uint8), np.arange(20) % 2
+    np.savez(path, **{"x_train": x, "y_train": y, "x_test": x, "y_test": y, **changes})
+    return path
+
+
+def test_npz_headers_are_checked_before_any_array_is_read(tmp_path, monkeypatch):
+    """A forged header claiming a 2.8 TiB array, 0x0 images and labels up to 10^12: one line each, and the
+    forged member is never read (``np.load`` would try to allocate its claimed size)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from ssl_bench.data import npz
+    from ssl_bench.data.base import DatasetFormatError
+
+    with pytest.raises(DatasetFormatError, match="'x_train' holds images of 0x0 pixels"):
+        npz.load_npz(_npz(tmp_path / "zero.npz", x_train=np.zeros((20, 0, 0, 3), np.uint8)))
+    with pytest.raises(DatasetFormatError, match="y_train has label 1000000000000"):
+        npz.load_npz(_npz(tmp_path / "labels.npz", y_train=(np.arange(20) % 2) * 10**12))
+    with pytest.raises(DatasetFormatError, match="'num_classes' is 1000000, expected 2 to 100000"):
+        npz.load_npz(_npz(tmp_path / "classes.npz", num_classes=np.int64(10**6)))
+    forged = tmp_path / "forged.npz"
+    _npz(forged)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (30_000_000, 320, 320, 3)})
+    members = {}
+    with zipfile.ZipFile(forged) as z:
+        members = {n: z.read(n) for n in z.namelist() if n != "x_train.npy"}
+    with zipfile.ZipFile(forged, "w") as z:
+        z.writestr("x_train.npy", header.getvalue() + bytes(64))
+        for name, data in members.items():
+            z.writestr(name, data)
+    monkeypatch.setattr(npz, "read_members", lambda path: pytest.fail("read before its header was checked"))
+    with pytest.raises(DatasetFormatError, match=r"claims shape \(30000000, 320, 320, 3\) of uint8 \(9216000000000"):
+        npz.load_npz(forged)
