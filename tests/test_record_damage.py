@@ -148,3 +148,26 @@ def test_a_record_readers_would_refuse_is_never_written(tmp_path):
     with pytest.raises(RecordError, match="teacher_best = 150.0"):
         record.write()
     assert (run_dir / "record.json").read_bytes() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_plot_skips_metrics_with_huge_fields_fifos_and_links_with_one_warning_each(tmp_path, capsys):
+    from test_plots import is_png, synthetic_metrics
+
+    from ssl_bench.report import plots
+
+    results = tmp_path / "results"
+    runs = [write_run(results, seed=seed, metrics=synthetic_metrics(seed)) for seed in range(4)]
+    with open(runs[1] / "metrics.csv", "a", encoding="utf-8") as fh:
+        fh.write("1000," + "9" * 200_000 + "\n")   # over csv's 131,072-character field limit
+    (runs[2] / "metrics.csv").unlink()
+    os.mkfifo(runs[2] / "metrics.csv")               # would block a plain read
+    (runs[3] / "metrics.csv").unlink()
+    (runs[3] / "metrics.csv").symlink_to("/dev/zero")  # would fill the memory
+    capsys.readouterr()
+    (path,) = plots.plot_accuracy(results, alg="fixmatch", dataset="cifar10_subset", labels=40,
+                                  out_dir=tmp_path / "fig")
+    assert is_png(path)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    for run in runs[1:]:
+        assert sum(run.name + ":" in line for line in warnings) == 1, warnings
