@@ -237,3 +237,28 @@ def test_two_plugins_of_one_name_or_two_data_files_of_one_name_are_separate_rows
                   dataset_fingerprint=fingerprint)
     (section,) = lb.build_leaderboard(tmp_path / "c").sections
     assert sorted(r.label for r in section.rows) == ["fixmatch · tma (data 11111111)", "fixmatch · tma (data 22222222)"]
+
+
+# -- unclear lines made clear -----------------------------------------------------------------------------------------
+
+def test_a_config_with_an_unknown_key_names_its_file(world, capsys):
+    edit_config(world["results"] / OTHER, lambda d: d["config"].update(colour="blue"))
+    capsys.readouterr()
+    assert main(["sweep", *SMOKE, "--smooth", "tma,sts", "--results-dir", str(world["results"]), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert str(world["results"] / OTHER / "config.json") in err and "unknown keys ['colour']" in err, err
+
+
+def test_a_read_only_mount_on_resume_is_the_not_writable_line(world, capsys, monkeypatch):
+    import errno
+
+    from ssl_bench.run import rundirs
+
+    def read_only(run_dir, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(run_dir) / "lock.json"))
+
+    monkeypatch.setattr(rundirs, "RunLock", read_only)
+    capsys.readouterr()
+    assert main(["run", *SMOKE, "--smooth", "tma,sts", "--results-dir", str(world["results"]), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "is not writable (Read-only file system" in err and "make it writable" in err, err

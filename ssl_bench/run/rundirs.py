@@ -8,6 +8,7 @@ each directory's ``config.json`` names the training's teachers (``training.teach
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Iterator
@@ -106,6 +107,17 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def saved_run_config(run_dir: Path) -> RunConfig:
+    """The ``RunConfig`` saved in a run directory's config.json; one line naming the file when it is not one."""
+    path = run_dir / rec.CONFIG_FILE
+    try:
+        return RunConfig.from_dict(saved_config(run_dir).get("config", {}))
+    except UserError as exc:
+        if str(path) in str(exc):
+            raise
+        raise UserError(f"{path}: {exc}; move the run directory {run_dir} aside to start this run anew") from None
+
+
 def _training_identity(saved: dict[str, Any]) -> dict[str, Any]:
     """The settings of a saved ``config`` that every teacher of one training shares."""
     keys = [k for k in RunConfig().training_identity()]
@@ -169,7 +181,7 @@ def training_of(run_dir: Path) -> dict[str, str]:
     """
     saved = saved_config(run_dir)
     if not saved.get("training"):
-        return {RunConfig.from_dict(saved["config"]).teacher_key(): run_dir.name}
+        return {saved_run_config(run_dir).teacher_key(): run_dir.name}
     teachers = dict(saved["training"]["teachers"])
     where = run_dir / rec.CONFIG_FILE
     if run_dir.name not in teachers.values():
@@ -303,7 +315,9 @@ def locked(dirs: list[Path]) -> Iterator[None]:
         for d in dirs:
             try:
                 stack.enter_context(RunLock(d))
-            except PermissionError as exc:
+            except OSError as exc:   # permissions, or a read-only mount (EROFS is no PermissionError)
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
                 raise OSError(exc.errno, f"run directory {d} is not writable ({exc.strerror}: {exc.filename}); make "
                                          "it writable (or copy it into a folder you own) and --resume again") from None
         yield

@@ -41,7 +41,7 @@ from ssl_bench import records as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
 from ssl_bench.run.build import plan_teachers
-from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_config, training_of
+from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_run_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 # The most runs one sweep plans: each is looked up in the results folder and held in memory as a RunConfig.
@@ -214,7 +214,7 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
                 # the saved training's own teachers; what does not identify a run (folders, device, output
                 # options) is this sweep's, e.g. a results folder that was moved
                 here = {f.name: getattr(c, f.name) for f in run_settings() if not f.metadata["identifies"]}
-                members = [dataclasses.replace(RunConfig.from_dict(saved_config(results_dir / name)["config"]), **here)
+                members = [dataclasses.replace(saved_run_config(results_dir / name), **here)
                            for name in teachers.values()]
                 if record is not None:
                     status = record.effective_status(run_dir).value
