@@ -262,3 +262,26 @@ def test_a_read_only_mount_on_resume_is_the_not_writable_line(world, capsys, mon
     assert main(["run", *SMOKE, "--smooth", "tma,sts", "--results-dir", str(world["results"]), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "is not writable (Read-only file system" in err and "make it writable" in err, err
+
+
+def test_a_data_file_changed_between_stop_and_resume_is_not_resumed(tmp_path, capsys):
+    """Same name, other content: the record's dataset fingerprint is part of what --resume matches."""
+    import numpy as np
+
+    def save(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        x = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+        np.savez(data, x_train=x[:32], y_train=np.arange(32) % 2, x_test=x[32:], y_test=np.arange(16) % 2)
+
+    data = tmp_path / "mine.npz"
+    save(0)
+    argv = ["run", "--profile", "smoke", "--dataset", str(data), "--labels", "4", "--device", "cpu", "--no-progress",
+            "--smooth", "tma", "--results-dir", str(tmp_path / "results")]
+    assert main([*argv, "--stop-at", "4"]) == 0
+    save(1)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "dataset_fingerprint" in err, err
+    save(0)
+    assert main([*argv, "--resume"]) == 0
