@@ -31,6 +31,7 @@ convention, optimistic); every header says which.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -152,8 +153,9 @@ def setup_settings(record: RunRecord) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(out.items()))
 
 
+@functools.cache
 def _builtin_names() -> frozenset[str]:
-    from ssl_bench.algorithm import builtin_algorithms  # here: the report side imports no torch at import
+    from ssl_bench.algorithm import builtin_algorithms  # here: only the rows need the registry
 
     return frozenset(builtin_algorithms())
 
