@@ -120,3 +120,13 @@ def test_npz_headers_are_checked_before_any_array_is_read(tmp_path, monkeypatch)
     monkeypatch.setattr(npz, "read_members", lambda path: pytest.fail("read before its header was checked"))
     with pytest.raises(DatasetFormatError, match=r"claims shape \(30000000, 320, 320, 3\) of uint8 \(9216000000000"):
         npz.load_npz(forged)
+
+
+def test_the_number_of_same_named_runs_is_bounded_with_one_line(tmp_path, monkeypatch):
+    from ssl_bench.run import rundirs
+
+    monkeypatch.setattr(rundirs, "MAX_SAME_NAMED", 3)
+    made = [rundirs.create_run_dir(tmp_path, "run") for _ in range(3)]
+    assert [p.name for p in made] == ["run", "run-2", "run-3"]
+    with pytest.raises(UserError, match="3 runs named 'run' in .* already: move finished runs aside"):
+        rundirs.create_run_dir(tmp_path, "run")

@@ -26,6 +26,9 @@ from ssl_bench.run.lock import RunLock
 from ssl_bench.run.state import Training
 from ssl_bench.smoothing import PARAMETER_DEFAULTS, STRATEGY_PARAMETERS
 
+# Run directories of one name (base, base-2, ...) a results folder may hold: the stated maximum of create_run_dir.
+MAX_SAME_NAMED = 10_000
+
 
 def run_base_name(config: Any) -> str:
     """Human-readable stem of a run directory: algorithm, smoothing, data, budget, seed and profile."""
@@ -49,15 +52,15 @@ def create_run_dir(results_dir: Path, base: str) -> Path:
     """
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10_000):
+    for k in range(1, MAX_SAME_NAMED + 1):
         path = results_dir / (base if k == 1 else f"{base}-{k}")
         try:
             os.mkdir(path)
             return path
         except FileExistsError:
             continue
-    raise UserError(f"more than 10000 runs named {base!r} in {results_dir}: move finished runs aside or pass "
-                    "another --results-dir")
+    raise UserError(f"{MAX_SAME_NAMED} runs named {base!r} in {results_dir} already: move finished runs aside or "
+                    "pass another --results-dir")
 
 
 def find_runs(results_dir: Path, base: str) -> list[Path]:
