@@ -130,3 +130,10 @@ def test_the_number_of_same_named_runs_is_bounded_with_one_line(tmp_path, monkey
     assert [p.name for p in made] == ["run", "run-2", "run-3"]
     with pytest.raises(UserError, match="3 runs named 'run' in .* already: move finished runs aside"):
         rundirs.create_run_dir(tmp_path, "run")
+
+
+def test_infinite_or_huge_hyperparameters_are_one_line(tmp_path, capsys):
+    err = one_error_line(capsys, ["run", *SMOKE, "--alg-arg", "lambda_u=inf", "--dry-run"])
+    assert "--alg-arg lambda_u=inf" in err and "must lie in [0, inf)" in err
+    err = one_error_line(capsys, ["run", *SMOKE, "--alg", "remixmatch", "--alg-arg", "k=100000", "--dry-run"])
+    assert "--alg-arg k=100000" in err and "[1, 64]" in err
