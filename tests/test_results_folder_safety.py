@@ -285,3 +285,13 @@ def test_a_data_file_changed_between_stop_and_resume_is_not_resumed(tmp_path, ca
     assert "nothing to resume" in err and "dataset_fingerprint" in err, err
     save(0)
     assert main([*argv, "--resume"]) == 0
+
+
+def test_a_builtin_algorithms_file_hash_is_not_matched_on_resume(world, capsys):
+    """A built-in's file changes with ssl-bench releases (the record's commit says which ran): an upgrade
+    between --stop-at and --resume continues the run, as the leaderboard keeps its rows together."""
+    for run_dir in (LEAD, OTHER):
+        path = world["results"] / run_dir / "record.json"
+        path.write_text(path.read_text().replace('"algorithm_sha256": "', '"algorithm_sha256": "0ld'))
+    assert main(["run", *SMOKE, "--smooth", "tma,sts", "--results-dir", str(world["results"]), "--resume"]) == 0
+    assert sorted(p.name for p in world["results"].iterdir()) == sorted([LEAD, OTHER])

@@ -132,11 +132,20 @@ def _training_identity(saved: dict[str, Any]) -> dict[str, Any]:
 CONTENT_FIELDS = ("algorithm_sha256", "dataset_fingerprint")
 
 
+def plugin_sha256(cls: type) -> str | None:
+    """sha256 of a plug-in algorithm's file (what its records carry); None for a built-in, whose file changes
+    with ssl-bench releases (the record's commit says which ran; the leaderboard ignores it alike)."""
+    from ssl_bench.algorithm import BUILTIN_PACKAGE, source_sha256
+
+    if cls.__module__.startswith(BUILTIN_PACKAGE + "."):
+        return None
+    return source_sha256(object.__new__(cls))   # reads the class's file only, no instance state
+
+
 def content_of(training: Training) -> dict[str, str | None]:
     """The content identity of a built training (``CONTENT_FIELDS``)."""
-    from ssl_bench.algorithm import source_sha256
-
-    return {"algorithm_sha256": source_sha256(training.algorithm), "dataset_fingerprint": training.dataset.fingerprint}
+    return {"algorithm_sha256": plugin_sha256(type(training.algorithm)),
+            "dataset_fingerprint": training.dataset.fingerprint}
 
 
 def content_differences(run_dir: Path, content: dict[str, str | None] | None) -> list[str]:

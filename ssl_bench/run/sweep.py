@@ -41,7 +41,7 @@ from ssl_bench import records as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
 from ssl_bench.run.build import plan_teachers
-from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_run_config, training_of
+from ssl_bench.run.rundirs import matching_run_dir, plugin_sha256, run_base_name, saved_run_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 # The most runs one sweep plans: each is looked up in the results folder and held in memory as a RunConfig.
@@ -134,11 +134,10 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
 
 @functools.cache
 def _algorithm_sha256(algorithm: str) -> str | None:
-    """sha256 of the file of the algorithm the sweep names (what its runs' records carry)."""
-    from ssl_bench.algorithm import load_algorithm_class, source_sha256
+    """sha256 of the plug-in file the sweep names (what its runs' records carry); None for a built-in."""
+    from ssl_bench.algorithm import load_algorithm_class
 
-    cls = load_algorithm_class(algorithm)
-    return source_sha256(object.__new__(cls))   # reads the class's file only; no instance state
+    return plugin_sha256(load_algorithm_class(algorithm))
 
 
 @functools.cache
