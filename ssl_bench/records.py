@@ -166,6 +166,8 @@ class RunStatus(str, Enum):
 class RecordError(UserError):
     """An unusable ``record.json`` (corrupt, partial, unknown schema); one line naming file and fix."""
 
+    problem: str | None = None   # what is wrong, without the advice (set for out-of-range and mistyped values)
+
 
 def _stored() -> Any:
     """A field written to ``record.json`` (``None`` until set; required fields are checked after init)."""
@@ -270,7 +272,12 @@ class RunRecord:
         stored = self.to_dict()
         # what every reader would refuse is never written: the run fails now, naming the value, instead of
         # leaving a record the leaderboard skips
-        type(self).from_dict(json.loads(json.dumps(stored, default=_json_default)), run_dir=Path(where))
+        try:
+            type(self).from_dict(json.loads(json.dumps(stored, default=_json_default)), run_dir=Path(where))
+        except RecordError as exc:
+            raise RecordError(f"refusing to write {path}: the record {getattr(exc, 'problem', exc)}, which every "
+                              "reader would refuse; a setting or result out of range (the algorithm's reference "
+                              "or its loss?)") from None
         atomic_write_json(path, stored)
         self.run_dir = Path(where)
         return path
@@ -313,7 +320,9 @@ class RunRecord:
                                                          for name, hint in SETTING_TYPES.items()}}
             _check_ranges(typed)
         except ValueError as exc:
-            raise RecordError(_broken(where, str(exc))) from None
+            error = RecordError(_broken(where, str(exc)))
+            error.problem = str(exc)   # without the reader's advice, for the writer's message
+            raise error from None
         return cls(**typed, run_dir=run_dir)
 
     # -- status

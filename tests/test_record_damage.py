@@ -145,8 +145,10 @@ def test_a_record_readers_would_refuse_is_never_written(tmp_path):
     record = RunRecord.read(run_dir)
     record.results = {**record.results, "teacher_best": 150.0}
     before = (run_dir / "record.json").read_bytes()
-    with pytest.raises(RecordError, match="teacher_best = 150.0"):
+    with pytest.raises(RecordError, match=r"refusing to write .*record.json: the record has results.teacher_best = "
+                                          r"150.0, not an accuracy") as caught:
         record.write()
+    assert "delete this record.json" not in str(caught.value)
     assert (run_dir / "record.json").read_bytes() == before
 
 
