@@ -109,7 +109,8 @@ class ReMixMatch:
     rampup_end: float = hp(1 / 64, low=0.0, high=1.0)     # warmup_kimg 1024 of train_kimg 1 << 16
     da_window: int = hp(128, low=1)                       # batches averaged, remixmatch_no_cta.py dbuf=128
     da_target: str = hp("uniform", choices=DA_TARGETS)    # p(y): layers.PData = labelled distribution
-    k: int = hp(1, low=1)                                 # strong views, libml/augment.py flag K (paper: 8)
+    # strong views, libml/augment.py flag K (paper: 8); at most 64: each view is a forward pass per step
+    k: int = hp(1, low=1, high=64)
     labeled_view: str = hp("strong", choices=("weak", "strong"))  # cta/lib/train.py gen_labeled_fn: CTAugment
     bn_groups: str = hp("interleaved", choices=SF.BN_GROUPS)      # remixmatch_no_cta.py layers.interleave
     # Declared state, not a hyper-parameter: the module setup() returns (the loop trains and checkpoints it).

@@ -163,7 +163,8 @@ def _in_range(f: dataclasses.Field, value: Any) -> bool:
     meta = f.metadata
     if meta.get("choices") is not None:
         return value in meta["choices"]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        # a bounded number must be finite: lambda_u=inf would pass [0, inf) and surface as a divergence
         return meta.get("low") is None and meta.get("high") is None
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (value <= low if meta.get("open_low") else value < low):

@@ -26,6 +26,8 @@ from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_setti
 from ssl_bench.errors import UserError
 
 SUBCOMMANDS = ("run", "leaderboard", "compare", "export", "plot", "sweep", "quickstart", "evaluate", "export-weights")
+# A range a-b longer than this stays a lazy ``range`` (``sweep --seeds 0-4294967295 --dry-run`` counts it).
+LAZY_RANGE = 2**16
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
 # of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
 GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
@@ -52,6 +54,11 @@ def parse_values(f: dataclasses.Field, text: str) -> list[Any]:
     Raises ValueError naming the flag, the element and what was expected.
     """
     kind, flag = _value_type(f), flag_of(f)
+    whole = re.fullmatch(r"\s*(\d+)-(\d+)\s*", str(text)) if kind is int else None
+    if whole and int(whole[2]) - int(whole[1]) >= LAZY_RANGE:   # one long range stays lazy (a sweep counts it)
+        if int(whole[1]) > int(whole[2]):
+            raise UserError(f"{flag} {text!r} is not a valid range a-b (a <= b)")
+        return range(int(whole[1]), int(whole[2]) + 1)   # type: ignore[return-value]  # a Sequence, unique
     values: list[Any] = []
     for item in (t.strip() for t in str(text).split(",")):
         if not item:
@@ -61,6 +68,9 @@ def parse_values(f: dataclasses.Field, text: str) -> list[Any]:
                 lo, hi = (int(t) for t in item.split("-"))
                 if lo > hi:
                     raise ValueError
+                if hi - lo >= LAZY_RANGE:
+                    raise UserError(f"{flag} {text!r}: the range {item} is long; give it alone (e.g. {flag} "
+                                    f"{item}), not inside a list")
                 parsed: list[Any] = list(range(lo, hi + 1))
             else:
                 parsed = [kind(item)]
@@ -101,9 +111,16 @@ def settings_from_args(args: argparse.Namespace,
     defaults = RunConfig()
     values: dict[str, Any] = {}
     lists: dict[str, list[Any]] = {}
+    if getattr(args, "seeds", None) is not None:   # sweep's second spelling of --seed: both given, one would be lost
+        if args.seed is not None:
+            raise UserError(f"--seed {args.seed} and --seeds {args.seeds} both given; give the seeds once")
+        args = argparse.Namespace(**{**vars(args), "seed": args.seeds})
     for f in run_settings():
         value = getattr(args, f.name)
         if f.name == "alg_args":
+            repeated = sorted({k for k, _ in value if [key for key, _ in value].count(k) > 1})
+            if repeated:   # the last would silently win
+                raise UserError(f"--alg-arg {', '.join(repeated)} given more than once; give each key once")
             value = dict(value)
         elif f.name in list_fields:
             if value is None:
@@ -405,7 +422,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                            description="Every combination of the list options is one run; runs that differ only "
                                        "in the teacher options share one training when the algorithm allows it.")
     add_setting_arguments(sweep, GRID_FIELDS)
-    sweep.add_argument("--seeds", dest="seed", default=None, help="alias of --seed: seeds, e.g. 0,1,2 or 0-4")
+    sweep.add_argument("--seeds", dest="seeds", default=None, help="alias of --seed: seeds, e.g. 0,1,2 or 0-4")
     from ssl_bench.run.sweep import SweepOptions
 
     add_option_arguments(sweep, SweepOptions)

@@ -79,6 +79,14 @@ def cosine_lr_factor(step: int, total_steps: int) -> float:
 # -- the field table ----------------------------------------------------------------------------------------------
 
 GROUPS = ("experiment", "teacher", "budget", "system")
+# Stated maxima of the sizes a user or a file can set, checked before anything is allocated (one line instead of
+# an allocation error or an hour of silence). Each is far above what the reference uses:
+MAX_LABELS = 2**24        # above every training set ssl-bench reads (SVHN + extra: 604,388 images)
+MAX_STEPS = 2**31         # the paper's protocol is 2^20 steps
+MAX_BATCH = 2**16         # images per forward pass; the reference's labelled batch is 64
+MAX_MU = 2**10            # unlabelled images per labelled one; the reference's is 7 (FixMatch --uratio)
+MAX_LR = 10.0             # the references' learning rates are 0.002 to 0.03
+MAX_WEIGHT_DECAY = 1.0    # the references' weight decays are 5e-4 to 1e-3 (x lr)
 # The smoothing settings: a run may list several values of each (comma lists); their cross product is the set
 # of teachers of one training (ssl_bench.run.build). Every other setting has one value per training.
 TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers", "schedule")
@@ -117,7 +125,8 @@ class RunConfig:
                                 "(embedded), NAME (DATA_ROOT/NAME.npz), path/to/data.npz, or imagefolder:PATH[@SIZE] "
                                 "(PATH/train/<class>/*.png|jpg, PATH/test/<class>/, optional PATH/unlabeled/; "
                                 "images resized to SIZE px, 32 if omitted)")
-    labels: int = setting(40, group="experiment", minimum=1, help="label budget N (N / classes per class)")
+    labels: int = setting(40, group="experiment", minimum=1, maximum=MAX_LABELS,
+                          help="label budget N (N / classes per class)")
     seed: int = setting(0, group="experiment", minimum=0, maximum=2**32 - 1,
                         help="seed of the run (model init, batches, augmentation, masks)")
     split_seed: int | None = setting(None, group="experiment", minimum=0, maximum=2**32 - 1,
@@ -148,18 +157,19 @@ class RunConfig:
                             help="TMA/STS momentum over training: constant m, cosine (BYOL: m_t -> 1), warmup "
                                  "(min(m, (1+t)/(10+t)))")
 
-    steps: int | None = setting(None, group="budget", minimum=1, help="training steps (default: the profile's)")
-    eval_every: int | None = setting(None, group="budget", minimum=1,
+    steps: int | None = setting(None, group="budget", minimum=1, maximum=MAX_STEPS,
+                                help="training steps (default: the profile's)")
+    eval_every: int | None = setting(None, group="budget", minimum=1, maximum=MAX_STEPS,
                                      help="steps between evaluations (default: the profile's)")
-    batch_size: int | None = setting(None, group="budget", minimum=1,
+    batch_size: int | None = setting(None, group="budget", minimum=1, maximum=MAX_BATCH,
                                      help="labelled images per step (default: the profile's)")
-    mu: int | None = setting(None, group="budget", minimum=1,
+    mu: int | None = setting(None, group="budget", minimum=1, maximum=MAX_MU,
                              help="unlabelled images per labelled image (default: the algorithm's reference)")
-    lr: float | None = setting(None, group="budget", minimum=0.0,
+    lr: float | None = setting(None, group="budget", minimum=0.0, maximum=MAX_LR,
                                help="initial learning rate, cosine decay (default: the algorithm's reference)")
     momentum: float = setting(DEFAULT_MOMENTUM, group="budget", minimum=0.0, maximum=1.0,
                               help="SGD Nesterov momentum")
-    weight_decay: float | None = setting(None, group="budget", minimum=0.0,
+    weight_decay: float | None = setting(None, group="budget", minimum=0.0, maximum=MAX_WEIGHT_DECAY,
                                          help="L2 on kernels (default: the algorithm's reference for the dataset)")
 
     device: str = setting("auto", group="system", identifies=False, help="auto, cpu, cuda or cuda:N")
@@ -173,9 +183,9 @@ class RunConfig:
                              help="download a missing CIFAR into the data root (--no-download forbids it)")
     results_dir: str = setting(DEFAULT_RESULTS_DIR, group="system", identifies=False,
                                help="where run directories are created")
-    eval_batch_size: int = setting(1024, group="system", identifies=False, minimum=1,
+    eval_batch_size: int = setting(1024, group="system", identifies=False, minimum=1, maximum=MAX_BATCH,
                                    help="images per evaluation forward pass")
-    log_every: int = setting(50, group="system", identifies=False, minimum=1,
+    log_every: int = setting(50, group="system", identifies=False, minimum=1, maximum=MAX_STEPS,
                              help="steps between progress-bar updates")
     tensorboard: bool = setting(False, group="system", identifies=False,
                                 help="also write TensorBoard event files beside metrics.csv (pip install "
@@ -187,6 +197,12 @@ class RunConfig:
             value, meta = getattr(self, f.name), f.metadata
             if value is None:
                 continue
+            kind = {"int": int, "float": float, "bool": bool, "str": str}.get(str(f.type).split("|")[0].strip())
+            if kind is not None and (isinstance(value, bool) != (kind is bool) or not isinstance(
+                    value, (int, float) if kind is float else kind)):
+                example = getattr(RunConfig(), f.name) or meta["minimum"]
+                raise UserError(f"{flag_of(f)} {value!r} ({type(value).__name__}) is not a"
+                                f"{'n' if kind is int else ''} {kind.__name__}; pass a value such as {example}")
             if meta["choices"] is not None and value not in meta["choices"]:
                 raise UserError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
             if isinstance(value, float) and not math.isfinite(value):

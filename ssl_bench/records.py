@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 import sys
 import types
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_bench.atomic import atomic_write_bytes
+from ssl_bench.atomic import atomic_write_bytes, read_regular_file
 from ssl_bench.errors import UserError
 from ssl_bench.run import lock
 
@@ -85,9 +86,42 @@ def atomic_write_csv(path: Path, rows: Sequence[dict[str, Any]], first_columns: 
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
+# Readers refuse what no run writes, so one hand-edited or damaged record is skipped with a note instead of
+# failing inside a table: nesting deeper than a record's own (which is 3), integers beyond 64 bits.
+MAX_JSON_DEPTH = 16
+MAX_INT = 2**63 - 1
+# results keys that are top-1 accuracies in percent (summarize_evaluations writes them)
+ACCURACY_KEYS = frozenset(f"{who}_{stat}" for who in ("teacher", "student")
+                          for stat in ("median_last20", "best", "last"))
+
+
+def loads_json(data: bytes) -> Any:
+    """Parse JSON bytes; ``ValueError`` for bad UTF-8, bad JSON, nesting deeper than ``MAX_JSON_DEPTH`` or an
+    integer of more than 64 bits (also 4300-digit ones, which Python refuses to convert)."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than Python can read (limit {MAX_JSON_DEPTH})") from None
+    _check_plain(value, 0)
+    return value
+
+
+def _check_plain(value: Any, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ValueError(f"integer of {len(str(value))} digits, beyond 64 bits")
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_plain(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_plain(v, depth + 1)
+
+
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A small JSON file of a results folder: a regular file (``read_regular_file``), plain and shallow JSON."""
+    return loads_json(read_regular_file(Path(path)))
 
 
 def now_iso() -> str:
@@ -138,6 +172,8 @@ class RunStatus(str, Enum):
 
 class RecordError(UserError):
     """An unusable ``record.json`` (corrupt, partial, unknown schema); one line naming file and fix."""
+
+    problem: str | None = None   # what is wrong, without the advice (set for out-of-range and mistyped values)
 
 
 def _stored() -> Any:
@@ -209,20 +245,21 @@ class RunRecord:
 
     @classmethod
     def exists(cls, run_dir: str | os.PathLike) -> bool:
-        return cls.path(run_dir).is_file()
+        # lexists: a FIFO, a link or a folder named record.json is there, and reading it says why it is refused
+        return os.path.lexists(cls.path(run_dir))
 
     @classmethod
     def read(cls, run_dir: str | os.PathLike) -> RunRecord:
         """The record of ``run_dir``; :class:`RecordError` (one line: file, problem, fix) if unusable."""
         path = cls.path(run_dir)
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
+            data = loads_json(read_regular_file(path))
         except FileNotFoundError:
             raise RecordError(f"{path}: no run record there; is {Path(run_dir)} a run directory?") from None
         except OSError as exc:
-            raise RecordError(f"{path} cannot be read ({exc.strerror or exc}); check that it is a file you may "
-                              "read") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RecordError(f"{path} cannot be read ({exc.strerror or exc}); check that it is a regular file "
+                              "you may read") from None
+        except ValueError as exc:   # bad UTF-8, bad JSON, too deep, too large an integer
             raise RecordError(_broken(path, f"cannot be read as JSON ({exc})")) from None
         return cls.from_dict(data, run_dir=Path(run_dir))
 
@@ -239,7 +276,16 @@ class RunRecord:
         if self.status is RunStatus.STALE:
             raise UserError("status 'stale' is never written: a reader reports a dead 'running' run so")
         path = self.path(where)
-        atomic_write_json(path, self.to_dict())
+        stored = self.to_dict()
+        # what every reader would refuse is never written: the run fails now, naming the value, instead of
+        # leaving a record the leaderboard skips
+        try:
+            type(self).from_dict(json.loads(json.dumps(stored, default=_json_default)), run_dir=Path(where))
+        except RecordError as exc:
+            raise RecordError(f"refusing to write {path}: the record {getattr(exc, 'problem', exc)}, which every "
+                              "reader would refuse; a setting or result out of range (the algorithm's reference "
+                              "or its loss?)") from None
+        atomic_write_json(path, stored)
         self.run_dir = Path(where)
         return path
 
@@ -279,8 +325,11 @@ class RunRecord:
             typed = {name: _typed(name, values.get(name)) for name in known}
             typed["settings"] = {**typed["settings"], **{name: _typed_as(name, hint, typed["settings"].get(name))
                                                          for name, hint in SETTING_TYPES.items()}}
+            _check_ranges(typed)
         except ValueError as exc:
-            raise RecordError(_broken(where, str(exc))) from None
+            error = RecordError(_broken(where, str(exc)))
+            error.problem = str(exc)   # without the reader's advice, for the writer's message
+            raise error from None
         return cls(**typed, run_dir=run_dir)
 
     # -- status
@@ -288,12 +337,14 @@ class RunRecord:
     def effective_status(self, run_dir: str | os.PathLike | None = None) -> RunStatus:
         """``STALE`` for a ``RUNNING`` run whose lock holder is gone (killed, out of memory); else ``status``.
 
-        A running record without a lock file (written before runs held locks) stays ``RUNNING``.
+        A running record without a lock file is stale too: a training takes its lock before its first record
+        and removes it only after its last write, so the lock is gone only when that last write failed (a full
+        disk) or the lock was removed by hand.
         """
         where = run_dir if run_dir is not None else self.run_dir
         if self.status is not RunStatus.RUNNING or where is None:
             return self.status
-        return RunStatus.STALE if lock.holder_alive(Path(where)) is False else RunStatus.RUNNING
+        return RunStatus.RUNNING if lock.holder_alive(Path(where)) else RunStatus.STALE
 
 
 def _stored_fields() -> tuple[dataclasses.Field, ...]:
@@ -303,6 +354,40 @@ def _stored_fields() -> tuple[dataclasses.Field, ...]:
 def _broken(path: Path, problem: str) -> str:
     return (f"{path} {problem}; delete this record.json and re-run the same command with --resume (the "
             "checkpoint, if any, is kept), or move the run directory out of the results folder")
+
+
+def _check_ranges(typed: dict[str, Any]) -> None:
+    """Values no run writes: settings outside the run options' bounds (``RunConfig``'s field table),
+    accuracies outside 0-100 or not finite, a step count beyond the run's steps or a "finished" run short of
+    them. ``ValueError`` naming the field and the value."""
+    from ssl_bench.config import run_settings  # here: ssl_bench.config imports this module
+
+    settings = typed["settings"]
+    for f in run_settings():
+        value = settings.get(f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"has {f.name} = {value!r}, not a finite number")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            low, high = f.metadata["minimum"], f.metadata["maximum"]
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise UserError(f"has {f.name} = {value!r}, outside the range [{low}, {high}] of {f.name}")
+    for name, value in (typed["results"] or {}).items():
+        if name in ACCURACY_KEYS and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 100.0):
+            raise UserError(f"has results.{name} = {value!r}, not an accuracy in percent (0 to 100)")
+    for name, high in (("teacher_ece_last", 1.0), ("teacher_nll_last", math.inf)):   # a fraction; nats
+        value = (typed["results"] or {}).get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value) or not 0.0 <= value <= high):
+            raise UserError(f"has results.{name} = {value!r}, outside 0 to {high}")
+    steps, done = settings.get("steps"), typed["steps_done"]
+    if done is not None:
+        if done < 0 or (steps is not None and done > steps):
+            raise UserError(f"has steps_done = {done}, outside 0 to the run's {steps} steps")
+        if typed["status"] is RunStatus.FINISHED and steps is not None and done != steps:
+            raise UserError(f"says finished at step {done} of {steps}")
+    if typed["train_size"] is not None and typed["train_size"] < 1:
+        raise UserError(f"has train_size = {typed['train_size']}, expected >= 1")
 
 
 _HINTS: dict[str, Any] = {}

@@ -407,8 +407,17 @@ def test_a_run_that_failed_to_start_does_not_block_the_next(tmp_path, capsys, mo
 
 # -- the life of a run: divergence, out of memory, Ctrl-C, a second process, a killed one ----------------------------
 
-def test_divergence_is_one_line_and_the_record_says_failed(tmp_path, capsys):
-    code, _, err = cli(capsys, *run_args(tmp_path / "results", "--lr", "1e30"))
+def _nan_loss(real_step):
+    def step(run, batch):
+        logs = real_step(run, batch)
+        return {**logs, "loss": logs["loss"] * float("nan")}
+    return step
+
+
+def test_divergence_is_one_line_and_the_record_says_failed(tmp_path, capsys, monkeypatch):
+    # a loss that turns non-finite (--lr itself is bounded at the door: config.MAX_LR)
+    monkeypatch.setattr(train_module, "training_step", _nan_loss(train_module.training_step))
+    code, _, err = cli(capsys, *run_args(tmp_path / "results"))
     assert code == 2
     assert_one_error_line(err, "not finite at step", "--lr")
     run_dir = tmp_path / "results" / RUN_NAME

@@ -433,10 +433,14 @@ def test_compare_pairs_seeds_per_arm(tmp_path):
     sts, se, none = (a.diff for a in comp_cpu.arms)
     assert (sts.mean, sts.std, sts.only_arm) == (2.0, 1.0, [7])
     assert sts.half_width == pytest.approx(2.484, abs=5e-4)
-    assert (se.mean, se.std, se.high < 0) == (-10.0, 0.0, True)
+    # every seed moved by exactly -10: zero spread is no evidence of a loss beyond the noise (issue 21)
+    assert (se.mean, se.std, se.low, se.high, se.half_width) == (-10.0, 0.0, None, None, None)
+    assert "interval is undefined" in se.verdict and "noise (95 %" not in se.verdict
     assert (none.n, none.mean) == (1, -5.0)
     text = render.render_compare([comp_cpu, comp_smoke])
     assert "[-0.48, +4.48]" in text and "fixmatch · sts: 7" in text and "only the baseline" in text
+    se_line = next(line for line in text.splitlines() if line.startswith("| fixmatch · se − "))
+    assert "| undefined |" in se_line and "larger than the seed noise" not in se_line
     with pytest.raises(lb.LeaderboardError, match="finished .algorithm, labels. there: fixmatch/40"):
         cmp.compare(tmp_path, alg="fixmatch", dataset="cifar10_subset", labels=250)
 
@@ -572,19 +576,20 @@ def test_stale_runs_are_listed_as_stale_and_never_counted(tmp_path, monkeypatch)
     write_run(tmp_path, seed=0, median=40.0)
     dead = write_run(tmp_path, seed=1, status="running", median=99.0)
     alive = write_run(tmp_path, seed=2, status="running", median=98.0)
-    unlocked = write_run(tmp_path, seed=3, status="running", median=97.0)   # from before runs held locks
+    # no lock: its process released it but its last record write failed (a full disk): stale too
+    unlocked = write_run(tmp_path, seed=3, status="running", median=97.0)
     holders = {dead: False, alive: True, unlocked: None}
     monkeypatch.setattr(lock, "holder_alive", lambda run_dir: holders[Path(run_dir)])
     board = lb.build_leaderboard(tmp_path)
     assert board.sections[0].rows[0].cells[40].seeds == [0]
     assert sorted((nc.run.seed, nc.status) for nc in board.not_counted) == [
-        (1, RunStatus.STALE), (2, RunStatus.RUNNING), (3, RunStatus.RUNNING)]
+        (1, RunStatus.STALE), (2, RunStatus.RUNNING), (3, RunStatus.STALE)]
     table = render.render_markdown(board).split("## Runs not counted")[1]
     stale_line = next(line for line in table.splitlines() if dead.name in line)
     assert "| stale |" in stale_line and "--resume" in stale_line
     data = json.loads(render.render_json(board))
     statuses = {nc["seed"]: nc["status"] for nc in data["not_counted"]}
-    assert statuses == {1: "stale", 2: "running", 3: "running"}
+    assert statuses == {1: "stale", 2: "running", 3: "stale"}
 
 
 def test_interrupted_runs_are_listed_apart(tmp_path):

@@ -125,7 +125,7 @@ def test_unknown_schema_says_to_upgrade(tmp_path):
 
 def test_an_unreadable_record_file_is_one_line(tmp_path):
     (tmp_path / RECORD_FILE).mkdir()
-    with pytest.raises(RecordError, match=r"record.json cannot be read \(Is a directory\); check that it is a file"):
+    with pytest.raises(RecordError, match=r"record.json cannot be read \(Is a directory\); check that it is a regular"):
         RunRecord.read(tmp_path)
 
 
@@ -146,7 +146,8 @@ def test_stale_is_never_written_and_a_record_needs_its_required_fields(tmp_path)
 def test_effective_status_reports_a_running_record_without_a_live_holder_as_stale(tmp_path, monkeypatch):
     record = new_record()
     record.write(tmp_path)
-    for alive, expected in ((True, RunStatus.RUNNING), (None, RunStatus.RUNNING), (False, RunStatus.STALE)):
+    # no lock file (None): its last write failed (a full disk) after the lock was released: stale
+    for alive, expected in ((True, RunStatus.RUNNING), (None, RunStatus.STALE), (False, RunStatus.STALE)):
         monkeypatch.setattr(lock, "holder_alive", lambda run_dir, alive=alive: alive)
         assert record.effective_status() is expected
         assert RunRecord.read(tmp_path).effective_status(tmp_path) is expected

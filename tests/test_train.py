@@ -224,9 +224,16 @@ def test_a_run_held_by_a_live_process_is_refused(tmp_path):
         train(config, resume=True, progress=False)
 
 
-def test_diverged_run_is_recorded_as_failed(tmp_path):
+def test_diverged_run_is_recorded_as_failed(tmp_path, monkeypatch):
+    real_step = train_module.training_step
+
+    def nan_loss(run, batch):   # --lr is bounded at the door (config.MAX_LR): a loss that turns non-finite
+        logs = real_step(run, batch)
+        return {**logs, "loss": logs["loss"] * float("nan")}
+
+    monkeypatch.setattr(train_module, "training_step", nan_loss)
     with pytest.raises(DivergedError, match="not finite"):
-        train(smoke(tmp_path, lr=1e30), progress=False)
+        train(smoke(tmp_path), progress=False)
     (run_dir,) = (tmp_path / "results").iterdir()
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "failed" and "not finite" in record["error"]

@@ -44,6 +44,52 @@ REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL_KEYS = ("num_classes", "hflip", "family")
 TEXT_KEYS = ("family",)  # the one member that may be a (unicode, never pickled) string
 NUMERIC_KINDS = "biufc"  # numpy dtype kinds: bool, signed, unsigned, float, complex
+# Stated maxima, checked from the members' .npy headers before any array is read (a forged header claiming a
+# 2.8 TiB array would otherwise be an allocation error): far above every data set the benchmark reads.
+MAX_MEMBER_BYTES = 2**36   # 64 GiB per array (SVHN + extra's 604,388 32x32x3 images are 1.9 GB)
+MAX_IMAGE_SIDE = 4096      # pixels (STL-10's are 96, ImageNet's are resized to 224 or so)
+MAX_CLASSES = 100_000      # ImageNet-21k has 21,841
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def check_headers(path: Path) -> None:
+    """Every ``.npy`` member's header (shape and dtype), read without reading its data: the bytes it claims must
+    be in the archive and under ``MAX_MEMBER_BYTES``, and images must be 1 to ``MAX_IMAGE_SIDE`` pixels a side.
+
+    Raises:
+        DatasetFormatError: naming the file, the member and the claimed shape.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        return   # not a zip archive: read_members says what it is
+    with archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            key = info.filename[:-4]
+            try:
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in _HEADER_READERS:
+                        continue   # a newer header format: read_members reads (and checks) it
+                    shape, _, dtype = _HEADER_READERS[version](f)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+                raise DatasetFormatError(f"{path}: member {key!r} has no readable .npy header ({e}); the file is "
+                                         "truncated or corrupted: save it again with np.savez.") from e
+            if dtype.hasobject:
+                continue   # refused by read_members without unpickling
+            claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if claimed > MAX_MEMBER_BYTES or claimed > info.file_size:
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} claims shape {tuple(shape)} of {dtype} ({claimed} bytes) but holds "
+                    f"{info.file_size} bytes (limit {MAX_MEMBER_BYTES}); the file is forged or truncated: save it "
+                    "again with np.savez.")
+            if key in ("x_train", "x_test") and len(shape) == 4 and not all(
+                    1 <= side <= MAX_IMAGE_SIDE for side in shape[1:3]):
+                raise DatasetFormatError(
+                    f"{path}: member {key!r} holds images of {shape[1]}x{shape[2]} pixels, expected 1 to "
+                    f"{MAX_IMAGE_SIDE} pixels a side (the models take 32x32): resize the images.")
 
 
 def check_family(path: Path, value: np.ndarray) -> str:
@@ -126,12 +172,18 @@ def _num_classes(path: Path, arrays: dict[str, np.ndarray]) -> int:
             raise DatasetFormatError(
                 f"{path}: member 'num_classes' is {declared.tolist()!r} ({declared.dtype}), expected an "
                 "integer scalar (the number of classes, at least 2), e.g. np.savez(..., num_classes=10).")
+        if int(declared) > MAX_CLASSES:   # too few is reported by ImageDataset's validation
+            raise DatasetFormatError(f"{path}: member 'num_classes' is {int(declared)}, expected {MIN_CLASSES} to "
+                                     f"{MAX_CLASSES}.")
         return int(declared)
     labels_ok = y_train.ndim == 1 and np.issubdtype(y_train.dtype, np.integer) and len(y_train) > 0
     if not labels_ok:
         return MIN_CLASSES  # placeholder: the validation reports what is wrong with y_train
     # at least 2, so that a training set of one class is reported as such rather than as "num_classes = 1"
     num_classes = max(int(y_train.max()) + 1, MIN_CLASSES)
+    if num_classes > MAX_CLASSES:
+        raise DatasetFormatError(f"{path}: y_train has label {int(y_train.max())}, so {num_classes} classes; at most "
+                                 f"{MAX_CLASSES} are supported. Labels are class indices 0..K-1: renumber them.")
     if (int(y_train.min()) >= 0 and y_test.ndim == 1 and np.issubdtype(y_test.dtype, np.integer)
             and len(y_test) and int(y_test.max()) >= num_classes):
         raise DatasetFormatError(
@@ -161,6 +213,7 @@ def load_npz(path: str | Path, name: str | None = None, declared: Any = None) ->
             f"{name}: {path} {what}. A user data set is a .npz with arrays {', '.join(REQUIRED_KEYS)} "
             "(format: ssl_bench/data/npz.py); put it in the data root (--data-root / SSL_BENCH_DATA) as "
             "<name>.npz, or pass the path to the .npz itself.")
+    check_headers(path)   # before any array is read
     arrays = read_members(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:

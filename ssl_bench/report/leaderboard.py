@@ -31,6 +31,7 @@ convention, optimistic); every header says which.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -85,6 +86,11 @@ SETUP_FIELDS = ("alg_args", "targets_from", "hflip")
 # key, so no two runs with different identifying settings share a cell.
 PLACED_SETTINGS = frozenset({"algorithm", "alg_args", "dataset", "labels", "seed", "profile", "model", "steps",
                              *TEACHER_AXES})
+# What a run's numbers depend on beyond its settings (ssl_bench.run.rundirs.CONTENT_FIELDS): part of the row's
+# setup, so runs of an edited plug-in or of another data file with the same name are another row. The sha256 of
+# a built-in algorithm's file is not: it changes with every ssl-bench release that touches the file, and the
+# record's commit says which one ran.
+CONTENT_SETTINGS = ("algorithm_sha256", "dataset_fingerprint")
 # Shown in a row's label when they differ from these values (the reference's values are shown as deviations).
 USUAL_SYSTEM_SETTINGS = {"amp": False, "channels_last": False, "compile": False}
 
@@ -149,7 +155,18 @@ def setup_settings(record: RunRecord) -> tuple[tuple[str, Any], ...]:
     out = {name: _plain(value) for name, value in record.settings.items() if name not in PLACED_SETTINGS}
     if out.get("split_seed", None) in (None, record.seed):   # the default: the split follows the seed
         out.pop("split_seed")
+    if record.algorithm_sha256 is not None and record.algorithm not in _builtin_names():
+        out["algorithm_sha256"] = record.algorithm_sha256
+    if record.dataset_fingerprint is not None:
+        out["dataset_fingerprint"] = record.dataset_fingerprint
     return tuple(sorted(out.items()))
+
+
+@functools.cache
+def _builtin_names() -> frozenset[str]:
+    from ssl_bench.algorithm import builtin_algorithms  # here: only the rows need the registry
+
+    return frozenset(builtin_algorithms())
 
 
 def row_key(record: RunRecord) -> RowKey:
@@ -166,10 +183,12 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def row_label(key: RowKey) -> str:
+def row_label(key: RowKey, show_content: Sequence[str] = ()) -> str:
     """``fixmatch · sts``, ``fixmatch · sts (channel, p=0.3)``, ``mixmatch · tma (m=0.99, mu=7)``.
 
-    Shown: every strategy setting that differs from the paper's, then the deviations from the reference.
+    Shown: every strategy setting that differs from the paper's, then the deviations from the reference;
+    then the short hashes of the ``show_content`` settings (``CONTENT_SETTINGS`` in which rows that agree on
+    everything else differ).
     """
     extras = []
     if key.granularity is not None and key.granularity != PAPER_SMOOTHING["granularity"]:
@@ -184,6 +203,9 @@ def row_label(key: RowKey) -> str:
     extras += [f"{name}={_show(value)}" for name, value in key.deviations]
     extras += [f"{name}={_show(value)}" for name, value in key.setup
                if (name in USUAL_SYSTEM_SETTINGS and value != USUAL_SYSTEM_SETTINGS[name]) or name == "split_seed"]
+    if show_content:
+        short = {"algorithm_sha256": "file", "dataset_fingerprint": "data"}
+        extras += [f"{short[name]} {str(value)[:8]}" for name, value in key.setup if name in show_content]
     label = f"{key.algorithm} · {key.smooth}"
     return f"{label} ({', '.join(extras)})" if extras else label
 
@@ -253,9 +275,13 @@ def load_runs(results_dir: str | os.PathLike) -> tuple[list[RunRecord], list[Pro
     for path in sorted(results_dir.glob(f"*/{RECORD_FILE}")):
         if path.parent.name.startswith("."):
             continue
+        if path.parent.is_symlink():   # a results folder is read as data: its links lead nowhere
+            problems.append(Problem(path, f"{path.parent} is a symbolic link, not a run directory; copy the run "
+                                          "into the results folder instead of linking it"))
+            continue
         try:
             record = RunRecord.read(path.parent)
-        except RecordError as exc:
+        except (RecordError, ValueError, OSError, RecursionError) as exc:   # one bad record never spoils the table
             problems.append(Problem(path, str(exc)))
             continue
         if record.smooth not in STRATEGIES:
@@ -355,10 +381,17 @@ class Cell:
 class Row:
     key: RowKey
     cells: dict[int, Cell]
+    # the CONTENT_SETTINGS in which another row of its section, alike in everything else, differs from it
+    show_content: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
-        return row_label(self.key)
+        return row_label(self.key, self.show_content)
+
+
+def without_content(key: RowKey) -> RowKey:
+    """``key`` without the algorithm file's and the data's hashes (to find rows that differ only in them)."""
+    return key._replace(setup=tuple(item for item in key.setup if item[0] not in CONTENT_SETTINGS))
 
 
 @dataclass
@@ -438,8 +471,8 @@ def leaderboard_command(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, st
 
 def _not_counted_reason(run: RunRecord, status: RunStatus) -> str:
     if status is RunStatus.STALE:
-        return ("its record says running, but the process holding the run's lock is gone (killed?); "
-                "resume it with the same command and --resume")
+        return ("record says running, no live process holds its lock (killed, or a full disk?); resume it with "
+                "--resume")
     if status is RunStatus.INTERRUPTED:
         return run.error or "interrupted; resume it with the same command and --resume"
     return run.error or f"status {status.value}"
@@ -493,6 +526,15 @@ def build_leaderboard(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, s
                 target.cells[labels] = _cell(labels, cell_runs, key, skey, rkey)
             rows += [row] if row.cells else []
             ceilings += [ceiling] if ceiling.cells else []
+        for group in (rows, ceilings):   # a ceiling row has its budget row's key: they are told apart already
+            alike: dict[RowKey, list[Row]] = {}
+            for row in group:
+                alike.setdefault(without_content(row.key), []).append(row)
+            for same in alike.values():
+                values = [dict(row.key.setup) for row in same]
+                differ = tuple(n for n in CONTENT_SETTINGS if len({v.get(n) for v in values}) > 1)
+                for row in same:
+                    row.show_content = differ
         found = {labels for row in rows for labels in row.cells}
         columns = sorted(set(paper_columns(skey.dataset_family)) | found)
         mine = {rid for row in rows + ceilings for c in row.cells.values() for rid in c.run_ids}

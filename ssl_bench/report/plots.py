@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.atomic import read_regular_file
 from ssl_bench.errors import UserError
 from ssl_bench.records import (
     DEFAULT_RESULTS_DIR,
@@ -61,17 +62,34 @@ class PlotError(UserError):
     """Nothing to plot (no matching run, no usable metrics); the message says what was searched."""
 
 
+# metrics.csv has one row per evaluation (1024 for the paper's 2^20 steps): a few hundred kB at most.
+METRICS_LIMIT = 64 * 2**20
+
+
 def read_metrics(path: str | os.PathLike) -> dict[str, list[float]]:
-    """``metrics.csv`` as columns of floats; empty, missing or non-numeric values become NaN."""
+    """``metrics.csv`` as columns of floats; empty, missing or non-numeric values become NaN.
+
+    Read as data from a results folder: a regular file of at most ``METRICS_LIMIT`` bytes (never a FIFO or a
+    link), fields within ``csv``'s field limit; ``PlotError`` naming the file otherwise (``OSError`` when absent).
+    """
     columns: dict[str, list[float]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    try:
+        text = read_regular_file(Path(path), METRICS_LIMIT).decode("utf-8")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlotError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}); a metrics.csv is a "
+                        "regular UTF-8 file written by the training loop") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         names = [n for n in (reader.fieldnames or []) if n]
         for name in names:
             columns[name] = []
         for row in reader:
             for name in names:
                 columns[name].append(_to_float(row.get(name)))
+    except csv.Error as exc:   # e.g. a field over csv.field_size_limit() (131,072 characters)
+        raise PlotError(f"{path} is not a metrics table ({exc}); it was not written by the training loop") from None
     return columns
 
 
@@ -135,7 +153,7 @@ def _metrics_of(run: RunRecord) -> dict[str, list[float]] | None:
     path = run.run_dir / METRICS_FILE
     try:
         return read_metrics(path)
-    except OSError as exc:
+    except (OSError, PlotError) as exc:
         _warn(f"{run.run_id}: cannot read {path}: {exc}")
         return None
 

@@ -50,9 +50,21 @@ def format_cell(cell: Cell | None, *, paper: bool = True, stat: str | None = Non
     return text
 
 
+def _inline(text: Any) -> str:
+    """Text from a record as one line of Markdown that stays text: every line break (``str.split`` also splits at the
+    Unicode line separators) becomes a space and ``<``/``>`` are entities, so a record's field never starts a
+    heading, a list, a table row or an HTML tag in LEADERBOARD.md."""
+    return " ".join(str(text).split()).replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _code(text: Any) -> str:
+    """A record's value inside a Markdown code span: one line, no backtick to close the span early."""
+    return "`" + " ".join(str(text).split()).replace("`", "'") + "`"
+
+
 def _md(text: Any) -> str:
     """Make text safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return _inline(str(text).replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
@@ -113,8 +125,13 @@ def _section_notes(section: Section) -> list[str]:
                 notes.append(f"{row.label}, {cell.labels} labels mixes runs with different alg_args / targets / "
                              "mirroring: "
                              + ", ".join(cell.run_ids))
+    split = [row.label for row in section.rows + section.ceilings if row.show_content]
+    if split:
+        notes.append("rows that differ only in `file`/`data` ran another algorithm file or another data file of the "
+                     "same name (sha256 / fingerprint in their records), so they are not averaged: "
+                     + "; ".join(split))
     for s in section.superseded:
-        notes.append(f"seed {s.seed}: `{s.run_id}` superseded by the later `{s.kept}`")
+        notes.append(f"seed {s.seed}: {_code(s.run_id)} superseded by the later {_code(s.kept)}")
     return notes
 
 
@@ -137,14 +154,14 @@ def render_markdown(board: Leaderboard) -> str:
     if not board.sections:
         out += ["", "_No finished runs yet._"]
     for section in board.sections:
-        out += ["", f"## {section.title}", ""]
+        out += ["", f"## {_inline(section.title)}", ""]
         header = ["method"] + [f"{n} labels" for n in section.columns]
         body = [[row.label] + [format_cell(row.cells.get(n), stat=board.stat) for n in section.columns]
                 for row in section.rows]
         out += md_table(header, body)
         notes = _section_notes(section)
         if notes:
-            out += [""] + [f"- {_short(n, 400)}" for n in notes]
+            out += [""] + [f"- {_inline(_short(n, 400))}" for n in notes]
     out += _paper_reference_section()
     if board.not_counted:
         out += ["", "## Runs not counted (failed, interrupted, running, stale, or without the statistic)", ""]
@@ -157,7 +174,7 @@ def render_markdown(board: Leaderboard) -> str:
         out += md_table(["run_id", "status", "section", "method", "labels", "seed", "steps", "reason"], body)
     if board.problems:
         out += ["", "## Unreadable run records", ""]
-        out += [f"- `{p.path}`: {_short(p.reason, 400)}" for p in board.problems]
+        out += [f"- {_code(p.path)}: {_inline(_short(p.reason, 400))}" for p in board.problems]
     return "\n".join(out) + "\n"
 
 
@@ -262,7 +279,7 @@ def _arm_rows(arms: Sequence[ArmComparison]) -> list[list[Any]]:
     body = []
     for arm in arms:
         d = arm.diff
-        ci = "" if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
+        ci = ("undefined" if d.n else "") if d.low is None else f"[{d.low:+.2f}, {d.high:+.2f}]"
         unpaired = "; ".join(part for part in (
             f"{arm.label}: {' '.join(map(str, d.only_arm))}" if d.only_arm else "",
             f"{arm.baseline_label}: {' '.join(map(str, d.only_baseline))}" if d.only_baseline else "",
@@ -290,7 +307,7 @@ def render_compare(comparisons: Sequence[Comparison]) -> str:
     for (section, labels, stat), comps in by_section.items():
         names = ", ".join(comp.algorithm for comp in comps)
         out += [
-            f"## {names}, {labels} labels — {section_title(section)}",
+            f"## {_inline(names)}, {labels} labels — {_inline(section_title(section))}",
             "",
             f"Statistic: {STAT_DESCRIPTIONS.get(stat, stat)} (`{stat}`). Paired by seed; "
             "95 % interval: mean ± t(0.975, n-1) · std / √n.",

@@ -52,8 +52,11 @@ class PairedDiff:
     def verdict(self) -> str:
         if self.n == 0:
             return "no seed in common"
+        if self.half_width is None and self.n == 1:
+            return "one paired seed: the interval is undefined"
         if self.half_width is None:
-            return "one paired seed: no interval"
+            return (f"the {self.n} paired differences are all equal (zero spread, e.g. quantised accuracies): the "
+                    "interval is undefined, so no claim about the seed noise")
         if self.low > 0:
             return "gain larger than the seed noise (95 % CI above 0)"
         if self.high < 0:
@@ -64,7 +67,9 @@ class PairedDiff:
 def paired_difference(arm: Mapping[int, float], baseline: Mapping[int, float]) -> PairedDiff:
     """Paired difference arm[s] - baseline[s] over the common seeds s; the others are listed, not used.
 
-    mean d, sample std s_d (ddof = 1), and the 95 % interval d ± t_{0.975, n-1} · s_d / √n.
+    mean d, sample std s_d (ddof = 1), and the 95 % interval d ± t_{0.975, n-1} · s_d / √n. With one seed, or
+    with s_d = 0 (every seed moved by exactly the same amount: a zero-width interval is an artefact of too few
+    or quantised values, not certainty), the interval is undefined (None).
     """
     seeds = sorted(set(arm) & set(baseline))
     only_arm, only_base = sorted(set(arm) - set(baseline)), sorted(set(baseline) - set(arm))
@@ -73,5 +78,7 @@ def paired_difference(arm: Mapping[int, float], baseline: Mapping[int, float]) -
     if n < 2:
         return PairedDiff(n, mean(diffs), None, None, None, None, seeds, only_arm, only_base)
     d, s = mean(diffs), sample_std(diffs)
+    if s == 0.0:
+        return PairedDiff(n, d, s, None, None, None, seeds, only_arm, only_base)
     half = t_quantile(n - 1) * s / math.sqrt(n)
     return PairedDiff(n, d, s, half, d - half, d + half, seeds, only_arm, only_base)

@@ -86,6 +86,12 @@ def _resolve(configs: Sequence[RunConfig]) -> tuple[Algorithm, list[RunConfig]]:
     # the registered name, not the path it was found by: resume, records and folders match either way
     resolved = [dataclasses.replace(x.resolved(family, default_model(family), settings), algorithm=algorithm.name)
                 for x in configs]
+    for x in resolved:   # the algorithm's reference values (mu, lr, weight decay) meet the same bounds as flags
+        try:
+            x.validate()
+        except UserError as exc:
+            raise UserError(f"--alg {c.algorithm}: its reference settings give {exc}; fix the algorithm's "
+                            "reference (or pass the option on the command line)") from None
     # the same teacher twice (e.g. --m left to the profile and given as the profile's value) is one teacher
     unique: dict[str, RunConfig] = {}
     for x in resolved:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ssl_bench.atomic import atomic_write_bytes
+from ssl_bench.atomic import atomic_write_bytes, read_regular_file
 from ssl_bench.errors import UserError
 
 LOCK_NAME = "lock.json"
@@ -57,10 +57,12 @@ def read_lock(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / LOCK_NAME
     for _attempt in range(20):
         try:
-            text = path.read_bytes().decode(errors="replace")
+            text = read_regular_file(path).decode(errors="replace")   # a FIFO there never blocks a reader
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
             return None
+        except OSError:   # not a regular file (a FIFO, a link, a device) or too large: corrupt
+            return {}
         info = _parse(text)
         if info is not None:
             return info

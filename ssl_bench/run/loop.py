@@ -223,12 +223,36 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
                       if dirs.checkpoint.exists() else
                       "interrupted (Ctrl-C) before its first checkpoint; --resume starts it again from step 0")
         raise RunInterrupted(dirs.dirs[0]) from None
+    except SystemExit as exc:
+        if not _exited_in_algorithm(exc, training):   # a signal handler's exit (submitit's requeue on USR2)
+            _save_quietly(report, window, rec.RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            raise
+        # sys.exit in the algorithm's own code ends the training early: a failure, never a success
+        error = f"the algorithm's code called sys.exit({exc.code!r}) at step {training.step}"
+        _save_quietly(report, window, rec.RunStatus.FAILED, error)
+        raise RuntimeError(f"{error}; a loss must return its losses (raise an exception to fail a run)") from exc
     except BaseException as exc:
         _save_quietly(report, window, rec.RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         report.close()
     return ranks.from_main(lambda: [(r.to_dict(), d) for r, d in zip(report.records, dirs.dirs, strict=True)])
+
+
+def _exited_in_algorithm(exc: SystemExit, training: Training) -> bool:
+    """Whether ``sys.exit`` was called from the file that defines the training's algorithm (the innermost
+    frame of the traceback: ``sys.exit`` itself has no Python frame)."""
+    import inspect
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    try:
+        source = inspect.getsourcefile(type(training.algorithm))
+    except TypeError:
+        return False
+    return tb is not None and source is not None and Path(tb.tb_frame.f_code.co_filename).resolve() == Path(
+        source).resolve()
 
 
 def _save_quietly(report: Reporter, window: LogWindow, status: rec.RunStatus, error: str) -> None:

@@ -154,6 +154,30 @@ class Ranks:
 SINGLE_PROCESS = Ranks()
 
 
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """torchrun's variables, checked before any training: ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` are
+    non-negative integers, ``RANK < WORLD_SIZE``, and a ``RANK`` comes with its ``WORLD_SIZE`` (a lone ``RANK=1``
+    would train a single process that never writes its results)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, int] = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = env.get(name)
+        if text is None:
+            continue
+        if not text.strip().isdigit():
+            raise UserError(f"{name}={text!r} is not a non-negative integer; unset it, or start data-parallel "
+                            "runs with torchrun, which sets it")
+        values[name] = int(text)
+    world = values.get("WORLD_SIZE", 1)
+    if world < 1:
+        raise UserError(f"WORLD_SIZE={world} must be >= 1; unset it, or start the run with torchrun")
+    rank = values.get("RANK", 0)
+    if rank >= world:
+        got = f"WORLD_SIZE={world}" if "WORLD_SIZE" in values else "no WORLD_SIZE"
+        raise UserError(f"RANK={rank} with {got}: a rank must be below the world size; unset RANK, or start "
+                        "data-parallel runs with torchrun (it sets RANK and WORLD_SIZE together)")
+
+
 @contextmanager
 def join(device: torch.device) -> Iterator[Ranks]:
     """This process's ``Ranks``, from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
@@ -162,6 +186,8 @@ def join(device: torch.device) -> Iterator[Ranks]:
     ``cuda:LOCAL_RANK``) and leaves it at the end; a group the caller already joined is used and left alone.
     """
     joined = dist.is_available() and dist.is_initialized()
+    if not joined:
+        check_environment()
     world_size = dist.get_world_size() if joined else int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         yield Ranks(device=device)

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
 import shlex
 import sys
@@ -40,9 +41,11 @@ from ssl_bench import records as rec
 from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
 from ssl_bench.run.build import plan_teachers
-from ssl_bench.run.rundirs import matching_run_dir, run_base_name, saved_config, training_of
+from ssl_bench.run.rundirs import matching_run_dir, plugin_sha256, run_base_name, saved_run_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
+# The most runs one sweep plans: each is looked up in the results folder and held in memory as a RunConfig.
+MAX_SWEEP_RUNS = 100_000
 
 
 def _key(config: RunConfig) -> tuple:
@@ -130,6 +133,14 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
 
 
 @functools.cache
+def _algorithm_sha256(algorithm: str) -> str | None:
+    """sha256 of the plug-in file the sweep names (what its runs' records carry); None for a built-in."""
+    from ssl_bench.algorithm import load_algorithm_class
+
+    return plugin_sha256(load_algorithm_class(algorithm))
+
+
+@functools.cache
 def _targets_from(algorithm: str) -> str:
     from ssl_bench.algorithm import load_algorithm_class
 
@@ -183,7 +194,8 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
         new, saved = [], {}   # saved: lead directory -> (its teachers' configs, status detail)
         for config, c in zip(configs, resolved, strict=True):
             results_dir = Path(c.results_dir)
-            run_dir = matching_run_dir(results_dir, run_base_name(c), c)
+            run_dir = matching_run_dir(results_dir, run_base_name(c), c,
+                                       {"algorithm_sha256": _algorithm_sha256(c.algorithm)})
             record, detail = None, ""
             if run_dir is not None:
                 try:
@@ -201,7 +213,7 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
                 # the saved training's own teachers; what does not identify a run (folders, device, output
                 # options) is this sweep's, e.g. a results folder that was moved
                 here = {f.name: getattr(c, f.name) for f in run_settings() if not f.metadata["identifies"]}
-                members = [dataclasses.replace(RunConfig.from_dict(saved_config(results_dir / name)["config"]), **here)
+                members = [dataclasses.replace(saved_run_config(results_dir / name), **here)
                            for name in teachers.values()]
                 if record is not None:
                     status = record.effective_status(run_dir).value
@@ -344,7 +356,8 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
     """One line per run (every teacher of every training) and whether all finished."""
     rows, all_finished = [], True
     for c in _all_runs(planned):
-        run_dir = matching_run_dir(Path(c.results_dir), run_base_name(c), c)
+        run_dir = matching_run_dir(Path(c.results_dir), run_base_name(c), c,
+                                   {"algorithm_sha256": _algorithm_sha256(c.algorithm)})
         try:
             record = rec.RunRecord.read(run_dir) if run_dir is not None else None
         except (ValueError, OSError):
@@ -365,6 +378,14 @@ def format_summary(planned: Sequence[Planned], errors: Mapping[int, str]) -> tup
 def run_sweep(base: RunConfig, grid: Mapping[str, Sequence[Any]], options: SweepOptions) -> int:
     """Expand, group, plan and execute a sweep; returns the exit code (0 when every run finished)."""
     options.validate()
+    count = math.prod(len(values) for values in grid.values())   # before anything is expanded (lazy ranges)
+    if count > MAX_SWEEP_RUNS:
+        line = (f"sweep: {count} runs in the grid ({' x '.join(f'{len(v)} {k}' for k, v in grid.items())}), over "
+                f"the {MAX_SWEEP_RUNS} one sweep plans; split it into smaller sweeps (e.g. --seeds 0-99)")
+        if options.dry_run:
+            print(line, flush=True)
+            return 0
+        raise UserError(line)
     configs = expand_grid(base, grid)
     if options.executor != "local":
         # jobs may start in another folder: absolute paths (results_dir / data_root do not identify a run)
