@@ -45,7 +45,6 @@ import importlib.util
 import inspect
 import math
 import pkgutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from torch import Tensor, nn
 
 from ssl_bench.errors import UserError
 from ssl_bench.functional import frozen_batchnorm_stats
+from ssl_bench.plugins import add_note, import_plugin_file
 
 TARGET_SOURCES = ("student", "teacher")
 VIEWS = ("weak", "strong")
@@ -329,26 +329,11 @@ def register(name: str) -> Callable[[type], type]:
 def _import_plugin(path: Path) -> None:
     """Import one plug-in file. Its own errors keep their traceback (it is the user's code: the line that failed
     is the fix), with a note naming the file; a registration mistake (:class:`AlgorithmError`) stays one line."""
-    # A plug-in's module name is unique per file, so two plug-ins with the same file name never collide and
-    # none can shadow a built-in module.
-    module_name = f"ssl_bench_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-    if module_name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise AlgorithmError(f"{path}: not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except AlgorithmError:
-        del sys.modules[module_name]
-        raise
-    except BaseException as exc:  # a broken plug-in is loud, with its traceback, never "unknown algorithm"
-        del sys.modules[module_name]
-        exc.add_note(f"(raised while importing the algorithm plug-in {path}; fix the file, or move it out of "
-                     f"{path.parent} while you use other algorithms)")
-        raise
+    def note(exc: BaseException) -> None:   # a broken plug-in is loud, with its traceback, never "unknown algorithm"
+        add_note(exc, f"(raised while importing the algorithm plug-in {path}; fix the file, or move it out of "
+                      f"{path.parent} while you use other algorithms)")
+
+    import_plugin_file(path, "ssl_bench_plugin", AlgorithmError, note)
 
 
 def _plugin_dir() -> Path | None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from ssl_bench.config import RunConfig
+from ssl_bench.config import PROFILES, RunConfig
 from ssl_bench.run.rundirs import run_base_name
 from ssl_bench.smoothing import (
     STRATEGIES,
@@ -257,9 +257,9 @@ def test_unknown_strategy_and_setting_errors() -> None:
 def test_strategy_parameters_view_is_the_registry() -> None:
     assert STRATEGY_PARAMETERS == {"none": (), "tma": ("m", "buffers", "schedule"),
                                    "se": ("p", "granularity"),
-                                   "sts": ("p", "m", "granularity", "buffers", "schedule")}
-    assert set(STRATEGIES) < set(available_strategies())
-    assert "swa" in available_strategies()
+                                   "sts": ("p", "m", "granularity", "buffers", "schedule"),
+                                   "swa": ("start", "every", "buffers")}
+    assert set(STRATEGIES) <= set(available_strategies()) and "swa" in STRATEGIES
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -277,10 +277,16 @@ def test_spec_key_and_suffix_equal_the_legacy_names(settings: dict) -> None:
     config = RunConfig(profile="cpu", dataset="digits", **settings)
     spec = SmoothingSpec.of(config.smooth, config.to_dict())
     assert spec.key == config.teacher_key()
-    legacy = run_base_name(config).split("-")[1]
-    if "m" not in STRATEGY_PARAMETERS[config.smooth] or config.m == 0.999:
+    name = run_base_name(config).split("-")[1]   # run directories are named by the spec, m against the profile's
+    assert name == spec.suffix(defaults={"m": PROFILES["cpu"].m})
+    # where the legacy name (strategy, granularity, p) was unambiguous, it is unchanged
+    if "m" not in STRATEGY_PARAMETERS[config.smooth] or config.m == PROFILES["cpu"].m:
         if config.buffers == "copy" or "buffers" not in STRATEGY_PARAMETERS[config.smooth]:
-            assert spec.suffix() == legacy
+            legacy = config.smooth + "".join(
+                f"_{config.granularity}" if k == "granularity" and config.granularity != "layer" else
+                f"_p{config.p}" if k == "p" and config.p != 0.5 else ""
+                for k in ("granularity", "p") if k in STRATEGY_PARAMETERS[config.smooth])
+            assert name == legacy
 
 
 def test_spec_suffix_shows_a_non_default_m() -> None:

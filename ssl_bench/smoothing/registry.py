@@ -19,18 +19,17 @@ file, with its traceback chained.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import math
 import numbers
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.plugins import import_plugin_file
 from ssl_bench.smoothing.kernels import GRANULARITIES
 
 BUILTIN_MODULE = "ssl_bench.smoothing.builtins"
@@ -176,23 +175,9 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def _import_plugin(path: Path) -> None:
-    module_name = f"ssl_bench_smoother_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
-    if module_name in sys.modules:
-        return
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise SmoothingError(f"{path}: not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SmoothingError:
-        del sys.modules[module_name]
-        raise
-    except Exception as exc:  # user code: a loud error naming the file; the traceback is chained (from exc)
-        del sys.modules[module_name]
-        raise SmoothingError(f"{path}: importing the smoothing strategy file failed: "
-                             f"{type(exc).__name__}: {exc} (traceback above)") from exc
+    # user code: a loud error naming the file; its traceback is chained (raise ... from the plug-in's error)
+    import_plugin_file(path, "ssl_bench_smoother", SmoothingError, lambda exc: SmoothingError(
+        f"{path}: importing the smoothing strategy file failed: {type(exc).__name__}: {exc} (traceback above)"))
 
 
 def _plugin_dir() -> Path | None:
