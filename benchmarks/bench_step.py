@@ -87,7 +87,7 @@ from ssl_bench.host_sync import sync_reason  # noqa: E402
 from ssl_bench.run.build import build_training  # noqa: E402
 from ssl_bench.run.loop import next_batch, training_step  # noqa: E402
 from ssl_bench.run.state import Training  # noqa: E402
-from ssl_bench.smoothing import GRANULARITIES, build_smoother  # noqa: E402
+from ssl_bench.smoothing import GRANULARITIES, build_smoother, relevant_settings  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("SSL_BENCH_DATA", HERE.parents[1] / "shared" / "data"))
 PROTOCOL_STEPS = PROFILES["full"].steps  # 2^20 (Spatial Ensemble paper Sec. 4.1, following FixMatch)
@@ -283,10 +283,11 @@ def smoother_update_times(teacher: torch.nn.Module, student: torch.nn.Module, p:
     times = {("fused EMA", "-"): median_time(fused_ema(teacher, student, m), repeats, sync, clock)}
     for strategy, granularity in configs:
         unit = "layer" if granularity == "-" else granularity
-        smoother = build_smoother(strategy, p=p, m=m, granularity=unit,
+        smoother = build_smoother(strategy, **relevant_settings(strategy, {"p": p, "m": m, "granularity": unit}),
                                   generator=torch.Generator(device).manual_seed(0))
-        times[strategy, granularity] = median_time(lambda s=smoother: s.update(teacher, student), repeats,
-                                                   sync, clock)
+        # an update in the middle of a long training (swa averages from its start fraction on)
+        times[strategy, granularity] = median_time(
+            lambda s=smoother: s.update(teacher, student, step=1 << 19, total_steps=1 << 20), repeats, sync, clock)
     return times
 
 

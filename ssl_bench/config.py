@@ -262,8 +262,10 @@ class RunConfig:
         return self.smoothing().key
 
     def smoothing(self) -> SmoothingSpec:
-        """This teacher's smoothing as one value (strategy + the settings it reads): key, label, suffix."""
-        return SmoothingSpec.of(self.smooth, self.to_dict())
+        """This teacher's smoothing as one value (strategy + the settings it reads): key, label, suffix.
+        An m left to the profile (None before ``resolved``) is the profile's."""
+        m = PROFILES[self.profile].m if self.m is None and self.profile in PROFILES else self.m
+        return SmoothingSpec.of(self.smooth, {**self.to_dict(), "m": m})
 
     def training_identity(self) -> dict[str, Any]:
         """What variants sharing one training must agree on: every identifying setting but the teacher axes."""

@@ -32,7 +32,8 @@ def test_every_setting_is_reachable_from_the_command_line_and_round_trips():
     parser = build_parser()
     changed = RunConfig(algorithm="mixmatch", alg_args={"alpha": "0.75"}, dataset="digits", labels=20, seed=3,
                         split_seed=4, profile="cpu", model="tiny", strong_augment="table12", smooth="se", p=0.3,
-                        m=0.9, granularity="neuron", buffers="average", steps=10, eval_every=5, batch_size=4, mu=2,
+                        m=0.9, granularity="neuron", buffers="average", schedule="cosine", steps=10,
+                        eval_every=5, batch_size=4, mu=2,
                         lr=0.1, momentum=0.8, weight_decay=1e-3, device="cpu", amp=True, channels_last=True,
                         compile=True, data_root="d", download=False, results_dir="r", eval_batch_size=7,
                         log_every=3, tensorboard=True)
@@ -174,7 +175,7 @@ def test_readme_plugin_under_any_file_name_runs_by_its_registered_name(tmp_path,
     common = ["--labels", "20", "--dataset", "digits", "--profile", "smoke", "--results-dir", "r", "--no-progress"]
     assert main(["--alg", "entropy_min", *common, "--stop-at", "4"]) == 0
     (run_dir,) = (tmp_path / "r").iterdir()
-    assert run_dir.name.startswith("entropy_min-sts-digits-20-s0-smoke")
+    assert run_dir.name.startswith("entropy_min-tma-digits-20-s0-smoke")
     record = json.loads((run_dir / "record.json").read_text())
     assert record["algorithm"] == record["settings"]["algorithm"] == "entropy_min"
     assert main(["--alg", "algorithms/em.py", *common, "--resume"]) == 0   # by path: the same run, resumed
@@ -276,7 +277,7 @@ def test_every_help_line_of_every_command_shows_its_default(capsys):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("--seed SEED seed of the run (model init, batches, augmentation, masks) (default: 0)",
-                  "--amp, --no-amp bf16 autocast (CUDA) (default: off)", "(default: sts)"):
+                  "--amp, --no-amp bf16 autocast (CUDA) (default: off)", "(default: tma)"):
         assert shown in text, shown
     from ssl_bench.smoothing import STRATEGIES  # the strategies as the smoothing module lists them, not a copy
 

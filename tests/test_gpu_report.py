@@ -83,7 +83,7 @@ def test_quick_report_measures_every_figure(tmp_path):
 
         smoothing = report["smoothing"][role]
         pairs = {(r["strategy"], r["granularity"]) for r in smoothing["rows"]}
-        assert pairs == {(s, g) for s in ("none", "tma", "se", "sts") for g in ("layer", "channel", "neuron")}
+        assert pairs == {(s, g) for s in ("none", "tma", "se", "sts", "swa") for g in ("layer", "channel", "neuron")}
         assert positive(smoothing["fused_ema_ms"]) and positive(smoothing["step_ms"])
         for r in smoothing["rows"]:
             assert positive(r["ms"])

@@ -30,6 +30,10 @@ from ssl_bench.smoothing import (
 # Small models and helpers
 # ------------------------------------------------------------------------------------------------------------
 
+# The paper's four strategies (these tests update without a training length; swa needs one and has its own
+# registry-wide tests in tests/test_smoothing_registry.py).
+PAPER_STRATEGIES = ("none", "tma", "se", "sts")
+
 
 class TwoLayer(nn.Module):
     """fc1 (4x3 weight, 4 bias) -> BN(4) -> fc2 (2x4 weight, 2 bias), plus a 0-d scale: 7 parameters."""
@@ -115,7 +119,7 @@ def units(module: nn.Module, granularity: str) -> list[int]:
 
 
 def test_public_names() -> None:
-    assert STRATEGIES == ("none", "tma", "se", "sts")
+    assert STRATEGIES == ("none", "tma", "se", "sts", "swa")
     assert GRANULARITIES == ("layer", "channel", "neuron")
     assert BUFFER_POLICIES == ("copy", "average")
 
@@ -146,7 +150,7 @@ def teacher_after(strategy: str, settings: dict) -> list[torch.Tensor]:
     return list(teacher.state_dict().values())
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", PAPER_STRATEGIES)
 def test_strategy_parameters_are_what_the_update_reads(strategy: str) -> None:
     """A setting outside STRATEGY_PARAMETERS[strategy] changes nothing, bit for bit; one inside changes the
     teacher; and relevant_settings tells the two runs apart exactly when their teachers differ."""
@@ -162,9 +166,10 @@ def test_strategy_parameters_are_what_the_update_reads(strategy: str) -> None:
 
 
 def test_parameter_defaults_are_the_smoothers_defaults() -> None:
-    assert set(PARAMETER_DEFAULTS) == {name for reads in STRATEGY_PARAMETERS.values() for name in reads}
+    shared = {name for strategy in PAPER_STRATEGIES for name in STRATEGY_PARAMETERS[strategy]}
+    assert set(PARAMETER_DEFAULTS) == shared   # swa's start and every are its own settings
     assert tuple(STRATEGY_PARAMETERS) == STRATEGIES
-    for strategy in STRATEGIES:
+    for strategy in PAPER_STRATEGIES:
         smoother = build_smoother(strategy, seed=0)
         assert smoother.settings == {k: PARAMETER_DEFAULTS[k] for k in STRATEGY_PARAMETERS[strategy]}
     assert PARAMETER_DEFAULTS["granularity"] in GRANULARITIES
@@ -419,7 +424,7 @@ def test_expected_sts_update_is_tma_with_momentum_p_plus_1mp_m(granularity: str,
 # ------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", PAPER_STRATEGIES)
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 @pytest.mark.parametrize("buffers", BUFFER_POLICIES)
 def test_same_seed_same_teacher_bit_for_bit(strategy: str, granularity: str, buffers: str) -> None:

@@ -11,7 +11,7 @@ from helpers import metric_rows
 
 from ssl_bench.algorithm import available_algorithms, load_algorithm_class
 from ssl_bench.cli import main
-from ssl_bench.config import RunConfig
+from ssl_bench.config import PROFILES, RunConfig
 from ssl_bench.run.build import teacher_grid
 from ssl_bench.run.checkpoint import load_checkpoint
 from ssl_bench.run.loop import train, train_teachers
@@ -48,8 +48,9 @@ def test_every_variant_equals_its_single_variant_run(tmp_path, algorithm):
 
 def test_one_checkpoint_holds_every_teacher_and_resume_is_exact(tmp_path):
     configs = teacher_grid(smoke(tmp_path / "a"), {"smooth": ["tma", "sts"], "granularity": ["layer", "neuron"]})
-    assert [c.teacher_key() for c in configs] == ["tma-mNone-copy", "sts-layer-p0.5-mNone-copy",
-                                                  "sts-neuron-p0.5-mNone-copy"]   # tma ignores the granularity
+    m = PROFILES["smoke"].m   # left to the profile
+    assert [c.teacher_key() for c in configs] == [f"tma-m{m}-copy", f"sts-layer-p0.5-m{m}-copy",
+                                                  f"sts-neuron-p0.5-m{m}-copy"]   # tma ignores the granularity
     straight = train_teachers(configs, progress=False)
     stopped_configs = teacher_grid(smoke(tmp_path / "b"), {"smooth": ["tma", "sts"],
                                                               "granularity": ["layer", "neuron"]})

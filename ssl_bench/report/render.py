@@ -179,8 +179,8 @@ def render_markdown(board: Leaderboard) -> str:
 
 
 CSV_COLUMNS = ("profile", "dataset", "dataset_kind", "dataset_family", "model", "steps", "method",
-               "algorithm", "smooth", "granularity", "p", "m", "buffers", "deviations", "setup", "ceiling", "labels",
-               "stat", "mean", "std", "n", "paper", "seeds", "run_ids")
+               "algorithm", "smooth", "granularity", "p", "m", "buffers", "smoothing", "deviations", "setup",
+               "ceiling", "labels", "stat", "mean", "std", "n", "paper", "seeds", "run_ids")
 
 
 def _cell_dicts(board: Leaderboard) -> Iterable[dict[str, Any]]:
@@ -192,6 +192,7 @@ def _cell_dicts(board: Leaderboard) -> Iterable[dict[str, Any]]:
                         **section.key._asdict(), "method": row.label, **row.key._asdict(),
                         "deviations": json.dumps(dict(row.key.deviations)) if row.key.deviations else "",
                         "setup": json.dumps(dict(row.key.setup)) if row.key.setup else "",
+                        "smoothing": json.dumps(dict(row.key.smoothing)) if row.key.smoothing else "",
                         "ceiling": ceiling, "labels": labels, "stat": cell.stat or board.stat, "mean": cell.mean,
                         "std": cell.std, "n": cell.n, "paper": cell.paper, "seeds": cell.seeds,
                         "run_ids": cell.run_ids,
@@ -213,7 +214,7 @@ def render_csv(board: Leaderboard) -> str:
 
 def _row_json(row) -> dict[str, Any]:
     return {"method": row.label, **row.key._asdict(), "deviations": dict(row.key.deviations),
-            "setup": dict(row.key.setup),
+            "setup": dict(row.key.setup), "smoothing": dict(row.key.smoothing),
             "cells": {str(n): {"mean": c.mean, "std": c.std, "n": c.n, "paper": c.paper, "seeds": c.seeds,
                                "values": c.values, "run_ids": c.run_ids, "mixed_setup": c.mixed_setup,
                                "trainings": c.trainings}
