@@ -285,7 +285,8 @@ def test_row_labels_show_granularity_and_non_default_p_m_and_paper_only_for_pape
     assert markdown_row(text, "fixmatch · sts (p=0.7, m=0.99)")[2] == "42.0 (n=1)"
     assert markdown_row(text, "fixmatch · tma")[2] == "44.0 ± 1.4 (n=2, last) | 92.06"
     assert markdown_row(text, "fixmatch · se")[2] == "44.0 (n=1)"
-    labels = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| fixmatch")]
+    labels = [line.split("|")[1].strip() for line in text.split("## The paper's Table 6")[0].splitlines()
+              if line.startswith("| fixmatch")]
     assert labels == ["fixmatch · tma", "fixmatch · se", "fixmatch · sts (p=0.7, m=0.99)",
                       "fixmatch · sts (channel)"]
 

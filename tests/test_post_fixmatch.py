@@ -353,7 +353,7 @@ def test_batches_carry_the_split_positions_and_the_bank_learns_the_labels(tmp_pa
 
 
 def test_usb_table_turns_error_rates_into_accuracy_and_names_its_source():
-    from ssl_bench.paper_usb import load_usb_table, usb_columns, usb_number
+    from ssl_bench.report.paper_usb import load_usb_table, usb_columns, usb_number
 
     table = load_usb_table()
     assert table["source"]["file"] == "results/classic_cv.csv" and len(table["source"]["file_commit"]) == 40

@@ -27,6 +27,7 @@ from ssl_bench.report.leaderboard import (
     section_title,
 )
 from ssl_bench.report.paper import load_paper_table, paper_columns
+from ssl_bench.report.paper_usb import load_usb_table, usb_columns
 
 FORMATS = ("markdown", "csv", "json")
 LEADERBOARD_FILE = "LEADERBOARD.md"
@@ -104,6 +105,25 @@ def _paper_reference_section() -> list[str]:
             *md_table(header, body)]
 
 
+def _usb_reference_section() -> list[str]:
+    """USB's published classic-CV numbers (the post-FixMatch baselines' reference), read as Table 6 is."""
+    table = load_usb_table()
+    columns = [(family, n) for family in table["columns"] for n in usb_columns(family)]
+    short = {"cifar10": "C10", "cifar100": "C100"}
+    header = ["USB row", "ssl-bench row"] + [f"{short[f]}/{n}" for f, n in columns]
+    body = []
+    for row in table["rows"]:
+        cells = [row.get(f, {}).get(str(n)) for f, n in columns]
+        body.append([row["usb_name"], f"{row['algorithm']} · {row['smooth']}"]
+                    + ["" if c is None else f"{c['accuracy']:.2f} ± {c['std']:.2f}" for c in cells])
+    source = table["source"]
+    return ["", "## USB's classic-CV results, for reference", "",
+            f"{source['suite']}, `{source['file']}` (commit {source['file_commit'][:12]}, {source['file_date']}): "
+            f"top-1 = 100 − the printed error, ± its std over 3 seeds; {source['statistic']}; the EMA model. "
+            f"{table['note']} Not comparable with scaled profiles or subsets.", "",
+            *md_table(header, body)]
+
+
 def _section_notes(section: Section) -> list[str]:
     notes = []
     for row in section.ceilings:
@@ -162,7 +182,7 @@ def render_markdown(board: Leaderboard) -> str:
         notes = _section_notes(section)
         if notes:
             out += [""] + [f"- {_inline(_short(n, 400))}" for n in notes]
-    out += _paper_reference_section()
+    out += _paper_reference_section() + _usb_reference_section()
     if board.not_counted:
         out += ["", "## Runs not counted (failed, interrupted, running, stale, or without the statistic)", ""]
         body = []

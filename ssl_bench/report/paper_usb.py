@@ -20,7 +20,7 @@ USB_TABLE_FILE = "paper_usb.json"
 @functools.lru_cache(maxsize=1)
 def load_usb_table() -> dict[str, Any]:
     """The stored USB table (source, protocol, note, columns, rows); rows are unique per algorithm."""
-    table = json.loads(resources.files("ssl_bench").joinpath(USB_TABLE_FILE).read_text(encoding="utf-8"))
+    table = json.loads(resources.files("ssl_bench.report").joinpath(USB_TABLE_FILE).read_text(encoding="utf-8"))
     names = [row["algorithm"] for row in table["rows"]]
     if len(names) != len(set(names)):
         raise ValueError(f"{USB_TABLE_FILE} lists an algorithm twice: {sorted(names)}")
