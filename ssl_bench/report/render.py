@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ssl_bench.data.published import fixmatch_table2_columns, load_fixmatch_table2
 from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, atomic_write_bytes
 from ssl_bench.report.compare import ArmComparison, Comparison
 from ssl_bench.report.leaderboard import (
@@ -124,6 +125,24 @@ def _usb_reference_section() -> list[str]:
             *md_table(header, body)]
 
 
+def _fixmatch_table2_section() -> list[str]:
+    """The FixMatch paper's SVHN and STL-10 columns (its Table 2), the reference of those data sets."""
+    table = load_fixmatch_table2()
+    columns = [(family, n) for family in table["columns"] for n in fixmatch_table2_columns(family)]
+    header = ["paper row", "ssl-bench row"] + [f"{family.upper()}/{n}" for family, n in columns]
+    body = []
+    for row in table["rows"]:
+        cells = [row.get(f, {}).get(str(n)) for f, n in columns]
+        name = row["algorithm"] + (f" ({row['strong_augment']})" if row.get("strong_augment") else "")
+        body.append([row["label"], name]
+                    + ["" if c is None else f"{100 - c[0]:.2f} ± {c[1]:.2f}" for c in cells])
+    source = table["source"]
+    return ["", "## The FixMatch paper's SVHN and STL-10 results, for reference", "",
+            f"{source['paper']}, {source['venue']}, {source['table']}: top-1 = 100 − the printed error, ± its std "
+            f"over 5 splits. {source['protocol']} {source['verification']} 'cta' (CTAugment) has no ssl-bench "
+            "implementation.", "", *md_table(header, body)]
+
+
 def _section_notes(section: Section) -> list[str]:
     notes = []
     for row in section.ceilings:
@@ -182,7 +201,7 @@ def render_markdown(board: Leaderboard) -> str:
         notes = _section_notes(section)
         if notes:
             out += [""] + [f"- {_inline(_short(n, 400))}" for n in notes]
-    out += _paper_reference_section() + _usb_reference_section()
+    out += _paper_reference_section() + _usb_reference_section() + _fixmatch_table2_section()
     if board.not_counted:
         out += ["", "## Runs not counted (failed, interrupted, running, stale, or without the statistic)", ""]
         body = []
