@@ -335,7 +335,7 @@ class _HelpFormatter(argparse.HelpFormatter):
 
 # Other names of a value in the field, with what it is called here (the message of a near miss says it).
 ALIASES: dict[str, dict[str, str]] = {
-    "smooth": {"ema": "tma", "mean_teacher": "tma", "swa": "tma"},   # an EMA of the weights is the paper's TMA
+    "smooth": {"ema": "tma", "mean_teacher": "tma"},   # an EMA of the weights is the paper's TMA
 }
 
 

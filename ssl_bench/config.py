@@ -22,6 +22,7 @@ from typing import Any
 from ssl_bench.augment import STRONG_POLICIES
 from ssl_bench.errors import UserError
 from ssl_bench.records import DEFAULT_RESULTS_DIR
+from ssl_bench.run.evaluate import CORRUPTION_CHOICES
 from ssl_bench.smoothing import (
     BUFFER_POLICIES,
     GRANULARITIES,
@@ -185,6 +186,11 @@ class RunConfig:
                                help="where run directories are created")
     eval_batch_size: int = setting(1024, group="system", identifies=False, minimum=1, maximum=MAX_BATCH,
                                    help="images per evaluation forward pass")
+    corruptions: str = setting("auto", group="system", identifies=False, choices=CORRUPTION_CHOICES,
+                               help="the corrupted test set every teacher is judged on once, at the end: the "
+                                    "official CIFAR-10-C/-100-C files if the data root has them (auto) or asked "
+                                    "for (official, downloaded), synthetic-c (5 torch-made corruptions x 5 "
+                                    "severities; not CIFAR-10-C numbers), or none")
     log_every: int = setting(50, group="system", identifies=False, minimum=1, maximum=MAX_STEPS,
                              help="steps between progress-bar updates")
     tensorboard: bool = setting(False, group="system", identifies=False,

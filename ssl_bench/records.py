@@ -92,7 +92,7 @@ MAX_JSON_DEPTH = 16
 MAX_INT = 2**63 - 1
 # results keys that are top-1 accuracies in percent (summarize_evaluations writes them)
 ACCURACY_KEYS = frozenset(f"{who}_{stat}" for who in ("teacher", "student")
-                          for stat in ("median_last20", "best", "last"))
+                          for stat in ("median_last20", "best", "last", "corruption_mean"))
 
 
 def loads_json(data: bytes) -> Any:
@@ -213,6 +213,9 @@ class RunRecord:
     hflip: bool | None = _stored()
     algorithm_sha256: str | None = _stored()   # of the algorithm's file: a plug-in edited later is told apart
     results: dict[str, Any] | None = _stored()
+    # The end-of-training corruption evaluation: {"set": "synthetic-c" | "cifar10-c" | ..., "step": N,
+    # "teacher": {"mean", "severity1".."severity5", <corruption>: top-1 %}, "student": {...}} (None: not run).
+    corruption: dict[str, Any] | None = _stored()
     versions: dict[str, Any] | None = _stored()
     device: str | None = _stored()
     commit: str | None = _stored()

@@ -125,24 +125,29 @@ class CalibrationMeter:
 
 
 @torch.no_grad()
-def corruption_accuracies(model: nn.Module, cells: Iterable[tuple[str, int, Tensor, Tensor]], batch_size: int,
-                          prepare: Callable[[Tensor], Tensor]) -> dict[tuple[str, int], float]:
-    """Top-1 (percent) of ``model`` in eval mode on each (corruption, severity, uint8 images, labels) cell.
+def corruption_accuracies(models: Mapping[str, nn.Module], cells: Iterable[tuple[str, int, Tensor, Tensor]],
+                          batch_size: int, prepare: Callable[[Tensor], Tensor]) -> dict[str, dict[tuple[str, int], float]]:
+    """Top-1 (percent) of every model (in eval mode) on each (corruption, severity, uint8 images, labels) cell.
 
-    ``prepare``: uint8 batch -> model input, as for clean evaluation (``ssl_bench.evaluate.accuracy``).  One
-    host read per cell.  Feed it ``OfficialCorruptions`` (moving each cell to the device) or
-    ``synthetic_corruptions(test_images, seed)`` zipped with the test labels.
+    Returns ``{name: {(corruption, severity): accuracy}}``.  The cells are the outer loop, so each corrupted
+    set is made (or read from disk) once for all the models of a training.  ``prepare``: uint8 batch -> model
+    input, as for clean evaluation (``ssl_bench.run.evaluate.accuracy``).  One host read per cell.  Feed it
+    ``OfficialCorruptions`` (moving each cell to the device) or ``synthetic_corruptions(test_images, seed)``
+    zipped with the test labels (``ssl_bench.run.evaluate.corruption_cells`` does either).
     """
-    was_training = model.training
-    model.eval()
-    out = {}
+    modes = {name: model.training for name, model in models.items()}
+    out: dict[str, dict[tuple[str, int], float]] = {name: {} for name in models}
     try:
+        for model in models.values():
+            model.eval()
         for corruption, severity, images, labels in cells:
-            correct = torch.zeros((), dtype=torch.long, device=labels.device)
+            correct = torch.zeros(len(models), dtype=torch.long, device=labels.device)
             for start in range(0, len(images), batch_size):
-                logits = model(prepare(images[start:start + batch_size]))
-                correct += (logits.argmax(dim=-1) == labels[start:start + batch_size]).sum()
-            out[(corruption, severity)] = 100.0 * correct.item() / len(images)
+                x, y = prepare(images[start:start + batch_size]), labels[start:start + batch_size]
+                correct += torch.stack([(model(x).argmax(dim=-1) == y).sum() for model in models.values()])
+            for name, right in zip(models, correct.tolist(), strict=True):
+                out[name][(corruption, severity)] = 100.0 * right / len(images)
     finally:
-        model.train(was_training)
+        for name, model in models.items():
+            model.train(modes[name])
     return out

@@ -88,10 +88,14 @@ def test_corruption_accuracies_per_cell() -> None:
             bright = (x.float().mean(dim=(1, 2, 3)) > 127).float()
             return torch.stack([1 - bright, bright], dim=1)
 
+    class Darkest(Brightest):            # the opposite prediction
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x).flip(1)
+
     dark, light = torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.full((4, 3, 2, 2), 200, dtype=torch.uint8)
     labels = torch.tensor([1, 1, 0, 0])
     cells = [("fog", 1, torch.cat([light[:2], dark[:2]]), labels), ("fog", 2, light, labels)]
-    model = Brightest().train()
-    assert corruption_accuracies(model, cells, batch_size=3, prepare=lambda x: x) == {("fog", 1): 100.0,
-                                                                                     ("fog", 2): 50.0}
-    assert model.training                                    # restored
+    model, inverted = Brightest().train(), Darkest().eval()
+    out = corruption_accuracies({"a": model, "b": inverted}, cells, batch_size=3, prepare=lambda x: x)
+    assert out == {"a": {("fog", 1): 100.0, ("fog", 2): 50.0}, "b": {("fog", 1): 0.0, ("fog", 2): 50.0}}
+    assert model.training and not inverted.training          # each model's mode restored

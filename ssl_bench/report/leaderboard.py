@@ -58,7 +58,7 @@ from ssl_bench.report.stats import mean, sample_std
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, relevant_settings, strategy_class, strategy_settings
 
 STATS = {"median": "teacher_median_last20", "best": "teacher_best", "last": "teacher_last",
-         "ece": "teacher_ece_last", "nll": "teacher_nll_last"}
+         "ece": "teacher_ece_last", "nll": "teacher_nll_last", "corruption": "teacher_corruption_mean"}
 STAT_DESCRIPTIONS = {
     "teacher_median_last20": "teacher top-1, median of the last 20 evaluations (official FixMatch protocol)",
     "teacher_best": "teacher top-1, best evaluation during training (USB/TorchSSL convention; optimistic)",
@@ -67,6 +67,8 @@ STAT_DESCRIPTIONS = {
                         "better)",
     "teacher_nll_last": "the final teacher's negative log-likelihood on the test set (nats per image; lower is "
                         "better)",
+    "teacher_corruption_mean": "the final teacher's mean top-1 over its corrupted test set (record.corruption.set: "
+                               "synthetic-c, 5 torch-made corruptions x 5 severities, is not CIFAR-10-C)",
 }
 # The labelled-only baseline, registered under this name by algorithms/supervised.py.
 SUPERVISED = "supervised"

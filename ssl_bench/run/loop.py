@@ -50,10 +50,13 @@ from ssl_bench.run.build import build_training, check_ranks_agree, plan_teachers
 from ssl_bench.run.checkpoint import load_checkpoint
 from ssl_bench.run.evaluate import (
     accuracy,
+    CorruptionPlan,
     accuracy_and_calibration,
+    evaluate_corruptions,
     mean_squared_difference,
     output_probabilities,
     parameter_vector,
+    plan_corruptions,
 )
 from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
@@ -140,6 +143,15 @@ def evaluate(training: Training) -> list[dict[str, Any]]:
         ev.params, ev.outputs = params, outputs
     return rows
 
+
+def evaluate_corruption_set(training: Training, plan: CorruptionPlan
+                            ) -> dict[str, tuple[dict[tuple[str, int], float], dict[str, float]]]:
+    """Every teacher's and the student's accuracy on each corrupted test cell, and their summaries, by key
+    (``"student"`` for the student). Once, after the last step (``CorruptionPlan``)."""
+    models = {"student": training.student, **{t.key: t.model for t in training.teachers}}
+    return evaluate_corruptions(plan, models, training.x_test, training.y_test, training.config.eval_batch_size,
+                                training.prepare)
+
 # -- the loop ---------------------------------------------------------------------------------------------------
 
 def train(config: RunConfig, *, resume: bool = False, stop_at: int | None = None, progress: bool = True,
@@ -172,6 +184,9 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
         if ranks.enabled:   # each rank on its own device under torchrun
             configs = [dataclasses.replace(c, device=str(ranks.device)) for c in configs]
         training = build_training(configs, ranks, sync_bn=sync_bn)
+        # checked (and the official files downloaded, if asked for) before any directory exists
+        corruptions = ranks.from_main(lambda: plan_corruptions(first.corruptions, training.dataset.name,
+                                                               training.y_test, first.data_root, first.download))
         if not isinstance(command, str):   # one command per config: keyed by its teacher, whatever order follows
             command = {plan_teachers([c])[0].teacher_key(): cmd for c, cmd in zip(configs, command, strict=True)}
         dirs = ranks.from_main(lambda: open_run_dirs(training, resume, command, quiet))
@@ -180,11 +195,11 @@ def train_teachers(configs: Sequence[RunConfig], *, resume: bool = False, stop_a
         if all(p is not None and p.status == rec.RunStatus.FINISHED for p in dirs.previous):
             return [(p.to_dict(), d) for p, d in zip(dirs.previous, dirs.dirs, strict=True)]
         with locked(dirs.dirs if ranks.is_main else []):
-            return _train(training, dirs, command, stop_at=stop_at, progress=progress)
+            return _train(training, dirs, command, stop_at=stop_at, progress=progress, corruptions=corruptions)
 
 
 def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, stop_at: int | None,
-           progress: bool) -> list[tuple[dict[str, Any], Path]]:
+           progress: bool, corruptions: CorruptionPlan | None = None) -> list[tuple[dict[str, Any], Path]]:
     """The loop. Every rank runs it; ``# collective`` marks the calls every rank makes at the same step."""
     window = LogWindow()
     if dirs.has_checkpoint:
@@ -213,6 +228,8 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
                     report.evaluation(means, evaluate(training))
                 report.save(window, rec.RunStatus.RUNNING, streams=ranks.gather(training.streams.state_dict()))
         done = training.step == c.steps
+        if done and corruptions is not None and ranks.is_main:   # once, at the end (CorruptionPlan says why)
+            report.corruption(corruptions.name, evaluate_corruption_set(training, corruptions))
         if not at_eval:   # stopped by --stop-at between evaluations: checkpoint the partial window too
             report.save(window, rec.RunStatus.RUNNING, streams=ranks.gather(training.streams.state_dict()))
         report.save(window, rec.RunStatus.FINISHED if done else rec.RunStatus.INTERRUPTED,

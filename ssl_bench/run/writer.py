@@ -29,6 +29,9 @@ METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc
 # checkpoint): the student's losses are the training's, shared by its teachers.
 TRAIN_LOG_FILE = "train_log.csv"
 TRAIN_LOG_COLUMNS = ("step", "lr", "loss", "mask_rate", "elapsed_s")
+# At the end of training, in every teacher's directory: its and the student's top-1 on each corrupted test cell.
+CORRUPTION_FILE = "corruption.csv"
+CORRUPTION_COLUMNS = ("corruption", "severity", "teacher_acc", "student_acc")
 
 
 def git_commit() -> str | None:
@@ -129,6 +132,7 @@ class Reporter:
                         unit="step", disable=not (progress and self.active))
         self.train_log = _read_train_log(dirs.dirs[0] / TRAIN_LOG_FILE, training.step) if self.active else []
         self._logged = (0, {})   # (steps, means) of the window at the previous log row since the last evaluation
+        self.corruption_rows: dict[str, list[dict[str, Any]]] = {}   # teacher key -> corruption.csv rows
 
     def progress(self, means: dict[str, float], window_steps: int) -> None:
         """A log row (``train_log.csv``, TensorBoard ``train/*``) and the progress bar, every --log-every steps.
@@ -182,6 +186,19 @@ class Reporter:
                     writer.add_scalar(key, value, training.step)
             writer.flush()
 
+    def corruption(self, name: str, results: dict[str, tuple[dict[tuple[str, int], float], dict[str, float]]]
+                   ) -> None:
+        """The end-of-training corruption evaluation (``evaluate_corruption_set``) into every teacher's record:
+        ``record.corruption`` = {set, step, teacher: summary, student: summary}, ``results.teacher_corruption_mean``
+        and ``results.student_corruption_mean`` (the leaderboard's ``--stat corruption``), and corruption.csv."""
+        student_cells, student = results["student"]
+        for t, record in zip(self.training.teachers, self.records, strict=True):
+            cells, summary = results[t.key]
+            record.corruption = {"set": name, "step": self.training.step, "teacher": summary, "student": student}
+            self.corruption_rows[t.key] = [
+                {"corruption": c, "severity": s, "teacher_acc": round(acc, 4),
+                 "student_acc": round(student_cells[(c, s)], 4)} for (c, s), acc in cells.items()]
+
     def save(self, window: LogWindow, status: rec.RunStatus, error: str | None = None,
              streams: list[dict[str, Any]] | None = None) -> None:
         """Every teacher's metrics.csv and record, and the checkpoint when ``streams`` (every rank's stream
@@ -194,10 +211,15 @@ class Reporter:
         for t, d, record in zip(self.training.teachers, self.dirs.dirs, self.records, strict=True):
             record.status, record.error, record.steps_done = status, error, self.training.step
             record.results = rec.summarize_evaluations(t.evaluations.rows) if t.evaluations.rows else None
+            if record.corruption is not None and record.results is not None:
+                record.results |= {f"{who}_corruption_mean": record.corruption[who]["mean"]
+                                   for who in ("teacher", "student")}
             record.finished = rec.now_iso() if status != rec.RunStatus.RUNNING else None
             record.wall_seconds = wall if status == rec.RunStatus.FINISHED else None
             try:
                 rec.atomic_write_csv(d / rec.METRICS_FILE, t.evaluations.rows, METRIC_COLUMNS)
+                if t.key in self.corruption_rows:
+                    rec.atomic_write_csv(d / CORRUPTION_FILE, self.corruption_rows[t.key], CORRUPTION_COLUMNS)
                 if d == self.dirs.dirs[0] and self.train_log:
                     rec.atomic_write_csv(d / TRAIN_LOG_FILE, self.train_log, TRAIN_LOG_COLUMNS)
                 record.write(d)
