@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from ssl_bench.config import GROUPS, TEACHER_AXES, RunConfig, flag_of, run_settings
+from ssl_bench.config import GROUPS, TEACHER_AXES, TEACHER_SETTINGS, RunConfig, flag_of, run_settings
 from ssl_bench.errors import UserError
+from ssl_bench.smoothing import is_plugin_reference
 
 SUBCOMMANDS = ("run", "leaderboard", "compare", "export", "plot", "sweep", "quickstart", "evaluate", "export-weights")
 # A range a-b longer than this stays a lazy ``range`` (``sweep --seeds 0-4294967295 --dry-run`` counts it).
@@ -31,6 +32,8 @@ LAZY_RANGE = 2**16
 # The settings a sweep may grid over (comma lists; --seeds also a-b ranges), outermost loop first: all settings
 # of seed 0 come before seed 1, so a sweep stopped half-way has one complete seed of the table.
 GRID_FIELDS = ("seed", "dataset", "labels", "algorithm", *TEACHER_AXES)
+# Settings given as repeated KEY=VALUE options (--alg-arg, --smooth-arg), read into a dict.
+KEY_VALUE_FIELDS = ("alg_args", "smooth_args")
 
 
 # -- the field table as argparse options ----------------------------------------------------------------------------
@@ -91,7 +94,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, list_fields: Collecti
         help_text = meta["help"] + (" (comma list)" if f.name in list_fields and "comma" not in meta["help"] else "")
         if f.name in list_fields and meta["choices"] is not None:   # argparse cannot check the items of a list
             help_text += f"; each one of {', '.join(map(str, meta['choices']))}"
-        if f.name == "alg_args":
+        if f.name in KEY_VALUE_FIELDS:
             group.add_argument(flag_of(f), dest=f.name, action="append", type=_key_value, default=[],
                                metavar="KEY=VALUE", help=help_text)
         elif kind is bool:
@@ -117,10 +120,10 @@ def settings_from_args(args: argparse.Namespace,
         args = argparse.Namespace(**{**vars(args), "seed": args.seeds})
     for f in run_settings():
         value = getattr(args, f.name)
-        if f.name == "alg_args":
+        if f.name in KEY_VALUE_FIELDS:
             repeated = sorted({k for k, _ in value if [key for key, _ in value].count(k) > 1})
             if repeated:   # the last would silently win
-                raise UserError(f"--alg-arg {', '.join(repeated)} given more than once; give each key once")
+                raise UserError(f"{flag_of(f)} {', '.join(repeated)} given more than once; give each key once")
             value = dict(value)
         elif f.name in list_fields:
             if value is None:
@@ -129,6 +132,8 @@ def settings_from_args(args: argparse.Namespace,
                 lists[f.name] = parse_values(f, value)
                 value = lists[f.name][0]
                 for item in lists[f.name] if f.metadata["choices"] is not None else ():
+                    if f.name == "smooth" and item not in f.metadata["choices"] and is_plugin_reference(item):
+                        continue   # a plug-in strategy: RunConfig.validate imports and checks it
                     if item not in f.metadata["choices"]:
                         raise UserError(f"{flag_of(f)} {item!r} is not valid"
                                         f"{suggestion(str(item), f.metadata['choices'], ALIASES.get(f.name))}; "
@@ -153,7 +158,7 @@ def _show_config(configs: Sequence[RunConfig]) -> int:
     sources = setting_sources(algorithm, resolved_family(first), first.to_dict())
     if sources:
         print("  reference settings and their sources:\n" + "\n".join(f"    {line}" for line in sources))
-    shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_AXES}
+    shared = {k: v for k, v in first.to_dict().items() if k not in TEACHER_SETTINGS}
     print("  training: " + ", ".join(f"{k}={v}" for k, v in shared.items()))
     for v in resolved:
         print(f"  teacher: {v.teacher_key()}")
@@ -260,8 +265,9 @@ def with_saved_config(path: str | os.PathLike, base: RunConfig, axes: dict[str, 
     saved = dataclasses.replace(saved, **{k: None for k in derived if getattr(saved, k) == getattr(rederived, k)})
     kept = {f.name: getattr(saved, f.name) for f in run_settings()
             if f.metadata["identifies"] and f.name not in given}
-    if "alg_args" in given:
-        kept["alg_args"] = {**saved.alg_args, **base.alg_args}
+    for name in KEY_VALUE_FIELDS:   # given pairs are merged into the saved ones
+        if name in given:
+            kept[name] = {**getattr(saved, name), **getattr(base, name)}
     return dataclasses.replace(base, **kept), {k: v for k, v in axes.items() if k in given}
 
 

@@ -29,7 +29,10 @@ from ssl_bench.smoothing import (
     PARAMETER_DEFAULTS,
     SCHEDULES,
     STRATEGIES,
+    SmoothingError,
     SmoothingSpec,
+    is_plugin_reference,
+    strategy_class,
 )
 
 
@@ -91,6 +94,10 @@ MAX_WEIGHT_DECAY = 1.0    # the references' weight decays are 5e-4 to 1e-3 (x lr
 # The smoothing settings: a run may list several values of each (comma lists); their cross product is the set
 # of teachers of one training (ssl_bench.run.build). Every other setting has one value per training.
 TEACHER_AXES = ("smooth", "p", "m", "granularity", "buffers", "schedule")
+# Everything that may differ between the teachers of one training: the axes and each strategy's own settings
+# (``--smooth-arg``: swa's start and every, a plug-in's), which build.plan_teachers gives each teacher whose
+# strategy reads them.
+TEACHER_SETTINGS = (*TEACHER_AXES, "smooth_args")
 
 
 def setting(default: Any = None, *, help: str, group: str, identifies: bool = True, flag: str | None = None,
@@ -144,8 +151,14 @@ class RunConfig:
     # The reference's teacher: every Table 6 baseline was trained and evaluated with the EMA teacher
     # (google-research/fixmatch mixmatch.py, uda.py, mean_teacher.py, ...: flag ema=0.999), so a plain run is
     # the reference run; the paper's STS is one --smooth sts away.
+    # choices: the built-ins; a plug-in (a .py path or ./smoothers/<name>.py) is accepted too (validate)
     smooth: str = setting("tma", group="teacher", choices=STRATEGIES,
-                          help="teacher smoothing strategy; a comma list trains one student for several teachers")
+                          help="teacher smoothing strategy, or your own: path/to/my_smoother.py or a file in "
+                               "./smoothers; a comma list trains one student for several teachers")
+    smooth_args: dict[str, Any] = setting(factory=dict, flag="--smooth-arg", group="teacher",
+                                          help="a strategy's own setting, name=value (repeatable), e.g. swa's "
+                                               "start=0.75 or every=10; given to every teacher whose strategy "
+                                               "reads it")
     p: float = setting(PARAMETER_DEFAULTS["p"], group="teacher", minimum=0.0, maximum=1.0,
                        help="SE/STS preserving probability (paper Sec. 4.1: 0.5)")
     m: float | None = setting(None, group="teacher", minimum=0.0, maximum=1.0,
@@ -209,6 +222,9 @@ class RunConfig:
                 example = getattr(RunConfig(), f.name) or meta["minimum"]
                 raise UserError(f"{flag_of(f)} {value!r} ({type(value).__name__}) is not a"
                                 f"{'n' if kind is int else ''} {kind.__name__}; pass a value such as {example}")
+            if f.name == "smooth" and value not in meta["choices"] and is_plugin_reference(value):
+                check_strategy(value)   # a plug-in the user named: imported here, errors name its file
+                continue
             if meta["choices"] is not None and value not in meta["choices"]:
                 raise UserError(f"{flag_of(f)} {value!r} is not valid; choose from {list(meta['choices'])}")
             if isinstance(value, float) and not math.isfinite(value):
@@ -271,11 +287,20 @@ class RunConfig:
         """This teacher's smoothing as one value (strategy + the settings it reads): key, label, suffix.
         An m left to the profile (None before ``resolved``) is the profile's."""
         m = PROFILES[self.profile].m if self.m is None and self.profile in PROFILES else self.m
-        return SmoothingSpec.of(self.smooth, {**self.to_dict(), "m": m})
+        return SmoothingSpec.of(self.smooth, {**self.to_dict(), **self.smooth_args, "m": m})
 
     def training_identity(self) -> dict[str, Any]:
-        """What variants sharing one training must agree on: every identifying setting but the teacher axes."""
-        return {k: v for k, v in self.identity().items() if k not in TEACHER_AXES}
+        """What variants sharing one training must agree on: every identifying setting but the teachers' own."""
+        return {k: v for k, v in self.identity().items() if k not in TEACHER_SETTINGS}
+
+
+def check_strategy(name: str) -> type:
+    """The strategy class of ``--smooth name`` (a plug-in is imported), or one line naming it and the fix."""
+    try:
+        return strategy_class(name)
+    except SmoothingError as exc:
+        text = str(exc)
+        raise UserError(text if text.startswith("--smooth") else f"--smooth {name!r}: {text}") from exc.__cause__
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -296,7 +321,7 @@ def config_to_argv(config: RunConfig) -> list[str]:
         value = getattr(config, f.name)
         if value == getattr(defaults, f.name):
             continue
-        if f.name == "alg_args":
+        if f.name in ("alg_args", "smooth_args"):
             argv += [a for k, v in value.items() for a in (flag_of(f), f"{k}={v}")]
         elif isinstance(value, bool):
             argv.append(flag_of(f) if value else "--no-" + flag_of(f)[2:])

@@ -212,6 +212,11 @@ class RunRecord:
     steps_done: int | None = _stored()
     hflip: bool | None = _stored()
     algorithm_sha256: str | None = _stored()   # of the algorithm's file: a plug-in edited later is told apart
+    # The teacher's smoothing as one value (SmoothingSpec.to_record(): {"strategy": name, "settings": {...}}), so
+    # readers need no registry (a plug-in strategy is never imported to read its record); the sha256 of a plug-in
+    # strategy's file (None for a built-in), so an edited plug-in is another row.
+    smoothing: dict[str, Any] | None = _stored()
+    smoothing_sha256: str | None = _stored()
     results: dict[str, Any] | None = _stored()
     # The end-of-training corruption evaluation: {"set": "synthetic-c" | "cifar10-c" | ..., "step": N,
     # "teacher": {"mean", "severity1".."severity5", <corruption>: top-1 %}, "student": {...}} (None: not run).

@@ -126,7 +126,8 @@ class CalibrationMeter:
 
 @torch.no_grad()
 def corruption_accuracies(models: Mapping[str, nn.Module], cells: Iterable[tuple[str, int, Tensor, Tensor]],
-                          batch_size: int, prepare: Callable[[Tensor], Tensor]) -> dict[str, dict[tuple[str, int], float]]:
+                          batch_size: int, prepare: Callable[[Tensor], Tensor]
+                          ) -> dict[str, dict[tuple[str, int], float]]:
     """Top-1 (percent) of every model (in eval mode) on each (corruption, severity, uint8 images, labels) cell.
 
     Returns ``{name: {(corruption, severity): accuracy}}``.  The cells are the outer loop, so each corrupted

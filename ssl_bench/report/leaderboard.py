@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ssl_bench.config import PROFILES, TEACHER_AXES
+from ssl_bench.config import PROFILES, TEACHER_SETTINGS
 from ssl_bench.errors import UserError
 from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, RecordError, RunRecord, RunStatus
 from ssl_bench.report.paper import (
@@ -87,12 +87,12 @@ SETUP_FIELDS = ("alg_args", "targets_from", "hflip")
 # fields). Every other identifying setting of the record (batch, mu, lr, amp, compile, ...) is part of the row
 # key, so no two runs with different identifying settings share a cell.
 PLACED_SETTINGS = frozenset({"algorithm", "alg_args", "dataset", "labels", "seed", "profile", "model", "steps",
-                             *TEACHER_AXES})
+                             *TEACHER_SETTINGS})
 # What a run's numbers depend on beyond its settings (ssl_bench.run.rundirs.CONTENT_FIELDS): part of the row's
 # setup, so runs of an edited plug-in or of another data file with the same name are another row. The sha256 of
 # a built-in algorithm's file is not: it changes with every ssl-bench release that touches the file, and the
 # record's commit says which one ran.
-CONTENT_SETTINGS = ("algorithm_sha256", "dataset_fingerprint")
+CONTENT_SETTINGS = ("algorithm_sha256", "dataset_fingerprint", "smoothing_sha256")
 # Shown in a row's label when they differ from these values (the reference's values are shown as deviations).
 USUAL_SYSTEM_SETTINGS = {"amp": False, "channels_last": False, "compile": False}
 
@@ -135,9 +135,32 @@ def section_key(record: RunRecord) -> SectionKey:
                       record.model, record.steps)
 
 
+def plugin_smoothing(record: RunRecord) -> tuple[str, dict[str, Any]] | None:
+    """A plug-in strategy's name and settings as its record states them (``record.smoothing``), or None when the
+    record's strategy is a built-in or the record holds no usable statement. Never imports the plug-in."""
+    spec = record.smoothing
+    if record.smooth in STRATEGIES or not isinstance(spec, dict):
+        return None
+    name, settings = spec.get("strategy"), spec.get("settings")
+    if not (isinstance(name, str) and name.isidentifier() and name not in STRATEGIES and isinstance(settings, dict)
+            and all(isinstance(v, str | int | float | bool) for v in settings.values())):
+        return None
+    return name, dict(settings)
+
+
+def strategy_of(record: RunRecord) -> str:
+    """The strategy's name (a plug-in's registered name, not the path it was given by)."""
+    plugin = plugin_smoothing(record)
+    return record.smooth if plugin is None else plugin[0]
+
+
 def smoothing_settings(record: RunRecord) -> dict[str, Any]:
     """The smoothing settings the run's strategy reads (TMA ignores p and the granularity, SE m, ...)."""
-    settings = {**record.settings, "granularity": record.granularity or PAPER_SMOOTHING["granularity"],
+    plugin = plugin_smoothing(record)
+    if plugin is not None:
+        return plugin[1]
+    settings = {**record.settings, **(record.settings.get("smooth_args") or {}),
+                "granularity": record.granularity or PAPER_SMOOTHING["granularity"],
                 "p": record.p, "m": record.m, "buffers": record.buffers or PAPER_SMOOTHING["buffers"]}
     settings = {k: v for k, v in settings.items() if v is not None}   # older records: the declared default
     return relevant_settings(record.smooth, settings)
@@ -161,6 +184,8 @@ def setup_settings(record: RunRecord) -> tuple[tuple[str, Any], ...]:
         out["algorithm_sha256"] = record.algorithm_sha256
     if record.dataset_fingerprint is not None:
         out["dataset_fingerprint"] = record.dataset_fingerprint
+    if record.smoothing_sha256 is not None:   # a plug-in strategy's file
+        out["smoothing_sha256"] = record.smoothing_sha256
     return tuple(sorted(out.items()))
 
 
@@ -175,7 +200,7 @@ def row_key(record: RunRecord) -> RowKey:
     """The row a run belongs to: its strategy's settings, its deviations from the reference, its setup."""
     settings = {name: _plain(value) for name, value in smoothing_settings(record).items()}
     others = tuple((k, v) for k, v in settings.items() if k not in ("granularity", "p", "m", "buffers"))
-    return RowKey(record.algorithm, record.smooth, settings.get("granularity"), settings.get("p"),
+    return RowKey(record.algorithm, strategy_of(record), settings.get("granularity"), settings.get("p"),
                   settings.get("m"), settings.get("buffers"),
                   tuple(sorted((name, _plain(value)) for name, value in deviations(record).items())),
                   setup_settings(record), others)
@@ -199,14 +224,17 @@ def row_label(key: RowKey, show_content: Sequence[str] = ()) -> str:
         value = getattr(key, name)
         if value is not None and not same_value(value, PAPER_SMOOTHING[name]):
             extras.append(f"{name}={_show(value)}")
-    declared = strategy_settings(strategy_class(key.smooth)) if key.smoothing else {}
-    extras += [f"{name}={_show(value)}" for name, value in key.smoothing
-               if name in declared and value != declared[name].default]
+    if key.smooth in STRATEGIES:   # a built-in's defaults are known; a plug-in's settings are all shown
+        declared = strategy_settings(strategy_class(key.smooth)) if key.smoothing else {}
+        extras += [f"{name}={_show(value)}" for name, value in key.smoothing
+                   if name in declared and value != declared[name].default]
+    else:
+        extras += [f"{name}={_show(value)}" for name, value in key.smoothing]
     extras += [f"{name}={_show(value)}" for name, value in key.deviations]
     extras += [f"{name}={_show(value)}" for name, value in key.setup
                if (name in USUAL_SYSTEM_SETTINGS and value != USUAL_SYSTEM_SETTINGS[name]) or name == "split_seed"]
     if show_content:
-        short = {"algorithm_sha256": "file", "dataset_fingerprint": "data"}
+        short = {"algorithm_sha256": "file", "dataset_fingerprint": "data", "smoothing_sha256": "smoother"}
         extras += [f"{short[name]} {str(value)[:8]}" for name, value in key.setup if name in show_content]
     label = f"{key.algorithm} · {key.smooth}"
     return f"{label} ({', '.join(extras)})" if extras else label
@@ -286,9 +314,10 @@ def load_runs(results_dir: str | os.PathLike) -> tuple[list[RunRecord], list[Pro
         except (RecordError, ValueError, OSError, RecursionError) as exc:   # one bad record never spoils the table
             problems.append(Problem(path, str(exc)))
             continue
-        if record.smooth not in STRATEGIES:
+        if record.smooth not in STRATEGIES and plugin_smoothing(record) is None:
             known = ", ".join(STRATEGIES)
-            problems.append(Problem(path, f"unknown smoothing strategy {record.smooth!r} (known: {known})"))
+            problems.append(Problem(path, f"unknown smoothing strategy {record.smooth!r} (known: {known}; a "
+                                          "plug-in's record must state it in its smoothing field)"))
             continue
         runs.append(record)
     return runs, problems

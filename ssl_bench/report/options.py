@@ -25,8 +25,10 @@ def add_results_dir(parser: argparse.ArgumentParser, what: str = "folder of run 
 
 def add_stat(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stat", choices=tuple(STATS), default="median",
-                        help="median: teacher_median_last20, the official FixMatch protocol (default); "
-                             "best: teacher_best, the USB/TorchSSL convention")
+                        help="median: teacher top-1, median of the last 20 evaluations (the official FixMatch "
+                             "protocol); best: the best evaluation (USB/TorchSSL); last: the final one; ece, nll: "
+                             "the final teacher's calibration; corruption: its mean top-1 on the corrupted test "
+                             "set (--corruptions)")
 
 
 def add_selection(parser: argparse.ArgumentParser, *, alg_required: bool, profile_help: str) -> None:

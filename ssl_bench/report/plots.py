@@ -11,6 +11,9 @@
 * ``plot_rows``: the leaderboard's cells for one algorithm, dataset and label budget, one column per row
   (mean ± sample std over seeds, each seed a dot): the Table-4 view of an ablation (strategy x granularity
   x p), with the ``supervised`` baseline beside it when it was run. One figure per section.
+* ``plot_grid``: the paper's Figure 4 as one heat map per section: rows m in {0 (SE), m_1, ...}, columns p in
+  {0 (TMA; for m = 0, no smoothing), p_1, ...}; each cell the paired difference (by seed) of that teacher from
+  the reference TMA (the profile's m), its mean and 95 % t-interval written in the cell.
 
 The first two read ``metrics.csv`` (columns in ``docs/CONTRACTS.md``); empty or non-numeric values (the first row's
 msd columns, a line still being written) are skipped.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench.atomic import read_regular_file
+from ssl_bench.config import PROFILES
 from ssl_bench.errors import UserError
 from ssl_bench.records import (
     DEFAULT_RESULTS_DIR,
@@ -55,7 +59,8 @@ from ssl_bench.report.leaderboard import (
     section_title,
 )
 from ssl_bench.report.options import add_results_dir, add_selection, add_stat
-from ssl_bench.smoothing import STRATEGIES
+from ssl_bench.report.stats import paired_difference
+from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, strategy_class, strategy_settings
 
 
 class PlotError(UserError):
@@ -288,6 +293,82 @@ def plot_rows(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str,
     return written
 
 
+def _default_smoothing(key: Any) -> bool:
+    """The row's strategy-specific settings (schedule, ...) are all their declared defaults."""
+    if key.smooth not in STRATEGIES:   # a plug-in: not part of Figure 4's grid
+        return False
+    declared = strategy_settings(strategy_class(key.smooth))
+    return all(name in declared and value == declared[name].default for name, value in key.smoothing)
+
+
+def _limit_of(at: dict[tuple[float, float], Any], base: Any, labels: int) -> float:
+    """The largest absolute mean difference of the grid (the colour scale is symmetric around 0)."""
+    means = [paired_difference(r.cells[labels].by_seed(), base.cells[labels].by_seed()).mean for r in at.values()]
+    return max((abs(v) for v in means if v is not None), default=1.0) or 1.0
+
+
+def _grid_strategy(p: float, m: float) -> str:
+    """Which strategy sits at (p, m) of Figure 4: STS contains the others (p = 0: TMA, m = 0: SE, both: none)."""
+    return {(True, True): "none", (True, False): "tma", (False, True): "se"}.get((p == 0.0, m == 0.0), "sts")
+
+
+def plot_grid(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str, dataset: str, labels: int,
+              profile: str | None = None, stat: str = "median", granularity: str = "layer",
+              out_dir: str | os.PathLike) -> list[Path]:
+    """Figure 4 of Huang et al. (NeurIPS 2021) as heat maps: each (m, p) teacher minus the reference TMA.
+
+    The reference is the TMA row at the section's profile momentum (m = 0.99 on the cpu profile, 0.999 on the
+    paper's), so the m = m_ref cell at p = 0 is 0 by construction.  Differences are paired by seed
+    (``ssl_bench.report.stats.paired_difference``); a cell shows the mean and, with two or more seeds, the 95 %
+    t-interval.  Only the default buffers and schedule, granularity ``granularity``.
+    """
+    board = build_leaderboard(results_dir, stat=stat, profile=profile, dataset=dataset)
+    written = []
+    for section in board.sections:
+        rows = [r for r in section.rows if r.key.algorithm == alg and labels in r.cells and _default_smoothing(r.key)
+                and r.key.buffers in (None, "copy") and r.key.granularity in (None, granularity)]
+        m_ref = PROFILES[section.key.profile].m if section.key.profile in PROFILES else None
+        at: dict[tuple[float, float], Any] = {}
+        for r in rows:
+            p = 0.0 if r.key.smooth in ("none", "tma") else r.key.p
+            m = 0.0 if r.key.smooth in ("none", "se") else r.key.m
+            if p is not None and m is not None and _grid_strategy(p, m) == r.key.smooth:
+                at.setdefault((float(p), float(m)), r)
+        base = at.get((0.0, m_ref)) if m_ref is not None else None
+        if base is None or not any(k[0] > 0 for k in at):
+            continue
+        ps, ms = sorted({p for p, _ in at}), sorted({m for _, m in at})
+        fig, (ax,) = _figure(1, height=1.1 * len(ms) + 1.6)
+        fig.set_size_inches(1.25 * len(ps) + 2.4, 1.1 * len(ms) + 1.6)
+        grid = [[math.nan] * len(ps) for _ in ms]
+        for (p, m), row in at.items():
+            d = paired_difference(row.cells[labels].by_seed(), base.cells[labels].by_seed())
+            i, j = ms.index(m), ps.index(p)
+            grid[i][j] = d.mean if d.mean is not None else math.nan
+            text = "reference" if row is base else ("none: " if p == m == 0.0 else "") + f"{d.mean:+.2f}" + (
+                f"\n[{d.low:+.1f}, {d.high:+.1f}]" if d.low is not None else f"\nn={d.n}")
+            strong = not math.isnan(grid[i][j]) and abs(grid[i][j]) > 0.6 * _limit_of(at, base, labels)
+            ax.text(j, i, text, ha="center", va="center", fontsize="x-small", color="w" if strong else "k")
+        limit = _limit_of(at, base, labels)
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        fig.colorbar(image, ax=ax, label="minus the reference (points)")
+        ax.set_xticks(range(len(ps)), [f"{p:g}" + (" (TMA)" if p == 0 else "") for p in ps])
+        ax.set_yticks(range(len(ms)), [f"{m:g}" + (" (SE)" if m == 0 else "") for m in ms])
+        ax.set_xlabel("p (preserving probability)")
+        ax.set_ylabel("m (momentum)")
+        fig.suptitle(f"{alg}, {labels} labels — {section_title(section.key)}\nSTS(p, m) minus the reference "
+                     f"{base.label}, paired by seed: mean [95 % t-interval]\n{board.stat}", fontsize="small")
+        name = _slug("grid", alg, dataset, labels, section.key.profile, section.key.model, section.key.steps,
+                     board.stat)
+        written.append(_save(fig, Path(out_dir) / f"{name}.png"))
+    if not written:
+        raise PlotError(f"no (p, m) grid of algorithm={alg!r} dataset={dataset!r} labels={labels}"
+                        + (f" profile={profile!r}" if profile else "") + f" in {results_dir}/*/{RECORD_FILE}: "
+                        "it needs se/sts teachers at several p and the TMA at the profile's m (train them with "
+                        "--smooth tma,se,sts --p 0.1,0.3,0.5,0.7,0.9 --m 0.9,0.99,0.999)")
+    return written
+
+
 def resolve_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR) -> Path:
     """A run directory from a path or a run id (looked up in ``results_dir``)."""
     candidates = [Path(spec), Path(results_dir) / str(spec)]
@@ -380,11 +461,17 @@ def _rows_main(args: argparse.Namespace) -> int:
                                        profile=args.profile, stat=args.stat, out_dir=args.out))
 
 
+def _grid_main(args: argparse.Namespace) -> int:
+    return _run_plot(lambda: plot_grid(args.results_dir, alg=args.alg, dataset=args.dataset, labels=args.labels,
+                                       profile=args.profile, stat=args.stat, granularity=args.granularity,
+                                       out_dir=args.out))
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plot accuracy`` and ``plot smoothness``; each sets ``func(args) -> int``."""
     plot = subparsers.add_parser("plot", help="PNG figures from run directories",
                                  description="PNG figures from run directories (metrics.csv).")
-    kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness,rows}")
+    kinds = plot.add_subparsers(dest="plot_kind", required=True, metavar="{accuracy,smoothness,rows,grid}")
 
     acc = kinds.add_parser("accuracy",
                            help="teacher and student top-1 vs step, one line per smoothing strategy",
@@ -414,3 +501,15 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     add_results_dir(rows)
     rows.add_argument("--out", required=True, help="folder for the PNG files")
     rows.set_defaults(func=_rows_main)
+
+    grid = kinds.add_parser("grid", help="the paper's Figure 4: a heat map of STS(p, m) minus TMA, paired by seed",
+                            description="Figure 4 of Huang et al. (NeurIPS 2021) for one algorithm, dataset and "
+                            "label budget: rows m (0 = SE), columns p (0 = TMA), each cell the paired difference "
+                            "from the TMA at the profile's m, mean and 95 % t-interval; one PNG per section.")
+    add_selection(grid, alg_required=True, profile_help="only this profile (default: one figure per section)")
+    add_stat(grid)
+    add_results_dir(grid)
+    grid.add_argument("--granularity", default="layer", choices=GRANULARITIES,
+                      help="the unit of SE/STS's random draw the grid is drawn for")
+    grid.add_argument("--out", required=True, help="folder for the PNG files")
+    grid.set_defaults(func=_grid_main)

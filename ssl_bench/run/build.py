@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ssl_bench.algorithm import Algorithm, build_algorithm, loop_settings, set_requires_grad, setup_algorithm
-from ssl_bench.config import TEACHER_AXES, RunConfig, cosine_lr_factor
+from ssl_bench.config import TEACHER_AXES, TEACHER_SETTINGS, RunConfig, check_strategy, cosine_lr_factor
 from ssl_bench.data import load_dataset
 from ssl_bench.data.registry import family_of, split_for
 from ssl_bench.errors import UserError
@@ -26,7 +26,7 @@ from ssl_bench.models import build_model, default_model
 from ssl_bench.run.ranks import SINGLE_PROCESS, Ranks
 from ssl_bench.run.sampling import rank_seed
 from ssl_bench.run.state import Streams, Teacher, Training
-from ssl_bench.smoothing import STRATEGY_PARAMETERS
+from ssl_bench.smoothing import SHARED_SETTINGS, SmoothingError, strategy_settings
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,6 +47,21 @@ def build_optimizer(params_decay: list[Tensor], params_no_decay: list[Tensor], l
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
 
 
+def _own_settings(given: dict[str, Any], declared: dict[str, Any]) -> dict[str, Any]:
+    """The ``--smooth-arg`` values a strategy reads, typed and checked against its declaration (others dropped);
+    a shared setting (p, m, ...) is refused: it has its own flag, so one value means one thing."""
+    out = {}
+    for name, value in given.items():
+        if name in SHARED_SETTINGS:
+            raise UserError(f"--smooth-arg {name}={value}: {name} has its own option; pass --{name} {value}")
+        if name in declared:
+            try:
+                out[name] = declared[name].parse(name, value)
+            except SmoothingError as exc:
+                raise UserError(f"--smooth-arg {exc}") from None
+    return out
+
+
 def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list[RunConfig]:
     """THE plan of a training's teachers: ``configs`` checked, normalised, resolved and de-duplicated.
 
@@ -57,18 +72,27 @@ def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list
     """
     defaults = RunConfig()
     unique: list[RunConfig] = []
+    read: set[str] = set()
     for c in configs:
         c.validate()
-        ignored = {k: getattr(defaults, k) for k in TEACHER_AXES
-                   if k != "smooth" and k not in STRATEGY_PARAMETERS[c.smooth]}
-        c = dataclasses.replace(c, **ignored)
+        declared = strategy_settings(check_strategy(c.smooth))
+        ignored = {k: getattr(defaults, k) for k in TEACHER_AXES if k != "smooth" and k not in declared}
+        c = dataclasses.replace(c, **ignored, smooth_args=_own_settings(c.smooth_args, declared))
+        read |= set(c.smooth_args)
         if c not in unique:
             unique.append(c)
+    unread = sorted(set(configs[0].smooth_args) - read)
+    if unread:
+        readers = sorted({n for c in configs for n in strategy_settings(check_strategy(c.smooth))
+                          if n not in SHARED_SETTINGS})
+        strategies = ", ".join(sorted({c.smooth for c in configs}))
+        raise UserError(f"--smooth-arg {unread[0]}: no teacher's strategy ({strategies}) reads it; they read "
+                        f"{readers or 'no own settings'} (shared ones have their own flag, e.g. --p, --m)")
     first = unique[0].training_identity()
     for c in unique[1:]:
         diff = sorted(k for k, v in c.training_identity().items() if first.get(k) != v)
         if diff:
-            raise UserError(f"teachers of one training must share every setting but {list(TEACHER_AXES)}; "
+            raise UserError(f"teachers of one training must share every setting but {list(TEACHER_SETTINGS)}; "
                             f"these differ: {diff}. Run them as separate trainings (or use `sweep`).")
     return _resolve(unique)[1] if resolve else unique
 

@@ -49,8 +49,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.run.build import build_training, check_ranks_agree, plan_teachers, resolve_device
 from ssl_bench.run.checkpoint import load_checkpoint
 from ssl_bench.run.evaluate import (
-    accuracy,
     CorruptionPlan,
+    accuracy,
     accuracy_and_calibration,
     evaluate_corruptions,
     mean_squared_difference,

@@ -189,7 +189,16 @@ class Training:
         """What a checkpoint must agree on to be resumed by this training."""
         return {**self.config.training_identity(), "alg_args": hyperparameters(self.algorithm),
                 "dataset_fingerprint": self.dataset.fingerprint, "split_hash": self.split.hash,
-                "teachers": [t.key for t in self.teachers], "shapes": shapes(self.student.state_dict())}
+                "teachers": [t.key for t in self.teachers], "shapes": shapes(self.student.state_dict()),
+                **self._plugin_files()}
+
+    def _plugin_files(self) -> dict[str, Any]:
+        """The sha256 of each plug-in strategy's file, by teacher (absent when every strategy is a built-in, so
+        checkpoints of built-in trainings keep their identity): a plug-in edited since the checkpoint is refused."""
+        from ssl_bench.run.writer import smoothing_sha256
+
+        files = {t.key: sha for t in self.teachers if (sha := smoothing_sha256(t.config.smooth)) is not None}
+        return {"smoothing_files": files} if files else {}
 
 # -- checkpoints ------------------------------------------------------------------------------------------------
 

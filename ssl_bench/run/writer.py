@@ -4,6 +4,7 @@ TensorBoard event files, the progress bar."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import platform
 import subprocess
 import time
@@ -21,6 +22,7 @@ from ssl_bench.errors import MissingPackageError
 from ssl_bench.run.checkpoint import save_checkpoint
 from ssl_bench.run.rundirs import RunDirs
 from ssl_bench.run.state import LogWindow, Teacher, Training, checkpoint_state
+from ssl_bench.smoothing import plugin_file, strategy_class
 
 METRIC_COLUMNS = ("step", "lr", "loss", "mask_rate", "teacher_acc", "student_acc", "teacher_ece", "teacher_nll",
                   "teacher_param_msd", "teacher_output_msd", "elapsed_s")
@@ -60,6 +62,12 @@ def device_description(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
+def smoothing_sha256(strategy: str) -> str | None:
+    """sha256 of a plug-in strategy's file (what its records carry); None for a built-in."""
+    path = plugin_file(strategy_class(strategy))
+    return None if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str, started: str,
                shared: str | None) -> rec.RunRecord:
     """The record of one teacher's run, before its first evaluation."""
@@ -74,6 +82,7 @@ def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str
         dataset=d.name, dataset_kind=d.kind, dataset_family=d.family, dataset_fingerprint=d.fingerprint,
         train_size=len(d.y_train), split_hash=training.split.hash, steps_done=training.step, hflip=d.hflip,
         algorithm_sha256=source_sha256(training.algorithm),
+        smoothing=c.smoothing().to_record(), smoothing_sha256=smoothing_sha256(c.smooth),
         results=rec.summarize_evaluations(teacher.evaluations.rows) if teacher.evaluations.rows else None,
         versions=versions(), device=device_description(training.device), commit=git_commit(),
         command=command, started=started, finished=None, wall_seconds=None,

@@ -69,6 +69,8 @@ from ssl_bench.smoothing.registry import (
     Setting,
     SmoothingError,
     available_strategies,
+    is_plugin_reference,
+    plugin_file,
     register,
     setting,
     shared,
@@ -80,10 +82,10 @@ from ssl_bench.smoothing.spec import SmoothingSpec
 
 __all__ = [
     "BUFFER_POLICIES", "DEFAULT_M", "DEFAULT_P", "GRANULARITIES", "PARAMETER_DEFAULTS", "SCHEDULES",
-    "SHARED_SETTINGS", "STRATEGIES", "STRATEGY_PARAMETERS", "Setting", "Smoother", "SmoothingError",
-    "SmoothingSpec", "Update", "available_strategies", "build_smoother", "copy_student_to_teacher",
-    "draw_replace_mask", "momentum_at", "register", "relevant_settings", "setting", "shared", "strategy_class",
-    "strategy_settings", "unit_shape",
+    "SHARED_SETTINGS", "STRATEGIES", "STRATEGY_PARAMETERS", "Setting", "Smoother", "SmoothingError", "SmoothingSpec",
+    "Update", "available_strategies", "build_smoother", "copy_student_to_teacher", "draw_replace_mask",
+    "is_plugin_reference", "momentum_at", "plugin_file", "register", "relevant_settings", "setting", "shared",
+    "strategy_class", "strategy_settings", "unit_shape",
 ]
 
 # The built-in strategies the command line offers (the paper's four, then SWA); the loop passes every update

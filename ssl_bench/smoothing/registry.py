@@ -80,6 +80,18 @@ class Setting:
         return value
 
 
+    def parse(self, name: str, text: Any) -> Any:
+        """A value given as text (``--smooth-arg start=0.75``) converted to the setting's type, then checked."""
+        if self.choices is not None or not isinstance(text, str):
+            return self.check(name, text)
+        try:
+            value = int(text) if self.integer else float(text)
+        except ValueError:
+            raise SmoothingError(f"{name}={text!r} is not {'an integer' if self.integer else 'a number'}; {name} "
+                                 f"is {self.help} and must be {self.describe_range()}") from None
+        return self.check(name, value)
+
+
 _SETTING_KEY = "ssl_bench_smoothing_setting"
 
 
@@ -183,6 +195,20 @@ def _import_plugin(path: Path) -> None:
 def _plugin_dir() -> Path | None:
     folder = Path.cwd() / PLUGIN_FOLDER
     return folder if folder.is_dir() else None
+
+
+def is_plugin_reference(name: str) -> bool:
+    """``name`` points at a plug-in: a ``.py`` path, or a file ``./smoothers/<name>.py`` (not yet imported)."""
+    if not isinstance(name, str):
+        return False
+    folder = _plugin_dir()
+    return name.endswith(".py") or (folder is not None and name.isidentifier() and (folder / f"{name}.py").is_file()
+                                    and name not in _builtin_names())
+
+
+def plugin_file(cls: type) -> Path | None:
+    """The file of a plug-in strategy class; None for a built-in."""
+    return None if cls.__module__ == BUILTIN_MODULE else Path(_source_file(cls))
 
 
 def available_strategies() -> list[str]:
