@@ -32,8 +32,8 @@ def test_every_setting_is_reachable_from_the_command_line_and_round_trips():
     parser = build_parser()
     changed = RunConfig(algorithm="mixmatch", alg_args={"alpha": "0.75"}, dataset="digits", labels=20, seed=3,
                         split_seed=4, profile="cpu", model="tiny", strong_augment="table12", smooth="se", p=0.3,
-                        smooth_args={"start": "0.75"}, m=0.9, granularity="neuron", buffers="average", schedule="cosine", steps=10,
-                        eval_every=5, batch_size=4, mu=2,
+                        smooth_args={"start": "0.75"}, m=0.9, granularity="neuron", buffers="average",
+                        schedule="cosine", steps=10, eval_every=5, batch_size=4, mu=2,
                         lr=0.1, momentum=0.8, weight_decay=1e-3, device="cpu", amp=True, channels_last=True,
                         compile=True, data_root="d", download=False, results_dir="r", eval_batch_size=7,
                         corruptions="none", log_every=3, tensorboard=True)
