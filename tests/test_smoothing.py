@@ -121,7 +121,7 @@ def units(module: nn.Module, granularity: str) -> list[int]:
 def test_public_names() -> None:
     assert STRATEGIES == ("none", "tma", "se", "sts", "swa")
     assert GRANULARITIES == ("layer", "channel", "neuron")
-    assert BUFFER_POLICIES == ("copy", "average")
+    assert BUFFER_POLICIES == ("copy", "average", "recompute")
 
 
 def test_unit_shape_per_granularity() -> None:

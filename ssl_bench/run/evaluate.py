@@ -67,6 +67,20 @@ def accuracy_and_calibration(model: nn.Module, images: Tensor, labels: Tensor, b
 
 
 @torch.no_grad()
+def recompute_batch_norm(model: nn.Module, images: Tensor, batch_size: int, prepare) -> None:
+    """Replace ``model``'s BatchNorm running statistics by their values over ``images`` (uint8, every training
+    image, in order), one pass in batches of ``batch_size``: SWA's recipe for an averaged model, whose averaged
+    weights never produced the statistics it holds (Izmailov et al., UAI 2018, Sec. 3.2).
+
+    ``torch.optim.swa_utils.update_bn`` does the pass (running averages with momentum None: the cumulative mean
+    over batches).  Unlike timgaripov/swa's ``bn_update`` the images are neither augmented nor shuffled, so the
+    pass draws nothing from the run's generators and a resumed run recomputes the same statistics.
+    """
+    batches = (prepare(images[start:start + batch_size]) for start in range(0, len(images), batch_size))
+    torch.optim.swa_utils.update_bn(batches, model)
+
+
+@torch.no_grad()
 def parameter_vector(model: nn.Module) -> Tensor:
     """All floating-point parameters as one flat fp32 vector (a snapshot for Figure 3's left panel)."""
     return torch.cat([p.detach().float().flatten() for p in model.parameters()])

@@ -57,6 +57,7 @@ from ssl_bench.run.evaluate import (
     output_probabilities,
     parameter_vector,
     plan_corruptions,
+    recompute_batch_norm,
 )
 from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
@@ -133,6 +134,11 @@ def evaluate(training: Training) -> list[dict[str, Any]]:
     rows = []
     for t in training.teachers:
         ev = t.evaluations
+        if t.config.smoothing().as_dict().get("buffers") == "recompute":   # SWA's recipe (recompute_batch_norm)
+            # every training image (and a data set's extra unlabelled ones), in batches of a training step's
+            # labelled + unlabelled images: an identifying size, so the statistics follow the run's settings
+            pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
+            recompute_batch_norm(t.model, pool, c.batch_size * (1 + c.mu), training.prepare)
         params, outputs = parameter_vector(t.model), output_probabilities(t.model, figure3_inputs)
         clean = accuracy_and_calibration(t.model, training.x_test, training.y_test, c.eval_batch_size,
                                          training.prepare)

@@ -19,9 +19,9 @@ average as the weights (``torch.optim.swa_utils.AveragedModel(use_buffers=True)`
 (``num_batches_tracked``) are always copied.  For ``none`` / ``se`` (no temporal momentum: m = 0 in Eq. 3)
 "average" would be a copy, so they read no buffer setting.
 
-SWA's own BatchNorm recipe, recomputing the statistics with one pass over the training data
-(``torch.optim.swa_utils.update_bn``), needs the training loop's data; it is not done here.  ``average`` is
-the documented alternative (AveragedModel's ``use_buffers=True``).
+``recompute`` (any strategy that reads ``buffers``) is SWA's own recipe: the updates leave the statistics alone
+and the training loop recomputes them with one pass over the training images before every evaluation of the
+teacher (``torch.optim.swa_utils.update_bn``; :func:`ssl_bench.run.evaluate.recompute_batch_norm`).
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def momentum_at(schedule: str, m: float, step: int, total_steps: int | None) -> 
 def _buffers(u: Update, policy: str, weight: float) -> None:
     if policy == "average":
         u.average_buffers(weight)
-    else:
+    elif policy == "copy":
         u.copy_buffers()
+    # "recompute": left alone here; the loop recomputes them before every evaluation
 
 
 @register("none")

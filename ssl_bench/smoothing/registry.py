@@ -113,8 +113,12 @@ SHARED_SETTINGS: dict[str, Setting] = {
     # google-research/fixmatch, libml/utils.py: the EMA covers model_vars() = TRAINABLE_VARIABLES only, and
     # getter_ema falls back to the live variable, so the EMA model normalises with the student's BN
     # statistics: "copy".  "average" is EMAN's rule (see builtins.py).
-    "buffers": Setting("copy", "the teacher's BatchNorm statistics: copied from the student or averaged "
-                               "(EMAN)", choices=("copy", "average")),
+    # "recompute" is SWA's recipe (Izmailov et al., UAI 2018, Sec. 3.2; timgaripov/swa train.py calls
+    # utils.bn_update(loaders['train'], swa_model) before evaluating): the loop recomputes them with one pass over
+    # the training images before every evaluation of the teacher (ssl_bench.run.evaluate.recompute_batch_norm).
+    "buffers": Setting("copy", "the teacher's BatchNorm statistics: copied from the student, averaged (EMAN) or "
+                               "recomputed on the training images before each evaluation (SWA)",
+                       choices=("copy", "average", "recompute")),
     # The momentum schedule of tma / sts (builtins.momentum_at): constant is the reference's (FixMatch).
     "schedule": Setting("constant", "the momentum schedule over training",
                         choices=("constant", "cosine", "warmup")),
