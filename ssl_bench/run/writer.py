@@ -55,11 +55,27 @@ def versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is empty), else the
+    architecture."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> str:
-    """The device a run trained on, as the record names it."""
+    """The device a run trained on, as the record names it. On a CPU also the vector instructions torch's kernels
+    use (``torch.backends.cpu.get_cpu_capability()``: AVX2, AVX512, ...): two machines that differ in them sum
+    floats in another order, so "same seed, same machine, same numbers" needs it to say which machine."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    return (f"cpu:{cpu_model()} ({platform.machine()}, {torch.backends.cpu.get_cpu_capability()}) "
+            f"x{torch.get_num_threads()} threads")
 
 
 def smoothing_sha256(strategy: str) -> str | None:
