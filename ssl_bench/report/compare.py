@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ssl_bench.config import PROFILES
 from ssl_bench.records import DEFAULT_RESULTS_DIR, RECORD_FILE, RunStatus
 from ssl_bench.report.leaderboard import (
     ALGORITHM_ORDER,
@@ -63,10 +64,16 @@ def _smoothing_of(key: RowKey) -> tuple:
     return (key.smooth, key.granularity, key.p, key.m, key.buffers)
 
 
-def _pick_tma(rows: Sequence[Row]) -> Row | None:
+def _pick_tma(rows: Sequence[Row], profile: str) -> Row | None:
+    """The TMA row the strategies are compared with: the one at the profile's momentum (its reference teacher:
+    0.999 on the paper's profiles, 0.99 on the cpu profile), else the paper's m, else any TMA row."""
     tma = [r for r in rows if r.key.smooth == "tma"]
-    paper_m = [r for r in tma if r.key.m is not None and same_value(r.key.m, PAPER_SMOOTHING["m"])]
-    return (paper_m or tma or [None])[0]
+    wanted = [PROFILES[profile].m] if profile in PROFILES else []
+    for m in [*wanted, PAPER_SMOOTHING["m"]]:
+        found = [r for r in tma if r.key.m is not None and same_value(r.key.m, m)]
+        if found:
+            return found[0]
+    return (tma or [None])[0]
 
 
 def _pick_supervised(row: Row, supervised: Sequence[Row]) -> Row | None:
@@ -93,7 +100,7 @@ def compare(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str | 
                             key=_algorithm_order)
         for algorithm in algorithms:
             rows = [r for r in here if r.key.algorithm == algorithm]
-            base = _pick_tma(rows)
+            base = _pick_tma(rows, section.key.profile)
             others = sorted((r for r in rows if r is not base),
                             key=lambda r: (ARM_ORDER.get(r.key.smooth, 3), row_sort_key(r.key)))
             arms = [_arm(row, base, labels) for row in others] if base is not None else []
