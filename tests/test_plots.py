@@ -211,3 +211,29 @@ def test_plot_rows_of_an_ablation_never_cuts_its_labels(tmp_path, monkeypatch):
     assert len(ax.get_xticklabels()) == 19
     fig.canvas.draw()
     assert _inside(ax.get_tightbbox(fig.canvas.get_renderer()), fig.bbox)   # y label and rotated names inside
+
+
+def test_plot_grid_cells_are_paired_differences_from_the_profile_tma(tmp_path):
+    """Figure 4's grid on hand-made records: TMA at m = 0.99 (the cpu profile's) is the reference; each cell is the
+    mean over seeds of (teacher - reference), seed by seed; a TMA at another m is the p = 0 cell of its row."""
+    from ssl_bench.report.leaderboard import build_leaderboard
+
+    results = tmp_path / "results"
+    by_seed = {("tma", 0.0, 0.99): (80.0, 70.0), ("tma", 0.0, 0.999): (60.0, 56.0),
+               ("se", 0.5, None): (81.0, 73.0), ("sts", 0.5, 0.99): (79.0, 71.0), ("sts", 0.5, 0.999): (40.0, 30.0)}
+    for (smooth, p, m), values in by_seed.items():
+        for seed, value in enumerate(values):
+            write_run(results, smooth=smooth, p=p if smooth != "tma" else None, m=m, seed=seed, median=value,
+                      dataset="digits", dataset_kind="embedded", dataset_family=None)
+    board = build_leaderboard(results, stat="median", dataset="digits")
+    (section,) = board.sections
+    cells, base = plots.grid_cells(section.rows, 40, m_ref=0.99)
+    assert base.key.smooth == "tma" and base.key.m == 0.99
+    means = {k: d.mean for k, d in cells.items()}
+    assert means == {(0.0, 0.99): 0.0, (0.0, 0.999): pytest.approx(-17.0), (0.5, 0.0): pytest.approx(2.0),
+                     (0.5, 0.99): pytest.approx(0.0), (0.5, 0.999): pytest.approx(-40.0)}
+    # (se - tma) by seed: +1, +3 -> mean 2, sd sqrt(2), t(0.975, 1) = 12.706: interval 2 +- 12.706
+    assert cells[(0.5, 0.0)].high == pytest.approx(2.0 + 12.7062 * 1.0, abs=1e-3)
+    assert plots.grid_cells(section.rows, 40, m_ref=0.9) is None        # no reference TMA at that m
+    (png,) = plots.plot_grid(results, alg="fixmatch", dataset="digits", labels=40, out_dir=tmp_path / "figs")
+    assert is_png(png)

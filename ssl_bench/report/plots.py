@@ -59,7 +59,7 @@ from ssl_bench.report.leaderboard import (
     section_title,
 )
 from ssl_bench.report.options import add_results_dir, add_selection, add_stat
-from ssl_bench.report.stats import paired_difference
+from ssl_bench.report.stats import PairedDiff, paired_difference
 from ssl_bench.smoothing import GRANULARITIES, STRATEGIES, strategy_class, strategy_settings
 
 
@@ -301,55 +301,65 @@ def _default_smoothing(key: Any) -> bool:
     return all(name in declared and value == declared[name].default for name, value in key.smoothing)
 
 
-def _limit_of(at: dict[tuple[float, float], Any], base: Any, labels: int) -> float:
-    """The largest absolute mean difference of the grid (the colour scale is symmetric around 0)."""
-    means = [paired_difference(r.cells[labels].by_seed(), base.cells[labels].by_seed()).mean for r in at.values()]
-    return max((abs(v) for v in means if v is not None), default=1.0) or 1.0
-
-
 def _grid_strategy(p: float, m: float) -> str:
     """Which strategy sits at (p, m) of Figure 4: STS contains the others (p = 0: TMA, m = 0: SE, both: none)."""
     return {(True, True): "none", (True, False): "tma", (False, True): "se"}.get((p == 0.0, m == 0.0), "sts")
 
 
+def grid_cells(rows: Sequence[Any], labels: int, m_ref: float, granularity: str = "layer"
+               ) -> tuple[dict[tuple[float, float], PairedDiff], Any] | None:
+    """Figure 4's cells from one section's leaderboard rows: (p, m) -> the paired difference (by seed) of that
+    teacher from the reference TMA at ``m_ref``, and the reference row; None without the reference or any p > 0.
+
+    (p, 0) is SE, (0, m) TMA, (0, 0) no smoothing; only rows with the default buffers and schedule and the given
+    granularity take part.
+    """
+    at: dict[tuple[float, float], Any] = {}
+    for r in rows:
+        if labels not in r.cells or not _default_smoothing(r.key) or r.key.buffers not in (None, "copy") \
+                or r.key.granularity not in (None, granularity):
+            continue
+        p = 0.0 if r.key.smooth in ("none", "tma") else r.key.p
+        m = 0.0 if r.key.smooth in ("none", "se") else r.key.m
+        if p is not None and m is not None and _grid_strategy(p, m) == r.key.smooth:
+            at.setdefault((float(p), float(m)), r)
+    base = at.get((0.0, m_ref))
+    if base is None or not any(p > 0 for p, _ in at):
+        return None
+    reference = base.cells[labels].by_seed()
+    return {k: paired_difference(r.cells[labels].by_seed(), reference) for k, r in at.items()}, base
+
+
 def plot_grid(results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR, *, alg: str, dataset: str, labels: int,
               profile: str | None = None, stat: str = "median", granularity: str = "layer",
               out_dir: str | os.PathLike) -> list[Path]:
-    """Figure 4 of Huang et al. (NeurIPS 2021) as heat maps: each (m, p) teacher minus the reference TMA.
-
-    The reference is the TMA row at the section's profile momentum (m = 0.99 on the cpu profile, 0.999 on the
-    paper's), so the m = m_ref cell at p = 0 is 0 by construction.  Differences are paired by seed
-    (``ssl_bench.report.stats.paired_difference``); a cell shows the mean and, with two or more seeds, the 95 %
-    t-interval.  Only the default buffers and schedule, granularity ``granularity``.
+    """Figure 4 of Huang et al. (NeurIPS 2021) as heat maps (:func:`grid_cells`): each (m, p) teacher minus the
+    reference TMA, the one at the section's profile momentum (m = 0.99 on the cpu profile, 0.999 on the paper's).
+    A cell shows the mean and, with two or more seeds, the 95 % t-interval.
     """
     board = build_leaderboard(results_dir, stat=stat, profile=profile, dataset=dataset)
     written = []
     for section in board.sections:
-        rows = [r for r in section.rows if r.key.algorithm == alg and labels in r.cells and _default_smoothing(r.key)
-                and r.key.buffers in (None, "copy") and r.key.granularity in (None, granularity)]
-        m_ref = PROFILES[section.key.profile].m if section.key.profile in PROFILES else None
-        at: dict[tuple[float, float], Any] = {}
-        for r in rows:
-            p = 0.0 if r.key.smooth in ("none", "tma") else r.key.p
-            m = 0.0 if r.key.smooth in ("none", "se") else r.key.m
-            if p is not None and m is not None and _grid_strategy(p, m) == r.key.smooth:
-                at.setdefault((float(p), float(m)), r)
-        base = at.get((0.0, m_ref)) if m_ref is not None else None
-        if base is None or not any(k[0] > 0 for k in at):
+        if section.key.profile not in PROFILES:
             continue
-        ps, ms = sorted({p for p, _ in at}), sorted({m for _, m in at})
+        found = grid_cells([r for r in section.rows if r.key.algorithm == alg], labels,
+                           PROFILES[section.key.profile].m, granularity)
+        if found is None:
+            continue
+        cells, base = found
+        ps, ms = sorted({p for p, _ in cells}), sorted({m for _, m in cells})
         fig, (ax,) = _figure(1, height=1.1 * len(ms) + 1.6)
         fig.set_size_inches(1.25 * len(ps) + 2.4, 1.1 * len(ms) + 1.6)
         grid = [[math.nan] * len(ps) for _ in ms]
-        for (p, m), row in at.items():
-            d = paired_difference(row.cells[labels].by_seed(), base.cells[labels].by_seed())
+        limit = max((abs(d.mean) for d in cells.values() if d.mean is not None), default=1.0) or 1.0
+        for (p, m), d in cells.items():
             i, j = ms.index(m), ps.index(p)
             grid[i][j] = d.mean if d.mean is not None else math.nan
-            text = "reference" if row is base else ("none: " if p == m == 0.0 else "") + f"{d.mean:+.2f}" + (
-                f"\n[{d.low:+.1f}, {d.high:+.1f}]" if d.low is not None else f"\nn={d.n}")
-            strong = not math.isnan(grid[i][j]) and abs(grid[i][j]) > 0.6 * _limit_of(at, base, labels)
+            text = "reference" if (p, m) == (0.0, PROFILES[section.key.profile].m) else (
+                ("none: " if p == m == 0.0 else "") + f"{d.mean:+.2f}"
+                + (f"\n[{d.low:+.1f}, {d.high:+.1f}]" if d.low is not None else f"\nn={d.n}"))
+            strong = not math.isnan(grid[i][j]) and abs(grid[i][j]) > 0.6 * limit
             ax.text(j, i, text, ha="center", va="center", fontsize="x-small", color="w" if strong else "k")
-        limit = _limit_of(at, base, labels)
         image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         fig.colorbar(image, ax=ax, label="minus the reference (points)")
         ax.set_xticks(range(len(ps)), [f"{p:g}" + (" (TMA)" if p == 0 else "") for p in ps])
@@ -467,6 +477,18 @@ def _grid_main(args: argparse.Namespace) -> int:
                                        out_dir=args.out))
 
 
+def _leaderboard_figure(kinds: argparse._SubParsersAction, name: str, func, *, help: str,
+                        description: str) -> argparse.ArgumentParser:
+    """A figure drawn from the leaderboard's cells: the selection, --stat, --results-dir and --out options."""
+    parser = kinds.add_parser(name, help=help, description=description)
+    add_selection(parser, alg_required=True, profile_help="only this profile (default: one figure per section)")
+    add_stat(parser)
+    add_results_dir(parser)
+    parser.add_argument("--out", required=True, help="folder for the PNG files")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plot accuracy`` and ``plot smoothness``; each sets ``func(args) -> int``."""
     plot = subparsers.add_parser("plot", help="PNG figures from run directories",
@@ -492,24 +514,15 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     sm.add_argument("--out", required=True, help="folder for the PNG file")
     sm.set_defaults(func=_smoothness_main)
 
-    rows = kinds.add_parser("rows", help="each leaderboard row's mean ± std (the Table-4 view of an ablation)",
-                            description="The leaderboard's cells for one algorithm, dataset and label budget "
-                            "(mean ± sample std over seeds, seeds as dots), with the supervised baseline; one "
-                            "PNG per section (profile, dataset, model, steps).")
-    add_selection(rows, alg_required=True, profile_help="only this profile (default: one figure per section)")
-    add_stat(rows)
-    add_results_dir(rows)
-    rows.add_argument("--out", required=True, help="folder for the PNG files")
-    rows.set_defaults(func=_rows_main)
-
-    grid = kinds.add_parser("grid", help="the paper's Figure 4: a heat map of STS(p, m) minus TMA, paired by seed",
-                            description="Figure 4 of Huang et al. (NeurIPS 2021) for one algorithm, dataset and "
-                            "label budget: rows m (0 = SE), columns p (0 = TMA), each cell the paired difference "
-                            "from the TMA at the profile's m, mean and 95 % t-interval; one PNG per section.")
-    add_selection(grid, alg_required=True, profile_help="only this profile (default: one figure per section)")
-    add_stat(grid)
-    add_results_dir(grid)
+    _leaderboard_figure(kinds, "rows", _rows_main,
+                        help="each leaderboard row's mean ± std (the Table-4 view of an ablation)",
+                        description="The leaderboard's cells for one algorithm, dataset and label budget (mean ± "
+                        "sample std over seeds, seeds as dots), with the supervised baseline; one PNG per section "
+                        "(profile, dataset, model, steps).")
+    grid = _leaderboard_figure(kinds, "grid", _grid_main,
+                               help="the paper's Figure 4: a heat map of STS(p, m) minus TMA, paired by seed",
+                               description="Figure 4 of Huang et al. (NeurIPS 2021) for one algorithm, dataset and "
+                               "label budget: rows m (0 = SE), columns p (0 = TMA), each cell the paired difference "
+                               "from the TMA at the profile's m, mean and 95 % t-interval; one PNG per section.")
     grid.add_argument("--granularity", default="layer", choices=GRANULARITIES,
                       help="the unit of SE/STS's random draw the grid is drawn for")
-    grid.add_argument("--out", required=True, help="folder for the PNG files")
-    grid.set_defaults(func=_grid_main)
