@@ -205,3 +205,17 @@ def test_the_other_official_data_sets_name_their_variable_too(tmp_path, capsys, 
                                   "--results-dir", str(tmp_path / "results")])
     assert f"{var}='not a url'" in err and f"unset {var}" in err
     assert not root.exists()
+
+
+def test_the_corruption_sets_url_is_named_too(tmp_path, monkeypatch):
+    from ssl_bench.data.corruptions import load_official_corruptions
+    from ssl_bench.errors import UserError
+
+    root = tmp_path / "root"
+    monkeypatch.setenv("SSL_BENCH_CIFAR10_C_URL", "not a url")
+    with pytest.raises(UserError, match=r"SSL_BENCH_CIFAR10_C_URL='not a url': not a URL .*unset SSL_BENCH_CIFAR10_C"):
+        load_official_corruptions(root, "cifar10", download=True)
+    monkeypatch.setenv("SSL_BENCH_CIFAR10_C_URL", (tmp_path / "absent.tar").as_uri())
+    with pytest.raises(FileNotFoundError, match=r"Downloading SSL_BENCH_CIFAR10_C_URL='file://.*absent.tar' failed"):
+        load_official_corruptions(root, "cifar10", download=True)
+    assert not root.exists()
