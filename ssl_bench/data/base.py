@@ -7,7 +7,9 @@ so everything downstream (splits, batching, augmentation) can trust its arrays w
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,20 @@ class DatasetFormatError(UserError):
 
 class ChecksumError(UserError):
     """A downloaded archive does not have the published MD5; it was deleted, nothing was extracted."""
+
+
+def file_kind(path: Path) -> str:
+    """What a path that exists is, in words: ``a folder``, ``a FIFO (named pipe)``, ``a character device`` ...
+
+    Readers open only regular files: ``/dev/zero`` would never end and a FIFO blocks until someone writes.
+    """
+    mode = path.stat().st_mode
+    for test, words in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                        (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def _check_split(where: str, split: str, x: Any, y: Any, num_classes: int) -> None:
@@ -152,6 +168,31 @@ def channel_mean_std(x: np.ndarray, chunk: int | None = None) -> tuple[tuple[flo
     return tuple(float(v) for v in mean / 255.0), tuple(float(v) for v in np.sqrt(var) / 255.0)
 
 
+CHANNEL_NAMES = ("red", "green", "blue")
+
+
+def check_channels_vary(where: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+    """Raise :class:`DatasetFormatError` (naming ``where``) if a channel of the training images never varies.
+
+    A channel with the same value in every pixel of every training image has std 0: standardising it (the
+    data stage divides by the per-channel std, ``ssl_bench.augment.normalize``) would divide by zero, and it
+    holds nothing to learn. It is refused here, where the data set is built, so that a run fails before any
+    run directory exists.
+    """
+    flat = [i for i, s in enumerate(std) if not s > 0]
+    if not flat:
+        return
+    names = [CHANNEL_NAMES[i] if len(std) == 3 else f"channel {i}" for i in flat]
+    values = ", ".join(f"{names[k]} {round(mean[i] * 255)}" for k, i in enumerate(flat))
+    what = ("every training image is the same flat colour" if len(flat) == len(std) else
+            f"the {' and '.join(names)} channel{'s are' if len(flat) > 1 else ' is'} the same in every pixel")
+    raise DatasetFormatError(
+        f"{where}: {what} (x_train {values} everywhere, std 0), so the images cannot be standardised per channel "
+        "and there is nothing to learn from them. Fix: rebuild the images from their source (floats in [0, 1] "
+        "cast to uint8 without * 255 become all 0; a failed decode gives one flat colour); greyscale images "
+        "belong in all three channels: np.repeat(x[..., :1], 3, axis=-1).")
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
     """An image classification data set held in memory.
@@ -228,6 +269,7 @@ class ImageDataset:
             set_(self, "folds", folds.astype(np.int64))
         set_(self, "fingerprint", fingerprint_arrays(self.x_train, self.y_train, self.x_test, self.y_test, *extra))
         mean, std = channel_mean_std(self.x_train)
+        check_channels_vary(f"data set {self.name!r} ({self.source})", mean, std)
         set_(self, "mean", mean)
         set_(self, "std", std)
 

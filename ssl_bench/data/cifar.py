@@ -22,7 +22,7 @@ archive must still have the official MD5.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .base import DatasetFormatError, DatasetNotFoundError, ImageDataset
-from .download import NETWORK_ERRORS, download_and_extract, has_archive
+from .download import RemoteFile, has_archive, obtain_official
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class CifarSpec:
     num_classes: int
     url: str
     md5: str  # MD5 of the tarball at `url`
+    # file name -> (number of images, sha256 of its labels as little-endian int64): what makes a folder in this
+    # layout the official data set rather than a copy of another size or content (:func:`check_official`)
+    official: dict[str, tuple[int, str]]
 
     @property
     def archive(self) -> str:
@@ -56,6 +59,42 @@ class CifarSpec:
     def url_env(self) -> str:
         """Environment variable that overrides the download URL (a mirror, or a file:// URL in tests)."""
         return f"SSL_BENCH_{self.name.upper()}_URL"
+
+    @property
+    def remote(self) -> RemoteFile:
+        """The tarball as a :class:`~ssl_bench.data.download.RemoteFile` (URL, MD5, the variable overriding it)."""
+        return RemoteFile(self.url, self.md5, self.url_env)
+
+    def sizes(self) -> str:
+        """The official sizes in words (``50000 training images in data_batch_1..5, 10000 test images in ...``)."""
+        def count(files: tuple[str, ...], what: str) -> str:
+            where = files[0] if len(files) == 1 else f"{files[0]}..{files[-1].rsplit('_', 1)[-1]}"
+            return f"{sum(self.official[f][0] for f in files)} {what} images in {where}"
+        return f"{count(self.train_files, 'training')}, {count(self.test_files, 'test')}"
+
+
+def labels_sha256(labels: np.ndarray) -> str:
+    """sha256 of labels as little-endian int64 bytes: the content fingerprint :data:`CifarSpec.official` keeps."""
+    return hashlib.sha256(np.ascontiguousarray(labels, dtype="<i8").tobytes()).hexdigest()
+
+
+# Sizes and label hashes of the official files. Sizes: https://www.cs.toronto.edu/~kriz/cifar.html (CIFAR-10:
+# five training batches of 10000 images and a test batch of 10000; CIFAR-100: 50000 training, 10000 test).
+# Hashes: labels_sha256 of the label section of each official file, computed from the complete official label
+# arrays in /work/shared/data/cifar_labels.npz (see its README; tests/test_data_safety.py recomputes them
+# there). CIFAR-100: the fine labels, the ones the benchmark trains on.
+CIFAR10_OFFICIAL = {
+    "data_batch_1": (10000, "66145c918fed3a0358c4001da734fbc15cb584ddf34c823fa524e6b9c81542b7"),
+    "data_batch_2": (10000, "1074c604720c88e1f4d8408e1995944e9bc65877af3e8c5503da69209d57286b"),
+    "data_batch_3": (10000, "fe1021a9820682f7eb5cc7f65ff3d015d8a33876df6dd7787404f0fa8cf5937f"),
+    "data_batch_4": (10000, "1599745ad42ec41be72e2f3f716b65bac89321693690656a125b1ea3ca3feeea"),
+    "data_batch_5": (10000, "a3a7f0cf6cafd5b2d4610fd467bd87987a0a9ff93958b860a567c925a00ad56d"),
+    "test_batch": (10000, "cbb7365de8ed11f05cc4c3a1e7f78144127c5e851efd83762fb18202461230bb"),
+}
+CIFAR100_OFFICIAL = {
+    "train": (50000, "8bf4935e7c77a3096270043c6f3b221b6ecb9c63d1a08608e9af66cff17e977a"),
+    "test": (10000, "80031c23f8300724c6fbc588e4bccbe41c6392041782148727bb497b0132c4ad"),
+}
 
 
 # URLs and tarball MD5s as published on https://www.cs.toronto.edu/~kriz/cifar.html; the same MD5s are in
@@ -70,6 +109,7 @@ CIFAR_SPECS = {
         num_classes=10,
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
+        official=CIFAR10_OFFICIAL,
     ),
     "cifar100": CifarSpec(
         name="cifar100",
@@ -80,6 +120,7 @@ CIFAR_SPECS = {
         num_classes=100,
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
+        official=CIFAR100_OFFICIAL,
     ),
 }
 
@@ -133,6 +174,32 @@ def read_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(images), labels.astype(np.int64)
 
 
+def check_official(spec: CifarSpec, path: Path, images: np.ndarray, labels: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of the official file ``path`` unchanged, or a :class:`DatasetFormatError` naming it.
+
+    A folder in CIFAR's layout is recorded as the benchmark's data set (kind ``full``, the paper's columns), so
+    each file must hold the official number of images with the official labels in the official order
+    (:data:`CifarSpec.official`). Anything else (a truncated copy, a hand-made 500-image fake in the official
+    format, reordered files) is refused rather than recorded under the official name: the fix is the official
+    files, or the same arrays as one's own ``.npz``, which is recorded as what it is (kind ``npz``, its
+    fingerprint). The registered ``cifar10_subset`` is such an ``.npz``.
+    """
+    count, expected = spec.official[path.name]
+    if len(labels) != count:
+        found = f"holds {len(labels)} images, the official file {count}"
+    elif (got := labels_sha256(labels)) != expected:
+        found = f"holds {count} images but not the official labels (sha256 {got[:16]}..., official {expected[:16]}...)"
+    else:
+        return images, labels
+    raise DatasetFormatError(
+        f"{spec.name}: {path} {found} ({spec.name} is {spec.sizes()}), so {path.parent} is not the official "
+        f"data set and is not recorded as {spec.name}. Fix: replace {path.parent} by the official files (delete "
+        f"it and run again to download {spec.archive}, MD5 {spec.md5}), or to train on these images as your own "
+        "data, save them with np.savez(NAME.npz, x_train=..., y_train=..., x_test=..., y_test=...) and pass "
+        "--dataset NAME.npz.")
+
+
 def missing_message(spec: CifarSpec, root: Path, missing: list[str]) -> str:
     """What is missing where: one sentence naming the folder and the absent files."""
     folder = root / spec.folder
@@ -141,7 +208,7 @@ def missing_message(spec: CifarSpec, root: Path, missing: list[str]) -> str:
     else:
         state = f"{folder} is incomplete (missing {', '.join(missing)}; an interrupted copy or extraction?)"
     expected = ", ".join(spec.train_files + spec.test_files)
-    return f"{spec.name}: official files not found: {state}; expected {expected} there."
+    return f"official files not found: {state}; expected {expected} there."
 
 
 def where_advice(spec: CifarSpec, root: Path) -> str:
@@ -173,7 +240,8 @@ def load_cifar(
         DatasetNotFoundError: files missing and ``download`` false, the download failed (offline, server
             error) or the root is not writable; one message naming the folder and every fix.
         ChecksumError: the downloaded archive does not have the expected MD5 (deleted, nothing extracted).
-        DatasetFormatError: a file is present but is not a valid official CIFAR pickle.
+        DatasetFormatError: a file is present but is not a valid official CIFAR pickle, or not of the official
+            size and labels (:func:`check_official`).
     """
     if name not in CIFAR_SPECS:
         raise ValueError(f"unknown official data set {name!r}; expected one of {sorted(CIFAR_SPECS)}")
@@ -191,29 +259,18 @@ def load_cifar(
         # --no-download forbids the network, not extracting an archive that is already in the root
         if not download and not has_archive(root / spec.archive, expected_md5):
             raise DatasetNotFoundError(
-                f"{missing_message(spec, root, missing)} Fix: allow the download (remove --no-download; in "
-                f"Python load_dataset(..., download=True)) to fetch it into {root}, or "
+                f"{spec.name}: {missing_message(spec, root, missing)} Fix: allow the download (remove "
+                f"--no-download; in Python load_dataset(..., download=True)) to fetch it into {root}, or "
                 f"{where_advice(spec, root)}.")
-        src = url or os.environ.get(spec.url_env) or spec.url
-        try:
-            download_and_extract(src, expected_md5, root, spec.archive)
-        except NETWORK_ERRORS as e:
-            reason = getattr(e, "reason", None) or e
-            raise DatasetNotFoundError(
-                f"{missing_message(spec, root, missing)} Downloading {src} failed ({reason}): offline or "
-                f"unreachable? Fix: retry when online, or {where_advice(spec, root)}.") from e
-        except OSError as e:  # not the network: the data root itself (read-only, full disk, not a folder)
-            raise DatasetNotFoundError(
-                f"{missing_message(spec, root, missing)} Cannot write the download into {root} "
-                f"({e.strerror or e}). Fix: free space or permissions there, or "
-                f"{where_advice(spec, root)}.") from e
+        obtain_official(spec.name, missing_message(spec, root, missing), spec.remote, root / spec.archive,
+                        extract=True, advice=where_advice(spec, root), url=url, md5=md5)
         missing = [f for f in files if not (folder / f).is_file()]
         if missing:
             raise DatasetFormatError(
                 f"{spec.name}: extracted {spec.archive} into {root}, but {folder} still lacks "
                 f"{', '.join(missing)}; the archive is not the official one.")
 
-    parts = {split: [read_batch(folder / f, spec.label_key) for f in fs]
+    parts = {split: [check_official(spec, folder / f, *read_batch(folder / f, spec.label_key)) for f in fs]
              for split, fs in (("train", spec.train_files), ("test", spec.test_files))}
     x_train = np.concatenate([x for x, _ in parts["train"]])
     y_train = np.concatenate([y for _, y in parts["train"]])

@@ -22,7 +22,6 @@ the numbers are **not** CIFAR-10-C numbers: records name the set ``synthetic-c``
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ssl_bench.data.base import DatasetFormatError, DatasetNotFoundError
-from ssl_bench.data.download import download_and_extract
+from ssl_bench.data.download import RemoteFile, obtain_official
 
 SEVERITIES = (1, 2, 3, 4, 5)
 # The 15 corruptions of the benchmark (Hendrycks & Dietterich 2019, Sec. 3 and Figure 1); the archives also
@@ -151,8 +150,10 @@ def load_official_corruptions(root: str | Path, dataset: str, *, download: bool 
             raise DatasetNotFoundError(
                 f"{folder}: not found. Download {spec.url} (MD5 {spec.md5}, 2.9 GB) and extract it into {root}, "
                 f"or allow the download")
-        source = url or os.environ.get(f"SSL_BENCH_{dataset.upper()}_C_URL") or spec.url
-        download_and_extract(source, spec.md5, root, spec.filename)
+        # the same checks and lines as the data sets' downloads: a bad $SSL_BENCH_<DATASET>_C_URL is named
+        remote = RemoteFile(spec.url, spec.md5, f"SSL_BENCH_{dataset.upper()}_C_URL")
+        obtain_official(spec.name, f"{folder}: not found.", remote, root / spec.filename, extract=True,
+                        advice=f"download {spec.url} (MD5 {spec.md5}) by hand and extract it into {root}", url=url)
     return read_corruption_folder(folder, spec.name)
 
 

@@ -19,13 +19,16 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from .base import ChecksumError, DatasetFormatError
+from ssl_bench.errors import UserError
+
+from .base import ChecksumError, DatasetFormatError, file_kind
 
 CHUNK = 1 << 20
 # What an unreachable or failing server raises through urllib: unresolvable names, HTTP errors and missing
@@ -34,6 +37,7 @@ CHUNK = 1 << 20
 # permission) are not network problems and are reported as what they are.
 NETWORK_ERRORS: tuple[type[Exception], ...] = (
     urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
+DOWNLOAD_SCHEMES = ("https", "http", "ftp", "file")   # what urllib.request's default handlers open
 
 
 def md5_of(path: str | Path) -> str:
@@ -62,6 +66,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
     mismatch the temporary file is deleted and :class:`ChecksumError` is raised; network failures propagate as
     one of :data:`NETWORK_ERRORS` (the caller adds the offline advice), also with the temporary file deleted.
     """
+    created = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     part = Path(tmp_name)
@@ -85,8 +90,18 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
         os.replace(part, dest)
     except BaseException:  # includes KeyboardInterrupt: a partial download never stays behind
         part.unlink(missing_ok=True)
+        _remove_empty(created)   # nor the folders made to hold it: a failed download creates nothing
         raise
     return dest
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are still empty; anything else stays as it is."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return   # not empty (or not ours to remove): neither are its parents
 
 
 def _checked_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
@@ -165,24 +180,75 @@ def ensure_file(url: str, md5: str, dest: Path) -> Path:
     return fetch(url, dest, md5)
 
 
-def obtain_official(name: str, missing: str, url: str, md5: str, dest: Path, extract: bool, advice: str) -> None:
+def check_url(url: str, origin: str, filename: str, md5: str) -> None:
+    """Refuse, before anything is created, a URL that urllib cannot fetch or that names no regular file.
+
+    ``origin`` says where the URL came from (``SSL_BENCH_CIFAR10_URL='...'`` or ``url='...'``), for the message.
+    A ``file://`` URL must name a regular file when it exists (``/dev/zero`` would stream forever, a FIFO block);
+    a missing one is reported by the download itself, as any unreachable URL.
+
+    Raises:
+        UserError: naming ``origin``, what is wrong, and the forms that work.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        problem = None
+        if parts.scheme not in DOWNLOAD_SCHEMES:
+            problem = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        elif parts.scheme != "file" and not parts.hostname:
+            problem = "no host"
+        elif parts.scheme == "file":
+            path = Path(urllib.request.url2pathname(parts.path))
+            if path.exists() and not path.is_file():
+                problem = f"{path} is {file_kind(path)}, not a regular file"
+    except ValueError as e:   # urlsplit: an invalid IPv6 literal, a bad port
+        problem = str(e)
+    if problem is not None:
+        raise UserError(f"{origin}: not a URL ssl-bench can download {filename} from ({problem}); expected an "
+                        f"{' / '.join(s + '://' for s in DOWNLOAD_SCHEMES)} URL of a copy with MD5 {md5}, e.g. "
+                        f"file:///path/to/{filename}")
+
+
+def obtain_official(name: str, missing: str, remote: RemoteFile, dest: Path, extract: bool, advice: str,
+                    url: str | None = None, md5: str | None = None) -> None:
     """Download one official file (``extract``: a tarball, extracted beside it) or raise one clear line.
 
-    ``missing`` says what is absent where; ``advice`` the ways to provide the file by hand. Network failures
-    and an unwritable data root become :class:`~ssl_bench.data.base.DatasetNotFoundError` with both;
-    :class:`ChecksumError` (a file without the published MD5) propagates as it is.
+    ``missing`` says what is absent where; ``advice`` the ways to provide the file by hand. The URL is ``url``
+    (a caller's), else ``$remote.url_env`` (a mirror), else the official one; ``md5`` defaults to the published
+    one. Network failures and an unwritable data root become :class:`~ssl_bench.data.base.DatasetNotFoundError`
+    with both; a file without the expected MD5 is :class:`ChecksumError`. When the URL came from the environment
+    variable, every line names it, its value and how to undo it; a malformed one is refused before anything is
+    created.
     """
     from .base import DatasetNotFoundError  # local: base is imported by this module's callers anyway
 
+    md5 = md5 or remote.md5
+    env = None if url else remote.env_value()
+    src = url or env or remote.url
+    origin = f"{remote.url_env}={src!r}" if env else f"url={src!r}"
+    try:
+        check_url(src, origin, remote.filename, md5)
+    except UserError as e:
+        fix = (f"; fix: unset {remote.url_env} to download the official {remote.url}, or set it to such a URL"
+               if env else "")
+        raise UserError(f"{name}: {e}{fix}.") from None
     try:
         if extract:
-            download_and_extract(url, md5, dest.parent, dest.name)
+            download_and_extract(src, md5, dest.parent, dest.name)
         else:
-            ensure_file(url, md5, dest)
+            ensure_file(src, md5, dest)
     except NETWORK_ERRORS as e:
         reason = getattr(e, "reason", None) or e
-        raise DatasetNotFoundError(f"{name}: {missing} Downloading {url} failed ({reason}): offline or "
-                                   f"unreachable? Fix: retry when online, or {advice}.") from e
+        fix = (f"unset {remote.url_env} to download the official {remote.url}, or point it at a reachable copy of "
+               f"{remote.filename} with MD5 {md5}; or {advice}" if env else f"retry when online, or {advice}")
+        raise DatasetNotFoundError(f"{name}: {missing} Downloading {origin if env else src} failed ({reason}): "
+                                   f"offline or unreachable? Fix: {fix}.") from e
+    except ChecksumError as e:
+        if not env:
+            raise
+        raise ChecksumError(f"{e} The URL came from the environment variable {origin}: unset {remote.url_env} to "
+                            f"download the official {remote.url}, or point it at a copy of {remote.filename} with MD5 "
+                            f"{md5}.") from None
     except OSError as e:  # not the network: the data root itself (read-only, full disk, not a folder)
         raise DatasetNotFoundError(f"{name}: {missing} Cannot write the download into {dest.parent} "
                                    f"({e.strerror or e}). Fix: free space or permissions there, or {advice}.") from e
@@ -205,6 +271,10 @@ class RemoteFile:
         """The file's name: the last part of the official URL."""
         return self.url.rsplit("/", 1)[-1]
 
+    def env_value(self) -> str | None:
+        """``$url_env`` when set and not empty (surrounding blanks removed), else ``None``."""
+        return os.environ.get(self.url_env, "").strip() or None
+
     def source_url(self) -> str:
         """``$url_env`` when set and not empty, else the official URL."""
-        return os.environ.get(self.url_env, "").strip() or self.url
+        return self.env_value() or self.url

@@ -23,7 +23,7 @@ import numpy as np
 
 from ssl_bench.errors import UserError
 
-from .base import DatasetNotFoundError, ImageDataset
+from .base import DatasetFormatError, DatasetNotFoundError, ImageDataset, file_kind
 from .cifar import CIFAR_SPECS, load_cifar
 from .imagefolder import PREFIX as IMAGEFOLDER_PREFIX
 from .imagefolder import load_imagefolder_arrays
@@ -97,6 +97,8 @@ def list_datasets(root: str | Path | None = None) -> list[str]:
     folder = resolve_data_root(root)
     found = []
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
+        if not path.is_file():
+            continue   # a FIFO or device named *.npz is never opened (it would block or never end)
         try:
             with np.load(path, allow_pickle=False) as npz:  # reads only the zip directory
                 # files without the four arrays (e.g. cifar_labels.npz, labels only) are not data sets
@@ -132,6 +134,11 @@ def load_from_path(name: str, download: bool = True) -> ImageDataset:
         raise DatasetNotFoundError(
             f"--dataset {name}: {path} does not exist; expected a data set name (cifar10, cifar100, digits, "
             "or <name> for <data root>/<name>.npz) or the path of an existing .npz file.")
+    if not path.is_file():   # never opened: a FIFO blocks until someone writes, /dev/zero never ends
+        raise DatasetFormatError(
+            f"--dataset {name}: {path} is {file_kind(path)}, not a data file; expected a data set name (cifar10, "
+            "cifar100, digits, or <name> for <data root>/<name>.npz) or the path of a regular .npz file "
+            "(np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)).")
     return load_npz(path)
 
 
@@ -178,7 +185,7 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Tru
         return load_from_path(name, download=download)
     folder = resolve_data_root(root)
     path = folder / f"{name}.npz"
-    if not path.is_file():
+    if not path.exists():   # a FIFO or device of that name is reported as what it is by load_npz, never opened
         import difflib  # issue 26: "did you mean" for a mistyped name
 
         close = difflib.get_close_matches(name, list_datasets(folder), n=2, cutoff=0.6)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import MIN_CLASSES, DatasetFormatError, DatasetNotFoundError, ImageDataset
+from .base import MIN_CLASSES, DatasetFormatError, DatasetNotFoundError, ImageDataset, file_kind
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 OPTIONAL_KEYS = ("num_classes", "hflip", "family")
@@ -207,8 +207,8 @@ def load_npz(path: str | Path, name: str | None = None, declared: Any = None) ->
     """
     path = Path(path).expanduser()
     name = name or path.stem
-    if not path.is_file():
-        what = "is a directory, not a .npz file" if path.is_dir() else "not found"
+    if not path.is_file():   # a device or FIFO is never opened: /dev/zero would never end, a FIFO blocks
+        what = f"is {file_kind(path)}, not a .npz file" if path.exists() else "not found"
         raise DatasetNotFoundError(
             f"{name}: {path} {what}. A user data set is a .npz with arrays {', '.join(REQUIRED_KEYS)} "
             "(format: ssl_bench/data/npz.py); put it in the data root (--data-root / SSL_BENCH_DATA) as "

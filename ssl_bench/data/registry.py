@@ -177,8 +177,11 @@ def default_model(family_name: str | None) -> str:
 def declared_npz_family(path: Path) -> str | None:
     """The ``family`` member of the ``.npz`` at ``path`` (read alone, unpickled never), or ``None``.
 
-    A missing or unreadable file gives ``None`` here: loading it reports what is wrong.
+    A missing or unreadable file gives ``None`` here: loading it reports what is wrong. Only a regular file is
+    opened (a FIFO would block, a device never end).
     """
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "family" not in getattr(npz, "files", ()):

@@ -109,7 +109,7 @@ def load_stl10_arrays(root: Path, download: bool = True) -> dict[str, np.ndarray
         if not download and not has_archive(archive, STL10_ARCHIVE.md5):
             raise DatasetNotFoundError(f"stl10: {what} Fix: allow the download (remove --no-download; in Python "
                                        f"load_dataset(..., download=True)), or {_advice(root)}.")
-        obtain_official("stl10", what, STL10_ARCHIVE.source_url(), STL10_ARCHIVE.md5, archive, extract=True,
+        obtain_official("stl10", what, STL10_ARCHIVE, archive, extract=True,
                         advice=_advice(root))
         missing = [f for f in FILES if not (folder / f).is_file()]
         if missing:

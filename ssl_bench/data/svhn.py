@@ -109,7 +109,7 @@ def svhn_files(root: Path, splits: tuple[str, ...], download: bool) -> dict[str,
             f"--no-download; in Python load_dataset(..., download=True)), or {_advice(folder, missing)}.")
     for s in missing:
         spec = SVHN_FILES[s]
-        obtain_official("svhn", f"{paths[s]} is missing.", spec.source_url(), spec.md5, paths[s], extract=False,
+        obtain_official("svhn", f"{paths[s]} is missing.", spec, paths[s], extract=False,
                         advice=_advice(folder, [s]))
     return paths
 
