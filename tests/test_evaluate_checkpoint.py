@@ -24,7 +24,8 @@ def trained(tmp_path_factory):
 
 def test_evaluate_gives_back_the_recorded_last_accuracies(trained, capsys):
     tma = trained["tma-m0.5-copy"]
-    scores = evaluate_run(tma, "cpu")
+    scores, corruption_set, _ = evaluate_run(tma, "cpu")
+    assert corruption_set is None
     assert set(scores) == {"student", "none", "tma-m0.5-copy"}
     for key, run_dir in trained.items():
         results = json.loads((run_dir / "record.json").read_text())["results"]
@@ -32,6 +33,20 @@ def test_evaluate_gives_back_the_recorded_last_accuracies(trained, capsys):
         assert scores["student"] == pytest.approx(results["student_last"], abs=1e-9)
     assert main(["evaluate", tma.name, "--results-dir", str(tma.parent), "--device", "cpu"]) == 0
     assert f"{scores['tma-m0.5-copy']:6.2f}" in capsys.readouterr().out
+
+
+def test_evaluate_gives_back_the_recorded_corruption_means(trained, capsys):
+    """The same end-of-training corruption evaluation from the checkpoint: the record's numbers, exactly."""
+    tma = trained["tma-m0.5-copy"]
+    _, corruption_set, means = evaluate_run(tma, "cpu", "synthetic-c")
+    assert corruption_set == "synthetic-c"
+    for key, run_dir in trained.items():
+        record = json.loads((run_dir / "record.json").read_text())
+        assert means[key] == pytest.approx(record["corruption"]["teacher"]["mean"], abs=1e-9)
+        assert means["student"] == pytest.approx(record["corruption"]["student"]["mean"], abs=1e-9)
+    assert main(["evaluate", tma.name, "--results-dir", str(tma.parent), "--device", "cpu",
+                 "--corruptions", "synthetic-c"]) == 0
+    assert "mean top-1 on synthetic-c" in capsys.readouterr().out
 
 
 def test_exported_weights_load_into_the_model_built_by_name(trained, tmp_path, capsys):

@@ -21,7 +21,8 @@ from ssl_bench.errors import UserError
 from ssl_bench.records import CONFIG_FILE, DEFAULT_RESULTS_DIR, RunRecord
 from ssl_bench.run.build import build_training
 from ssl_bench.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ssl_bench.run.evaluate import accuracy
+from ssl_bench.run.evaluate import CORRUPTION_CHOICES, accuracy, plan_corruptions
+from ssl_bench.run.loop import evaluate_corruption_set
 from ssl_bench.run.rundirs import saved_config, training_of
 from ssl_bench.run.state import Training, restore
 
@@ -53,15 +54,23 @@ def load_trained(run_dir: Path, device: str = "auto") -> Training:
     return training
 
 
-def evaluate_run(run_dir: Path, device: str = "auto") -> dict[str, float]:
-    """Top-1 test accuracy (%) of the student and of every teacher of ``run_dir``'s training, by key."""
+def evaluate_run(run_dir: Path, device: str = "auto", corruptions: str = "none"
+                 ) -> tuple[dict[str, float], str | None, dict[str, float]]:
+    """Top-1 test accuracy (%) of the student and of every teacher of ``run_dir``'s training, by key; with
+    ``corruptions`` (a ``--corruptions`` choice) also the set's name and each model's mean top-1 on it (the same
+    evaluation the loop makes at the end of training, so a run trained before it existed can be judged too)."""
     training = load_trained(run_dir, device)
     c = training.config
 
     def top1(model: torch.nn.Module) -> float:
         return accuracy(model, training.x_test, training.y_test, c.eval_batch_size, training.prepare)
 
-    return {STUDENT: top1(training.student), **{t.key: top1(t.model) for t in training.teachers}}
+    clean = {STUDENT: top1(training.student), **{t.key: top1(t.model) for t in training.teachers}}
+    plan = plan_corruptions(corruptions, training.dataset.name, training.y_test, c.data_root, c.download)
+    if plan is None:
+        return clean, None, {}
+    means = {key: summary["mean"] for key, (_, summary) in evaluate_corruption_set(training, plan).items()}
+    return clean, plan.name, means
 
 
 def model_weights(run_dir: Path, key: str | None = None, device: str = "cpu") -> tuple[dict[str, torch.Tensor], str]:
@@ -81,11 +90,12 @@ def model_weights(run_dir: Path, key: str | None = None, device: str = "cpu") ->
 
 def _evaluate_main(args: argparse.Namespace) -> int:
     run_dir = find_run_dir(args.run, args.results_dir)
-    scores = evaluate_run(run_dir, args.device)
+    scores, corruption_set, corrupted = evaluate_run(run_dir, args.device, args.corruptions)
     record = RunRecord.read_if_present(run_dir)
-    print(f"top-1 on the test set, from {run_dir} (step {record.steps_done if record else '?'}):")
+    print(f"top-1 on the test set, from {run_dir} (step {record.steps_done if record else '?'})"
+          + (f"; mean top-1 on {corruption_set}:" if corruption_set else ":"))
     for key, value in scores.items():
-        print(f"  {key:32} {value:6.2f}")
+        print(f"  {key:32} {value:6.2f}" + (f"   {corrupted[key]:6.2f}" if corruption_set else ""))
     return 0
 
 
@@ -116,4 +126,7 @@ def add_subcommands(subparsers: Any) -> None:
             parser.add_argument("--teacher", metavar="KEY",
                                 help="teacher key (e.g. tma-m0.99-copy) or 'student' (default: the run's teacher)")
             parser.add_argument("--out", help="file to write (default: ./<run id>-<key>.pt)")
+        else:
+            parser.add_argument("--corruptions", default="none", choices=CORRUPTION_CHOICES,
+                                help="also the mean top-1 on a corrupted test set (as --corruptions of run)")
         parser.set_defaults(func=func)
