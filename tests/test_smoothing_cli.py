@@ -93,3 +93,16 @@ def test_an_edited_plugin_is_not_resumed(tmp_path: Path) -> None:
     plugin.write_text(plugin.read_text() + "# edited\n")
     with pytest.raises(UserError, match="smoothing_files: checkpoint has"):
         train_teachers(configs, resume=True, progress=False, command="test")
+
+
+def test_a_sweep_gives_smooth_args_to_the_teachers_that_read_them_and_names_their_folders() -> None:
+    from ssl_bench.run.rundirs import run_base_name
+    from ssl_bench.run.sweep import expand_grid
+
+    base = smoke(smooth_args={"start": "0.5"})
+    tma, swa = expand_grid(base, {"smooth": ["tma", "swa"], "seed": [0]})
+    assert tma.smooth_args == {} and swa.smooth_args == {"start": 0.5}
+    assert run_base_name(swa) == "fixmatch-swa_start0.5-digits-20-s0-smoke"
+    assert run_base_name(tma) == "fixmatch-tma-digits-20-s0-smoke"
+    with pytest.raises(UserError, match="--smooth-arg start: no teacher's strategy"):
+        expand_grid(base, {"smooth": ["tma", "se"], "seed": [0]})

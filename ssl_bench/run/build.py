@@ -62,7 +62,20 @@ def _own_settings(given: dict[str, Any], declared: dict[str, Any]) -> dict[str, 
     return out
 
 
-def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list[RunConfig]:
+def check_smooth_args(given: dict[str, Any], read: set[str], configs: Sequence[RunConfig]) -> None:
+    """Refuse a ``--smooth-arg`` that none of ``configs``' strategies reads (a typo would otherwise be ignored);
+    ``read``: the names some teacher took."""
+    unread = sorted(set(given) - read)
+    if unread:
+        readers = sorted({n for c in configs for n in strategy_settings(check_strategy(c.smooth))
+                          if n not in SHARED_SETTINGS})
+        strategies = ", ".join(sorted({c.smooth for c in configs}))
+        raise UserError(f"--smooth-arg {unread[0]}: no teacher's strategy ({strategies}) reads it; they read "
+                        f"{readers or 'no own settings'} (shared ones have their own flag, e.g. --p, --m)")
+
+
+def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True,
+                  check_args: bool = True) -> list[RunConfig]:
     """THE plan of a training's teachers: ``configs`` checked, normalised, resolved and de-duplicated.
 
     They must agree on every setting but the smoothing axes. A setting a strategy does not read is set to its
@@ -81,13 +94,8 @@ def plan_teachers(configs: Sequence[RunConfig], *, resolve: bool = True) -> list
         read |= set(c.smooth_args)
         if c not in unique:
             unique.append(c)
-    unread = sorted(set(configs[0].smooth_args) - read)
-    if unread:
-        readers = sorted({n for c in configs for n in strategy_settings(check_strategy(c.smooth))
-                          if n not in SHARED_SETTINGS})
-        strategies = ", ".join(sorted({c.smooth for c in configs}))
-        raise UserError(f"--smooth-arg {unread[0]}: no teacher's strategy ({strategies}) reads it; they read "
-                        f"{readers or 'no own settings'} (shared ones have their own flag, e.g. --p, --m)")
+    if check_args:   # a sweep plans one teacher at a time and checks its whole grid (run.sweep)
+        check_smooth_args(configs[0].smooth_args, read, configs)
     first = unique[0].training_identity()
     for c in unique[1:]:
         diff = sorted(k for k, v in c.training_identity().items() if first.get(k) != v)

@@ -36,7 +36,7 @@ def run_base_name(config: Any) -> str:
     # The smoothing part names every setting the strategy reads that differs from its default, m from the
     # profile's: two teachers --m 0.99,0.999 on the cpu profile are tma and tma_m0.999 (SmoothingSpec.suffix).
     profile_m = PROFILES[config.profile].m if config.profile in PROFILES else None
-    settings = {**config.to_dict(), "m": profile_m if config.m is None else config.m}
+    settings = {**config.to_dict(), **config.smooth_args, "m": profile_m if config.m is None else config.m}
     smooth = SmoothingSpec.of(config.smooth, settings).suffix(defaults={"m": profile_m})
     dataset = Path(config.dataset).stem if config.dataset.endswith(".npz") else config.dataset
     if dataset.startswith(IMAGEFOLDER_PREFIX):  # imagefolder:PATH[@SIZE] holds a path: not a directory name

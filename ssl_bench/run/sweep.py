@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ssl_bench import records as rec
-from ssl_bench.config import TEACHER_AXES, RunConfig, config_to_argv, run_settings, setting
+from ssl_bench.config import TEACHER_SETTINGS, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
-from ssl_bench.run.build import plan_teachers
+from ssl_bench.run.build import check_smooth_args, plan_teachers
 from ssl_bench.run.rundirs import matching_run_dir, plugin_sha256, run_base_name, saved_run_config, training_of
 
 EXECUTORS = ("local", "submitit-local", "slurm")
@@ -127,9 +127,12 @@ def expand_grid(base: RunConfig, grid: Mapping[str, Sequence[Any]]) -> list[RunC
     seen: dict[tuple, RunConfig] = {}
     for values in itertools.product(*(grid[name] for name in order)):
         config = dataclasses.replace(base, alg_args=dict(base.alg_args), **dict(zip(order, values, strict=True)))
-        config = plan_teachers([config], resolve=False)[0]   # validated; settings its strategy ignores -> defaults
+        # validated; settings its strategy ignores -> defaults; --smooth-arg is checked over the whole grid below
+        config = plan_teachers([config], resolve=False, check_args=False)[0]
         seen.setdefault(_key(config), config)
-    return list(seen.values())
+    planned = list(seen.values())
+    check_smooth_args(base.smooth_args, {n for c in planned for n in c.smooth_args}, planned)
+    return planned
 
 
 @functools.cache
@@ -153,7 +156,7 @@ def group_trainings(configs: Sequence[RunConfig]) -> list[list[RunConfig]]:
     for c in configs:
         key = json.dumps(c.training_identity(), sort_keys=True)
         if _targets_from(c.algorithm) == "teacher":
-            key += json.dumps({a: getattr(c, a) for a in TEACHER_AXES})
+            key += json.dumps({a: getattr(c, a) for a in TEACHER_SETTINGS})
         groups.setdefault(key, []).append(c)
     return list(groups.values())
 
