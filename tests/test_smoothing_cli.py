@@ -51,7 +51,7 @@ def test_the_readme_plugin_runs_in_a_multi_teacher_training_from_the_command_lin
             "--smooth", f"tma,{plugin}", "--smooth-arg", "every=2", "--results-dir", str(results), "--no-progress",
             "--corruptions", "none"]
     assert main(argv) == 0
-    record = RunRecord.read(results / "fixmatch-sparse_ema-digits-20-s0-smoke")
+    record = RunRecord.read(results / "fixmatch-sparse_ema_every2-digits-20-s0-smoke")
     assert record.smoothing == {"strategy": "sparse_ema", "settings": {"m": 0.999, "every": 2, "buffers": "copy"}}
     assert record.smoothing_sha256 is not None and len(record.smoothing_sha256) == 64
     assert RunRecord.read(results / "fixmatch-tma-digits-20-s0-smoke").smoothing_sha256 is None
