@@ -156,7 +156,7 @@ def resolve_dataset(family: str, num_classes: int, scratch: Path,
     subset = SHARED_DATA / "cifar10_subset.npz"
     if real:
         try:
-            load_dataset(family)
+            load_dataset(family, download=False)   # a benchmark never downloads (nor writes to a shared root)
             return family, f"{family} (official files)"
         except DatasetNotFoundError:
             pass
