@@ -489,7 +489,6 @@ def test_launch_budget_on_cudas_code_path(monkeypatch: pytest.MonkeyPatch) -> No
     spec = importlib.util.spec_from_file_location("bench_smoothing", ROOT / "benchmarks" / "bench_smoothing.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
     monkeypatch.setattr(kernels, "_BROADCAST_WEIGHT_DEVICES", ())
     torch.manual_seed(0)
     student = bench.wrn(2)
