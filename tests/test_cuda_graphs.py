@@ -171,3 +171,70 @@ def test_a_stopped_run_resumes_exactly(tmp_path):
     train(parts, stop_at=12, progress=False)
     _, resumed = train(parts, resume=True, progress=False)
     assert _rows(resumed) == _rows(whole)
+
+
+class _FakeStream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+class _FakeGraph:
+    """Runs the captured Python for real once (a real capture only records) and replays nothing."""
+
+    def __init__(self) -> None:
+        self.generators: list[torch.Generator] = []
+        self.replays = 0
+
+    def register_generator_state(self, generator: torch.Generator) -> None:
+        self.generators.append(generator)
+
+    def replay(self) -> None:
+        self.replays += 1
+
+
+def test_the_bookkeeping_around_capture_and_replay_on_a_cpu_with_a_fake_graph(tmp_path, monkeypatch):
+    """What can be checked without a GPU: warm-up steps, then one capture; every replay draws the step's indices
+    into the graph's input buffers, runs the schedule, the eager (swa) update and the counters exactly once,
+    and returns fresh copies of the logs. (The fake graph runs the capture's Python for real and replays no
+    kernels, so the weights are not compared here; the cuda tests above compare them.)"""
+    import contextlib
+
+    from ssl_bench.run import cuda_graphs
+    from ssl_bench.run.loop import next_batch, training_step
+
+    for name, fake in {"Stream": lambda device=None: _FakeStream(), "current_stream": lambda device=None: _FakeStream(),
+                       "stream": lambda s: contextlib.nullcontext(), "CUDAGraph": _FakeGraph,
+                       "graph": lambda g: contextlib.nullcontext()}.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    monkeypatch.setattr(cuda_graphs, "check_supported", lambda *a: None)
+
+    def build(folder):
+        return build_training([smoke(tmp_path / folder, device="cpu", cuda_graphs=False, smooth=s)
+                               for s in ("tma", "sts", "swa")])
+
+    training, reference = build("graphed"), build("eager")
+    steps = GraphedSteps(training, warmup=2)
+    assert [id(t) for t in training.teachers if id(t) in steps.eager_teachers] == [id(training.teachers[2])]
+    for call in range(1, 6):
+        logs = steps()
+        drawn = []
+        batch = next_batch(reference, draw=lambda stream, n, drawn=drawn: drawn.append(stream.next(n)) or drawn[-1])
+        reference_logs = training_step(reference, batch)
+        assert training.step == reference.step == call
+        assert training.scheduler.last_epoch == call
+        assert [t.smoother.num_updates for t in training.teachers] == [call] * 3
+        assert training.streams.labeled.state_dict()["pos"] == reference.streams.labeled.state_dict()["pos"]
+        assert training.streams.unlabeled.state_dict()["pos"] == reference.streams.unlabeled.state_dict()["pos"]
+        assert logs.keys() == reference_logs.keys()
+        assert all(isinstance(group["lr"], float) for group in training.optimizer.param_groups)
+        if call >= 3:   # replays: the step's indices are in the graph's input buffers, the logs are copies
+            assert steps.graph.replays == call - 2
+            assert len(steps.inputs) == len(drawn) == 2
+            assert all(torch.equal(a, b) for a, b in zip(steps.inputs, drawn, strict=True))
+            assert all(logs[k] is not steps.logs[k] and torch.equal(logs[k], steps.logs[k]) for k in logs)
+    every = [training.streams.augment, training.streams.algorithm, *(t.smoother.generator for t in training.teachers)]
+    assert steps._generators() == every[:-1]     # not swa's: it is updated eagerly
+    assert steps.graph.generators == []          # CPU generators are not registered (with a CUDA graph)
+    assert training.optimizer.param_groups[0]["fused"] is True

@@ -197,7 +197,8 @@ class GraphedSteps:
         from ssl_bench.run.loop import next_batch, training_step
 
         t = self.training
-        self.inputs = [torch.empty(n, dtype=torch.int64, device=t.device) for _, n in self.draws]
+        # zeros, not empty: valid indices even if something ran the captured work before the first fill
+        self.inputs = [torch.zeros(n, dtype=torch.int64, device=t.device) for _, n in self.draws]
         order = iter(zip(self.draws, self.inputs, strict=True))
 
         def static_draw(stream: IndexStream, n: int) -> Tensor:
@@ -209,7 +210,8 @@ class GraphedSteps:
 
         graph = torch.cuda.CUDAGraph()
         for generator in self._generators():
-            graph.register_generator_state(generator)
+            if generator.device.type == "cuda":
+                graph.register_generator_state(generator)
         with self._python_state_kept():
             with torch.cuda.graph(graph):
                 logs = training_step(t, next_batch(t, draw=static_draw))
@@ -217,11 +219,11 @@ class GraphedSteps:
         self.graph = graph
 
     def _generators(self) -> list[torch.Generator]:
+        """Every generator the captured step draws from: the augmentation's, the algorithm's, and the random
+        captured smoothers' (their offsets advance with each replay)."""
         t = self.training
-        generators = [t.streams.augment, t.streams.algorithm]
-        generators += [s.generator for s in (x.smoother for x in t.teachers)
-                       if captured_in_graph(s) and s.generator is not None]
-        return [g for g in generators if g.device.type == "cuda"]
+        smoothers = [x.smoother for x in t.teachers if id(x) not in self.eager_teachers]
+        return [t.streams.augment, t.streams.algorithm, *(s.generator for s in smoothers if s.generator is not None)]
 
     @contextlib.contextmanager
     def _python_state_kept(self) -> Iterator[None]:
