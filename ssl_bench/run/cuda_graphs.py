@@ -32,7 +32,9 @@ What makes a captured step equal an eager one:
 
 The numbers are the eager run's up to float round-off (fused SGD with a float32 learning rate instead of
 foreach SGD with a float64 one), like a run on another device; ``cuda_graphs`` is recorded in the run's
-``config.json`` but does not identify a run (as ``--device`` does not).
+``config.json`` but does not identify a run (as ``--device`` does not).  A resume continues the same random
+streams with or without the flag; without it, the optimizer stays fused (its settings come from the
+checkpoint) but takes the float64 learning rate, so only a resume with the flag is exact.
 """
 
 from __future__ import annotations
