@@ -339,14 +339,13 @@ def launches(args: argparse.Namespace) -> None:
     before = _module_at(args.before) if args.before else None
     if before is not None:
         before._HOST_PICK_DEVICES = ()
-    saved = kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES
-    kernels._HOST_PICK_DEVICES = ()                     # what an accelerator runs (no host read of the mask,
-    kernels._BROADCAST_WEIGHT_DEVICES = ()              # full-shape weights)
+    saved = kernels._BROADCAST_WEIGHT_DEVICES
     rows = [("tma", {}), ("none", {})] + [(s, {"granularity": g}) for s in ("se", "sts") for g in GRANULARITIES]
     print(f"\nOne update of a WRN-28-2 teacher ({sum(1 for _ in student.parameters())} parameter tensors, "
-          f"{sum(1 for _ in student.buffers())} buffers), CUDA's code path; launches projected with ATen's "
-          f"foreach fast-route rule and multi_tensor_apply's chunking")
-    header = "| update | ATen calls | CUDA launches | host reads |"
+          f"{sum(1 for _ in student.buffers())} buffers), CUDA's code path (full-shape weights); launches "
+          f"projected with ATen's foreach fast-route rule and multi_tensor_apply's chunking; the CPU's path "
+          f"(per-unit weights broadcast) beside it")
+    header = "| update | ATen calls | CUDA launches | host reads | CPU path: calls / reads |"
     if before is not None:
         header += f" before ({args.before}): calls / launches / reads |"
     print(header)
@@ -354,10 +353,16 @@ def launches(args: argparse.Namespace) -> None:
     with torch.no_grad():
         for strategy, extra in rows:
             settings = dict(p=args.p, m=args.m, **extra)
-            now = build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
-            calls, kernels_, reads, listing = count_update(lambda s=now: s.update(teacher, student))
+            on_cpu = build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
+            cpu_calls, _, cpu_reads, _ = count_update(lambda s=on_cpu: s.update(teacher, student))
+            kernels._BROADCAST_WEIGHT_DEVICES = ()          # what an accelerator runs: full-shape weights
+            try:
+                now = build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
+                calls, kernels_, reads, listing = count_update(lambda s=now: s.update(teacher, student))
+            finally:
+                kernels._BROADCAST_WEIGHT_DEVICES = saved
             name = strategy + (f" {extra['granularity']}" if extra else "")
-            line = f"| {name} | {calls} | {kernels_} | {reads} |"
+            line = f"| {name} | {calls} | {kernels_} | {reads} | {cpu_calls} / {cpu_reads} |"
             if before is not None:
                 old = before.build_smoother(strategy, generator=torch.Generator().manual_seed(1), **settings)
                 b = count_update(lambda s=old: s.update(teacher, student))
@@ -365,7 +370,6 @@ def launches(args: argparse.Namespace) -> None:
             print(line)
             if args.verbose:
                 print(f"|   calls: {listing} | | | |")
-    kernels._HOST_PICK_DEVICES, kernels._BROADCAST_WEIGHT_DEVICES = saved
 
 
 def main() -> None:

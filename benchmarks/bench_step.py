@@ -85,6 +85,7 @@ from ssl_bench.config import PROFILES, RunConfig  # noqa: E402
 from ssl_bench.data import DatasetNotFoundError, load_dataset  # noqa: E402
 from ssl_bench.host_sync import sync_reason  # noqa: E402
 from ssl_bench.run.build import build_training  # noqa: E402
+from ssl_bench.run.cuda_graphs import GraphedSteps  # noqa: E402
 from ssl_bench.run.loop import next_batch, training_step  # noqa: E402
 from ssl_bench.run.state import Training  # noqa: E402
 from ssl_bench.smoothing import GRANULARITIES, build_smoother, relevant_settings  # noqa: E402
@@ -156,7 +157,7 @@ def resolve_dataset(family: str, num_classes: int, scratch: Path,
     subset = SHARED_DATA / "cifar10_subset.npz"
     if real:
         try:
-            load_dataset(family)
+            load_dataset(family, download=False)   # a benchmark never downloads (nor writes to a shared root)
             return family, f"{family} (official files)"
         except DatasetNotFoundError:
             pass
@@ -209,9 +210,13 @@ class Contender:
     step_times: list[float] = field(default_factory=list)
     input_s: float = float("nan")
     smoother_s: float = float("nan")
+    graphed: GraphedSteps | None = None   # --cuda-graphs: the run's steps (3 eager, then replays)
 
     def step(self) -> None:
-        training_step(self.run, self.make_batch())
+        if self.graphed is not None:
+            self.graphed()
+        else:
+            training_step(self.run, self.make_batch())
 
     @property
     def step_s(self) -> float:
@@ -229,7 +234,9 @@ def fast_contender(base: RunConfig, variant: str) -> Contender:
     """A fast-path variant of FAST_VARIANTS: ``base`` with its RunConfig options, fed by ``next_batch``."""
     label, options = FAST_VARIANTS[variant]
     run = build_training(dataclasses.replace(base, **options))
-    return Contender(variant, label, run, lambda: next_batch(run))
+    graphed = GraphedSteps(run) if run.config.cuda_graphs else None
+    return Contender(variant, label + (" + CUDA graphs" if graphed else ""), run, lambda: next_batch(run),
+                     graphed=graphed)
 
 
 def device_sync(device: torch.device) -> Callable[[], None]:

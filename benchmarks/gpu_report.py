@@ -312,7 +312,7 @@ class ModelBench:
     def shared_run(self, budget: Budget) -> Training:
         """A fast fp32 run for the smoothing and teachers sections, past its warm-up, with its step times."""
         if self.shared is None:
-            run = fast_contender(self.base, "fp32").run
+            run = fast_contender(dataclasses.replace(self.base, cuda_graphs=False), "fp32").run
             s = self.settings
             for _ in range(s.warmup):
                 training_step(run, next_batch(run))
@@ -351,7 +351,8 @@ def measure_case(bench: ModelBench, case: str, budget: Budget) -> dict[str, Any]
     free_device(bench.device)
     if case in COMPILE_CASES:
         torch._dynamo.reset()   # compile from scratch: the warm-up then holds this case's whole compilation
-    contender = plain_contender(bench.base) if case == "plain" else fast_contender(bench.base, case)
+    contender = (plain_contender(dataclasses.replace(bench.base, cuda_graphs=False)) if case == "plain" else
+                 fast_contender(bench.base, case))
     if case in COMPILE_CASES and s.compile_backend != "inductor":
         contender.run.train_model = torch.compile(contender.run.student, backend=s.compile_backend)
     warmup = []
@@ -396,6 +397,8 @@ def steps_section(report: Report, bench: ModelBench, cases: list[str], budget: B
     for case in cases:
         name = f"steps:{bench.role}:{case}"
         why = supported(case, bench.device, s.compile_backend) if case != "plain" else None
+        if bench.base.cuda_graphs and case in COMPILE_CASES:
+            why = "--cuda-graphs captures the eager step; torch.compile makes its own graphs (refused together)"
         if why:
             entry["cases"][case] = {"status": "skipped", "reason": why}
             report.status(name, "skipped", reason=why)
@@ -693,6 +696,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps per case first (default 5)")
     parser.add_argument("--case-s", type=float, default=None,
                         help="end a case's timed steps after this many seconds, >= 3 steps (default 10)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="time the fast step cases with --cuda-graphs (3 eager steps, then each step replays one "
+                             "captured CUDA graph; compile cases skipped); CUDA only. Never run on a GPU yet")
     parser.add_argument("--compile-backend", default=None,
                         help="torch.compile backend of compile cases (default inductor; eager with --quick)")
     args = parser.parse_args(argv)
@@ -719,6 +725,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     match = re.fullmatch(r"cpu|cuda(?::(\d+))?", args.device)
     if not match:
         parser.error(f"--device {args.device!r}: expected cuda, cuda:N or cpu")
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        parser.error(f"--cuda-graphs: CUDA graphs need a CUDA device, not --device {args.device}")
     if args.device.startswith("cuda"):
         if not torch.cuda.is_available():
             parser.error(f"--device {args.device}: no CUDA device is available here; --device cpu --quick "
@@ -763,6 +771,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for role in args.models:
             base, data = step_config(s.models[role], s.batch, s.mu, device, Path(tmp), s.standin_images,
                                      real=not s.quick, family_of=role)
+            base = dataclasses.replace(base, cuda_graphs=args.cuda_graphs)   # the fast cases' steps: replays
             benches.append(ModelBench(role, base, data, device, sync, s))
         want = set(args.sections)
         if "augment" in want:

@@ -12,6 +12,7 @@
 #                     torch.cuda.set_sync_debug_mode("error") (tests/test_step_sync.py)           ~1 min
 #   3. gpu report     benchmarks/gpu_report.py, every section and case, --budget-s 210 (what does not fit
 #                     is skipped and named in its JSON; killed at 300 s, its JSON keeps what it measured)  ~4 min
+#   3b. cuda graphs   the fp32 and bf16 step cases of WRN-28-2 again with --cuda-graphs (killed at 90 s)  ~1 min
 #   4. fixmatch vs supervised on cifar10_subset (the real CIFAR-10 images in ../shared/data), WRN-28-2, the
 #                     reference protocol shortened to 6144 steps, 250 labels, seed 0, same split  ~3-4 min
 #                     (FixMatch's 960-image step is projected at 15-20 ms eager fp32 on an H100-class GPU:
@@ -87,9 +88,14 @@ if [ "$dry_run" = 1 ]; then
 else
   step gpu_report timeout 300 "$PY" benchmarks/gpu_report.py --device cuda --budget-s 210 --out "$out/gpu_report.json"
 fi
-# >>> CUDA GRAPHS: gpu_report.py has no --cuda-graphs mode yet (issue 22). When it has one, run it here as well:
-# >>>   step gpu_report_cuda_graphs "$PY" benchmarks/gpu_report.py --device cuda --cuda-graphs --budget-s 60 \
-# >>>     --out "$out/gpu_report_cuda_graphs.json"
+# 3b. the step cases again with --cuda-graphs (3 eager steps, then replays of one captured graph; the first run
+#     of ssl_bench/run/cuda_graphs.py on a GPU), WRN-28-2 only: their steps/s beside the eager ones above
+if [ "$dry_run" = 1 ]; then
+  echo "(dry run: --cuda-graphs needs CUDA; its CPU refusal is tests/test_cuda_graphs.py)"
+else
+  step gpu_report_cuda_graphs timeout 90 "$PY" benchmarks/gpu_report.py --device cuda --cuda-graphs --budget-s 45 \
+    --models wrn28_2 --sections steps --cases fp32,amp --case-s 5 --out "$out/gpu_report_cuda_graphs.json"
+fi
 
 # 4. FixMatch vs the supervised baseline on the real CIFAR-10 subset, same split and seed
 runs="$out/runs"

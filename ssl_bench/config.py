@@ -190,6 +190,11 @@ class RunConfig:
     amp: bool = setting(False, group="system", help="bf16 autocast (CUDA)")
     channels_last: bool = setting(False, group="system", help="channels_last memory format")
     compile: bool = setting(False, group="system", help="torch.compile the student")
+    # Not identifying, like --device: the numbers move by float round-off only (fused SGD, a float32 learning
+    # rate); recorded in config.json. Never run on a GPU yet: ssl_bench/run/cuda_graphs.py.
+    cuda_graphs: bool = setting(False, group="system", identifies=False,
+                                help="after 3 eager steps, replay the whole training step as one captured CUDA graph "
+                                     "(CUDA; fixmatch, supervised)")
     data_root: str | None = setting(None, group="system", identifies=False,
                                     help="data folder (default: $SSL_BENCH_DATA, else ./datasets in a checkout, "
                                          "else ~/.cache/ssl-bench)")

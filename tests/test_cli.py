@@ -35,8 +35,8 @@ def test_every_setting_is_reachable_from_the_command_line_and_round_trips():
                         smooth_args={"start": "0.75"}, m=0.9, granularity="neuron", buffers="average",
                         schedule="cosine", steps=10, eval_every=5, batch_size=4, mu=2,
                         lr=0.1, momentum=0.8, weight_decay=1e-3, device="cpu", amp=True, channels_last=True,
-                        compile=True, data_root="d", download=False, results_dir="r", eval_batch_size=7,
-                        corruptions="none", log_every=3, tensorboard=True)
+                        compile=True, cuda_graphs=True, data_root="d", download=False, results_dir="r",
+                        eval_batch_size=7, corruptions="none", log_every=3, tensorboard=True)
     defaults = RunConfig()
     assert all(getattr(changed, f.name) != getattr(defaults, f.name) for f in run_settings()), "test misses a field"
     args = parser.parse_args(["run", *config_to_argv(changed)])
@@ -49,7 +49,7 @@ def test_only_identifying_settings_match_a_resume():
     identity = RunConfig().identity()
     assert {"algorithm", "seed", "labels", "lr", "amp", "steps", "eval_every", "strong_augment"} <= set(identity)
     assert not {"log_every", "eval_batch_size", "results_dir", "data_root", "device", "download",
-                "tensorboard"} & set(identity)
+                "tensorboard", "cuda_graphs"} & set(identity)
 
 
 def test_comma_lists_parse_values_and_ranges():

@@ -206,6 +206,7 @@ def test_a_case_that_reaches_the_end_of_the_budget_keeps_its_timed_steps(tmp_pat
     (["--cases", "fp32,fp64"], "--cases 'fp32,fp64': expected a comma list from plain,fp32,"),
     (["--device", "tpu"], "--device 'tpu': expected cuda, cuda:N or cpu"),
     (["--steps", "0"], "--steps 0: expected a positive integer"),
+    (["--cuda-graphs"], "--cuda-graphs: CUDA graphs need a CUDA device, not --device cpu"),
 ])
 def test_bad_arguments_are_refused_in_one_line(argv, message, capsys):
     gpu_report = load_gpu_report()

@@ -321,19 +321,42 @@ def test_channel_units_are_output_rows() -> None:
     assert torch.equal(w, w[:, :1].expand_as(w))                     # every row all-0 or all-1
 
 
-def test_layer_host_pick_equals_device_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CPU shortcut (pick tensors on the host) and the sync-free weight path of accelerators agree."""
+@pytest.mark.parametrize("granularity", ["layer", "channel", "neuron"])
+def test_broadcast_unit_weights_equal_full_shape_weights(granularity: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU's per-unit weights broadcast over each tensor and the per-element weights accelerators take
+    (one multi-tensor kernel) give the same teacher, bit for bit (raw bytes: a sign of zero counts)."""
     teacher_a, student = make_pair()
     teacher_b = copy.deepcopy(teacher_a)
-    a = build_smoother("sts", p=0.5, m=0.9, seed=5)
-    b = build_smoother("sts", p=0.5, m=0.9, seed=5)
+    a = build_smoother("sts", p=0.5, m=0.9, granularity=granularity, seed=5)
+    b = build_smoother("sts", p=0.5, m=0.9, granularity=granularity, seed=5)
     for step in range(5):
         nudge(student, step)
         a.update(teacher_a, student)
-        monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ())
+        monkeypatch.setattr(kernels, "_BROADCAST_WEIGHT_DEVICES", ())
         b.update(teacher_b, student)
-        monkeypatch.setattr(kernels, "_HOST_PICK_DEVICES", ("cpu",))
-    assert_same(params(teacher_a), params(teacher_b))
+        monkeypatch.undo()
+    for x, y in zip(params(teacher_a), params(teacher_b), strict=True):
+        assert torch.equal(x.reshape(-1).view(torch.int32), y.reshape(-1).view(torch.int32))
+    assert not all(torch.equal(x, y) for x, y in zip(params(teacher_a), params(student), strict=True))
+
+
+def test_a_layer_wise_update_reads_nothing_back_and_keeps_the_preserved_tensors_bit_for_bit() -> None:
+    """No host read of the mask on the CPU either (the lerp runs on every tensor with weights in {0, w}), and
+    a preserved tensor keeps its exact bytes, a replaced one gets the lerp's."""
+    from ssl_bench.host_sync import no_host_sync
+
+    teacher, student = make_pair()
+    before = params(teacher)
+    smoother = build_smoother("sts", p=0.5, m=0.9, seed=7)
+    smoother.update(teacher, student)                    # builds the plan (allocations from Python sizes)
+    mask = expected_replace_mask(7, 0.5, seed=7)
+    for replaced, t0, t, s in zip(mask.tolist(), before, teacher.parameters(), student.parameters(), strict=True):
+        expected = torch.lerp(t0, s.detach(), 0.1) if replaced else t0
+        assert torch.equal(t.detach().view(torch.int32), expected.view(torch.int32))
+    with no_host_sync():
+        for step in range(1, 4):
+            nudge(student, step)
+            smoother.update(teacher, student)
 
 
 def test_mixed_dtypes_units_grouped_by_dtype() -> None:

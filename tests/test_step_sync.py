@@ -26,14 +26,9 @@ from ssl_bench.run.build import build_training
 from ssl_bench.run.loop import next_batch, training_step
 
 ALGORITHMS = ("fixmatch", "mixmatch", "remixmatch", "uda", "mean_teacher")
-STRATEGIES = ("none", "tma", "se", "sts")
+# Every built-in strategy; "name/granularity" for the gated ones at the other units of their Bernoulli draw.
+STRATEGIES = ("none", "tma", "se", "sts", "swa", "se/channel", "sts/neuron")
 GUARDED_STEPS = 3
-# (algorithm, strategy) -> why its step still reads the device back, in code this change does not own.
-# (ssl_bench/smoothing.py is being rewritten with its foreach fast paths; remove these entries with it: strict
-# xfail turns into a failure the moment the sync is gone.)
-_GATE_SYNC = ("smoothing.py _gated_update reads the drawn gate back (replaced.tolist()) to pick the replaced "
-              "tensors on the host")
-KNOWN_SYNCS: dict[tuple[str, str], str] = {(alg, s): _GATE_SYNC for alg in ALGORITHMS for s in ("se", "sts")}
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +39,9 @@ def gpu_code_path(monkeypatch):
 
 
 def smoke_run(algorithm: str, smooth: str, tmp_path, **changes):
+    smooth, _, granularity = smooth.partition("/")
+    if granularity:
+        changes["granularity"] = granularity
     return build_training(RunConfig(algorithm=algorithm, smooth=smooth, dataset="digits", labels=20, profile="smoke",
                                results_dir=str(tmp_path), device="cpu", **changes))
 
@@ -117,10 +115,7 @@ class _no_host_data:
 
 @pytest.mark.parametrize("smooth", STRATEGIES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_training_steps_after_the_first_never_read_the_device_back(algorithm, smooth, tmp_path, request):
-    if (algorithm, smooth) in KNOWN_SYNCS:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_SYNCS[algorithm, smooth], raises=HostSyncError,
-                                              strict=True))
+def test_training_steps_after_the_first_never_read_the_device_back(algorithm, smooth, tmp_path):
     run = smoke_run(algorithm, smooth, tmp_path)
     run.student.train()
     for t in run.teachers:
@@ -146,12 +141,9 @@ def test_static_and_compiled_augmentation_on_cuda_equal_the_cpu_images(policy):
 @pytest.mark.cuda
 @pytest.mark.parametrize("smooth", STRATEGIES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_cuda_training_steps_after_the_first_never_synchronise(algorithm, smooth, tmp_path, request):
+def test_cuda_training_steps_after_the_first_never_synchronise(algorithm, smooth, tmp_path):
     """The same check from inside the driver: torch.cuda.set_sync_debug_mode("error") raises at any
     synchronising CUDA call (a blocking copy back, cudaStreamSynchronize, a non-pinned host-to-device copy)."""
-    if (algorithm, smooth) in KNOWN_SYNCS:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_SYNCS[algorithm, smooth], raises=RuntimeError,
-                                              strict=True))
     run = smoke_run(algorithm, smooth, tmp_path, device="cuda")
     run.student.train()
     for t in run.teachers:

@@ -23,6 +23,7 @@ from ssl_bench.data import load_dataset
 from ssl_bench.data.registry import family_of, split_for
 from ssl_bench.errors import UserError
 from ssl_bench.models import build_model, default_model
+from ssl_bench.run.cuda_graphs import check_supported as check_cuda_graphs
 from ssl_bench.run.ranks import SINGLE_PROCESS, Ranks
 from ssl_bench.run.sampling import rank_seed
 from ssl_bench.run.state import Streams, Teacher, Training
@@ -148,6 +149,7 @@ def build_training(configs: RunConfig | Sequence[RunConfig], ranks: Ranks = SING
     split = split_for(dataset, c.labels, c.split_seed)  # the reference's draw for this data set (registry)
     device = ranks.device or resolve_device(c.device)
     ranks.per_rank(c.batch_size)
+    check_cuda_graphs(c, device, ranks.enabled)   # --cuda-graphs where it cannot run: one line, before any work
 
     # Model initialisation is the only draw from torch's global generator; seeded here, then never used again.
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):

@@ -34,7 +34,7 @@ with the same N continues every rank's streams exactly; with another N the new r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from ssl_bench.config import RunConfig
 from ssl_bench.errors import UserError
 from ssl_bench.run.build import build_training, check_ranks_agree, plan_teachers, resolve_device
 from ssl_bench.run.checkpoint import load_checkpoint
+from ssl_bench.run.cuda_graphs import GraphedSteps
 from ssl_bench.run.evaluate import (
     CorruptionPlan,
     accuracy,
@@ -61,7 +62,7 @@ from ssl_bench.run.evaluate import (
 )
 from ssl_bench.run.ranks import join
 from ssl_bench.run.rundirs import RunDirs, locked, open_run_dirs
-from ssl_bench.run.sampling import to_device
+from ssl_bench.run.sampling import IndexStream, to_device
 from ssl_bench.run.state import LogWindow, RunInterrupted, Training, restore
 from ssl_bench.run.writer import Reporter, require_tensorboard
 
@@ -71,13 +72,18 @@ FIGURE3_BATCH = 256
 
 # -- one step ----------------------------------------------------------------------------------------------------
 
-def next_batch(training: Training) -> Batch:
-    """Draw and augment one step's batch on the device."""
+def next_batch(training: Training, draw: Callable[[IndexStream, int], Tensor] | None = None) -> Batch:
+    """Draw and augment one step's batch on the device.
+
+    ``draw(stream, n)``: how ``n`` image indices of ``stream`` reach the device (default: drawn, then copied);
+    ``--cuda-graphs`` passes its graph's static input buffers (ssl_bench/run/cuda_graphs.py).
+    """
     c, s, flip = training.config, training.streams, training.dataset.hflip
     batch_size = training.ranks.per_rank(c.batch_size)
     # Indices are drawn on the CPU (cheap, the same on every device); pinned non-blocking copies keep the step
     # free of host-device syncs.
-    labeled = to_device(s.labeled.next(batch_size), training.device)
+    draw = draw or (lambda stream, n: to_device(stream.next(n), training.device))
+    labeled = draw(s.labeled, batch_size)
     x_images = training.x_train[labeled]
     x = training.prepare(strong_augment(x_images, s.augment, flip=flip, policy=c.strong_augment)
                          if labeled_view_of(training.algorithm) == "strong" else
@@ -86,7 +92,7 @@ def next_batch(training: Training) -> Batch:
     unlabeled = labeled[:0]
     if training.algorithm.unlabeled_views:   # the supervised baseline draws no unlabelled images
         pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
-        unlabeled = to_device(s.unlabeled.next(batch_size * c.mu), training.device)
+        unlabeled = draw(s.unlabeled, batch_size * c.mu)
         u_images = pool[unlabeled]
         views = tuple(training.prepare(weak_augment(u_images, s.augment, flip=flip) if view == "weak" else
                                        strong_augment(u_images, s.augment, flip=flip, policy=c.strong_augment))
@@ -220,8 +226,10 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
         training.student.train()
         for t in training.teachers:
             t.model.train()
+        # --cuda-graphs: after warm-up, each step replays one captured CUDA graph (ssl_bench/run/cuda_graphs.py)
+        step = GraphedSteps(training) if c.cuda_graphs else lambda: training_step(training, next_batch(training))
         while training.step < last:
-            window.add(training_step(training, next_batch(training)))
+            window.add(step())
             at_eval = training.step % c.eval_every == 0 or training.step == c.steps
             if at_eval or training.step % c.log_every == 0 or training.step == last:
                 means = window.means_over_ranks(ranks, training.step)                        # collective

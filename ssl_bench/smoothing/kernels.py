@@ -6,15 +6,19 @@ Nothing here knows a strategy by name; strategies (``builtins.py``, plug-ins) ca
 Fast paths (issue 22): tensors are grouped by dtype once per pair (:class:`_Plan`), and each fused call runs
 once per group, with full-shape weights, so every ``torch._foreach_*`` call stays on CUDA's multi-tensor
 fast path (one list of one dtype, operands of equal shapes) and an update is a handful of kernels at any
-granularity.  No update reads a value back to the host on an accelerator: masks are expanded to per-element
-weights with a precomputed ``index_select`` (static shapes), never with ``nonzero`` / ``.tolist()``.
+granularity.  No update reads a value back to the host, on any device (the CPU included, so that one code
+path is tested here and runs on a GPU): a gate's draw has a fixed shape, and its mask becomes lerp weights in
+{0, w} (broadcast per unit on the CPU, expanded per element with a precomputed ``index_select`` elsewhere),
+never picked tensors through ``nonzero`` / ``.tolist()``.  ATen's lerp is base + coeff * (end - start) with
+coeff = 0 for weights 0 and 1, so the masked lerp gives the values of updating only the replaced units, with
+two exceptions that trained weights do not meet: a -0.0 comes out +0.0, and an inf or nan in either model
+spreads to the other's unit (inf - inf).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from itertools import compress
 from typing import Any
 
 import torch
@@ -23,10 +27,6 @@ from torch import Tensor, nn
 GRANULARITIES: tuple[str, ...] = ("layer", "channel", "neuron")
 # Random bits per unit, fewest first: p = 0.5 needs 8 (a quarter of torch.rand's cost), p = 0.7 needs 32.
 _BIT_WIDTHS = {8: torch.int8, 16: torch.int16, 32: torch.int32}
-# Device types on which layer-wise updates read the per-tensor flags on the host and touch only the picked
-# tensors.  Elsewhere (CUDA, ...) that read would be a host sync, so the per-element weight path is used: same
-# masks, same values.
-_HOST_PICK_DEVICES: tuple[str, ...] = ("cpu",)
 # Device types whose foreach ops loop over tensors anyway (no multi-tensor kernel): per-unit weights broadcast
 # over each tensor there, instead of expanded per element (see _Group.element_weights).
 _BROADCAST_WEIGHT_DEVICES: tuple[str, ...] = ("cpu",)
@@ -405,16 +405,10 @@ class Update:
             replaced = plan.replace_mask(gate, self.generator, slot)        # P_i = 0
         if not self._writes:
             return
-        if (plan.granularity == "layer" and plan.device.type in _HOST_PICK_DEVICES
-                and self._phase == "both"):
-            # One flag per tensor; update only the picked tensors with one fused call per dtype.
-            flags = replaced.tolist()
-            for g in plan.groups:
-                picked = flags[g.start:g.stop]
-                _lerp_or_copy(list(compress(g.t, picked)), list(compress(g.s, picked)), weight)
-            return
         # Per-element weights W in {0, w}: theta^T <- lerp(theta^T, theta^S, W).  lerp with weight 0 returns
-        # theta^T and with weight 1 returns theta^S exactly (for finite values).
+        # theta^T and with weight 1 returns theta^S exactly (finite values; see the module docstring).  Every
+        # unit of every tensor is computed, the preserved ones too: picking the replaced tensors on the host
+        # (fewer bytes for layer-wise updates on the CPU) would read the mask back, one host sync per update.
         full = plan.device.type not in _BROADCAST_WEIGHT_DEVICES
         for g in plan.groups:
             unit_weights, views = g.element_weights(full)
