@@ -135,7 +135,8 @@ def write_stl10_format(folder: Path, sizes: dict[str, int]) -> None:
     ("svhn_extra", "svhn/test_32x32.mat", "73257 training images in train_32x32.mat, 26032 test images in "
                                           "test_32x32.mat, 531131 extra images in extra_32x32.mat"),
     ("stl10", "stl10_binary/train_X.bin", "5000 labelled training images in train_X.bin, 8000 test images in "
-                                          "test_X.bin, 100000 unlabelled images in unlabeled_X.bin"),
+                                          "test_X.bin, 100000 unlabelled images in unlabeled_X.bin, 10 folds of "
+                                          "1000 training indices in fold_indices.txt"),
 ])
 def test_a_fake_svhn_or_stl10_folder_of_another_size_is_refused_not_recorded_as_the_full_data_set(
         tmp_path, capsys, name, first_file, official):
@@ -185,7 +186,11 @@ def test_each_stl10_file_is_checked_against_its_official_size(tmp_path, monkeypa
     with pytest.raises(DatasetFormatError, match=rf"stl10: .*{wrong} holds 20 images, the official file {real[wrong]} "
                                                  r"\(stl10 is "):
         load_dataset("stl10", root=tmp_path, download=False)
-    monkeypatch.setitem(stl10.STL10_IMAGES, wrong, 20)   # all declared: the same folder loads
+    monkeypatch.setitem(stl10.STL10_IMAGES, wrong, 20)   # all sizes declared: the folds are checked next
+    with pytest.raises(DatasetFormatError, match=r"stl10: .*fold_indices.txt holds 10 folds of 2 training indices, "
+                                                 r"the official file 10 of 1000 \(stl10 is "):
+        load_dataset("stl10", root=tmp_path, download=False)
+    monkeypatch.setattr(stl10, "STL10_FOLDS", (10, 2))   # and these folds: the same folder loads
     assert load_dataset("stl10", root=tmp_path, download=False).kind == "full"
 
 

@@ -47,6 +47,7 @@ def miniature_counts_as_official(monkeypatch, svhn_mini, stl_mini):
     for split in ("train", "test", "unlabeled"):
         x = stl_mini[split][0] if split != "unlabeled" else stl_mini[split]
         monkeypatch.setitem(stl10_module.STL10_IMAGES, f"{split}_X.bin", len(x))
+    monkeypatch.setattr(stl10_module, "STL10_FOLDS", (10, 2))   # write_stl10's folds: 10 lines of 2 indices
 
 
 def _arrays(n_train=12, n_test=6, classes=3, side=32):
