@@ -3,6 +3,7 @@ over it creates nothing (no run folder, no data root, no partial download).
 
 - a folder in CIFAR's layout whose files are not the official size or labels is refused, not recorded as
   ``cifar10 (full)``; the official sizes and label hashes are checked against /work/shared/data's label arrays;
+  the same for SVHN's and STL-10's layouts and their official sizes;
 - constant-colour images (per-channel std 0) are refused where the data set is built, before any run folder;
 - a dataset path that is a device or a FIFO is refused without being opened (no hang);
 - a bad ``SSL_BENCH_<NAME>_URL`` (malformed, unreachable, the wrong file, a device) names the variable, its value
@@ -20,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 
 from ssl_bench.cli import main
-from ssl_bench.data import DatasetFormatError, ImageDataset
+from ssl_bench.data import DatasetFormatError, ImageDataset, load_dataset, stl10, svhn
 from ssl_bench.data.cifar import CIFAR_SPECS, check_official, labels_sha256
 
 SMOKE = ["--profile", "smoke", "--labels", "20", "--device", "cpu", "--no-progress"]
@@ -102,6 +104,94 @@ def test_the_registered_cifar10_subset_is_still_its_named_subset(shared_data, tm
     assert main(["run", *SMOKE, "--dataset", "cifar10_subset", "--data-root", str(shared_data), "--results-dir",
                  str(results), "--steps", "1", "--eval-every", "1"]) == 0
     assert "dataset cifar10_subset [subset]" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- SVHN and STL-10 files of another size
+
+
+def write_svhn_format(folder: Path, sizes: dict[str, int]) -> None:
+    """``.mat`` files in SVHN's official format (X (32, 32, 3, N) uint8, y (N, 1) in 1..10) of the given sizes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in sizes.items():
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                                          "y": (np.arange(n) % 10 + 1).astype(np.uint8)[:, None]})
+
+
+def write_stl10_format(folder: Path, sizes: dict[str, int]) -> None:
+    """``stl10_binary/`` in STL-10's official format, each ``*_X.bin`` of the given number of images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, n in sizes.items():
+        (folder / f"{split}_X.bin").write_bytes(rng.integers(0, 256, n * stl10.IMAGE_BYTES, dtype=np.uint8).tobytes())
+        if split != "unlabeled":
+            (folder / f"{split}_y.bin").write_bytes((np.arange(n) % 10 + 1).astype(np.uint8).tobytes())
+    (folder / "fold_indices.txt").write_text("\n".join(" ".join(map(str, range(k, sizes["train"], 10)))
+                                                       for k in range(10)))
+
+
+@pytest.mark.parametrize(("name", "first_file", "official"), [
+    ("svhn", "svhn/test_32x32.mat", "73257 training images in train_32x32.mat, 26032 test images in test_32x32.mat"),
+    ("svhn_extra", "svhn/test_32x32.mat", "73257 training images in train_32x32.mat, 26032 test images in "
+                                          "test_32x32.mat, 531131 extra images in extra_32x32.mat"),
+    ("stl10", "stl10_binary/train_X.bin", "5000 labelled training images in train_X.bin, 8000 test images in "
+                                          "test_X.bin, 100000 unlabelled images in unlabeled_X.bin, 10 folds of "
+                                          "1000 training indices in fold_indices.txt"),
+])
+def test_a_fake_svhn_or_stl10_folder_of_another_size_is_refused_not_recorded_as_the_full_data_set(
+        tmp_path, capsys, name, first_file, official):
+    data = tmp_path / "data"
+    if name == "stl10":
+        write_stl10_format(data / "stl10_binary", {"train": 20, "test": 20, "unlabeled": 20})
+        download = f"{stl10.STL10_ARCHIVE.filename}, MD5 {stl10.STL10_ARCHIVE.md5}"
+    else:
+        write_svhn_format(data / "svhn", {"train": 20, "test": 20, "extra": 20})
+        download = f"test_32x32.mat (MD5 {svhn.SVHN_FILES['test'].md5})"
+    results = tmp_path / "results"
+    err = one_error_line(capsys, ["run", *SMOKE, "--dataset", name, "--data-root", str(data),
+                                  "--results-dir", str(results), "--no-download"])
+    folder = (data / first_file).parent
+    for needle in (f"error: {name}: {data / first_file} holds 20 images, the official file", f"({name} is {official})",
+                   f"so {folder} is not the official data set and is not recorded as {name}",
+                   f"Fix: replace {folder} by the official files", download, "np.savez", "--dataset NAME.npz"):
+        assert needle in err, (needle, err)
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("wrong", ["train", "test", "extra"])
+def test_each_svhn_file_is_checked_against_its_official_size(tmp_path, monkeypatch, wrong):
+    """One file of another size among files declared official: that file, with its real official size, is named."""
+    real = dict(svhn.SVHN_IMAGES)
+    for split in real:
+        if split != wrong:
+            monkeypatch.setitem(svhn.SVHN_IMAGES, split, 20)
+    write_svhn_format(tmp_path / "svhn", {"train": 20, "test": 20, "extra": 20})
+    with pytest.raises(DatasetFormatError, match=rf"svhn_extra: .*{wrong}_32x32.mat holds 20 images, the official "
+                                                 rf"file {real[wrong]} \(svhn_extra is "):
+        load_dataset("svhn_extra", root=tmp_path, download=False)
+    if wrong != "extra":   # svhn reads train and test only
+        with pytest.raises(DatasetFormatError, match=rf"svhn: .*{wrong}_32x32.mat holds 20 images"):
+            load_dataset("svhn", root=tmp_path, download=False)
+    else:
+        assert load_dataset("svhn", root=tmp_path, download=False).kind == "full"
+
+
+@pytest.mark.parametrize("wrong", ["train_X.bin", "test_X.bin", "unlabeled_X.bin"])
+def test_each_stl10_file_is_checked_against_its_official_size(tmp_path, monkeypatch, wrong):
+    real = dict(stl10.STL10_IMAGES)
+    for f in real:
+        if f != wrong:
+            monkeypatch.setitem(stl10.STL10_IMAGES, f, 20)
+    write_stl10_format(tmp_path / "stl10_binary", {"train": 20, "test": 20, "unlabeled": 20})
+    with pytest.raises(DatasetFormatError, match=rf"stl10: .*{wrong} holds 20 images, the official file {real[wrong]} "
+                                                 r"\(stl10 is "):
+        load_dataset("stl10", root=tmp_path, download=False)
+    monkeypatch.setitem(stl10.STL10_IMAGES, wrong, 20)   # all sizes declared: the folds are checked next
+    with pytest.raises(DatasetFormatError, match=r"stl10: .*fold_indices.txt holds 10 folds of 2 training indices, "
+                                                 r"the official file 10 of 1000 \(stl10 is "):
+        load_dataset("stl10", root=tmp_path, download=False)
+    monkeypatch.setattr(stl10, "STL10_FOLDS", (10, 2))   # and these folds: the same folder loads
+    assert load_dataset("stl10", root=tmp_path, download=False).kind == "full"
 
 
 # ----------------------------------------------------------------------------------- constant colours
@@ -204,6 +294,25 @@ def test_the_other_official_data_sets_name_their_variable_too(tmp_path, capsys, 
     err = one_error_line(capsys, ["run", *SMOKE, "--dataset", dataset, "--data-root", str(root),
                                   "--results-dir", str(tmp_path / "results")])
     assert f"{var}='not a url'" in err and f"unset {var}" in err
+    assert not root.exists()
+
+
+@pytest.mark.parametrize(("dataset", "var", "official"), [
+    ("cifar10", "SSL_BENCH_CIFAR10_URL", CIFAR_SPECS["cifar10"].remote),
+    ("svhn", "SSL_BENCH_SVHN_TRAIN_URL", svhn.SVHN_FILES["train"]),
+])
+def test_a_wrong_file_at_a_url_from_the_variable_names_the_variable_and_its_fix_first(
+        tmp_path, capsys, monkeypatch, dataset, var, official):
+    """Retrying the same URL cannot help: the line opens with the variable, its value and the fix."""
+    value = wrong_archive(tmp_path).as_uri()
+    monkeypatch.setenv(var, value)
+    root = tmp_path / "root"
+    err = one_error_line(capsys, ["run", *SMOKE, "--dataset", dataset, "--data-root", str(root),
+                                  "--results-dir", str(tmp_path / "results")])
+    assert err.startswith(f"error: {dataset}: {var}={value!r}: the file there has MD5 "), err
+    fix = err.index(f"Fix: unset {var} to download the official {official.url}, or point it at a copy of "
+                    f"{official.filename} with MD5 {official.md5}.")
+    assert fix < err.index("deleted") and "Retry" not in err
     assert not root.exists()
 
 

@@ -37,6 +37,19 @@ def no_network(tmp_path_factory, monkeypatch):
         monkeypatch.setenv(spec.url_env, nowhere)
 
 
+@pytest.fixture(autouse=True)
+def miniature_counts_as_official(monkeypatch, svhn_mini, stl_mini):
+    """The miniature SVHN / STL-10 files of these tests stand in for the official ones: their sizes are declared
+    official here. (tests/test_data_safety.py checks that, with the real declaration, files of other sizes are
+    refused.)"""
+    for split, (x, _) in svhn_mini.items():
+        monkeypatch.setitem(svhn_module.SVHN_IMAGES, split, len(x))
+    for split in ("train", "test", "unlabeled"):
+        x = stl_mini[split][0] if split != "unlabeled" else stl_mini[split]
+        monkeypatch.setitem(stl10_module.STL10_IMAGES, f"{split}_X.bin", len(x))
+    monkeypatch.setattr(stl10_module, "STL10_FOLDS", (10, 2))   # write_stl10's folds: 10 lines of 2 indices
+
+
 def _arrays(n_train=12, n_test=6, classes=3, side=32):
     rng = np.random.default_rng(0)
     return {"x_train": rng.integers(0, 256, (n_train, side, side, 3), dtype=np.uint8),
@@ -210,8 +223,9 @@ def test_stl10_column_major_files_become_hwc_images_and_the_unlabelled_set_stays
     # one hand-checked pixel: row 5, column 70, green = byte 1*96*96 + 70*96 + 5 of the image's record
     raw = (tmp_path / "stl10_binary" / "train_X.bin").read_bytes()[3 * 27648: 4 * 27648]  # image 3's record
     assert ds.x_train[3, 5, 70, 1] == raw[9216 + 70 * 96 + 5]
-    # the extra images change the data set's identity
-    other = dict(stl_mini, unlabeled=stl_mini["unlabeled"][:-1])
+    # the extra images change the data set's identity (one pixel of them; their number is the official one)
+    other = dict(stl_mini, unlabeled=stl_mini["unlabeled"].copy())
+    other["unlabeled"][-1, 0, 0, 0] ^= 1
     write_stl10(tmp_path / "other", other)
     assert load_dataset("stl10", root=tmp_path / "other", download=False).fingerprint != ds.fingerprint
 
@@ -455,7 +469,7 @@ def test_distribution_allocation_hand_worked_and_on_svhns_class_sizes():
     assert distribution_counts(sizes, 250, order).sum() == 250
 
 
-def test_svhn_splits_follow_the_class_distribution_and_svhn_extra_is_balanced(tmp_path):
+def test_svhn_splits_follow_the_class_distribution_and_svhn_extra_is_balanced(tmp_path, monkeypatch):
     from ssl_bench.data.registry import split_for
 
     rng = np.random.default_rng(3)
@@ -463,6 +477,7 @@ def test_svhn_splits_follow_the_class_distribution_and_svhn_extra_is_balanced(tm
     x = rng.integers(0, 256, (len(y), 32, 32, 3), dtype=np.uint8)
     for split in ("train", "test", "extra"):
         write_svhn(tmp_path / "svhn", split, x, y)
+        monkeypatch.setitem(svhn_module.SVHN_IMAGES, split, len(y))   # this miniature's size stands for official
     svhn = load_dataset("svhn", root=tmp_path, download=False)
     per_class = np.bincount(svhn.y_train[split_for(svhn, 14, 0).labeled], minlength=10)
     # by hand (reference order 1, 2, .., 9, 0; stats 1, 2/3, 1/3 x 8): picks 1, 2, 3, .., 9, 0, then 1, 2, 1 and

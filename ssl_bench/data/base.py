@@ -30,7 +30,15 @@ class DatasetFormatError(UserError):
 
 
 class ChecksumError(UserError):
-    """A downloaded archive does not have the published MD5; it was deleted, nothing was extracted."""
+    """A downloaded archive does not have the published MD5; it was deleted, nothing was extracted.
+
+    ``got`` is the MD5 the download had (``None`` when unknown), so a caller can say where the file came from
+    before anything else.
+    """
+
+    def __init__(self, message: str, got: str | None = None) -> None:
+        super().__init__(message)
+        self.got = got
 
 
 def file_kind(path: Path) -> str:
@@ -45,6 +53,31 @@ def file_kind(path: Path) -> str:
         if test(mode):
             return words
     return "not a regular file"
+
+
+def not_official(name: str, path: Path, found: str, official: str, download: str) -> DatasetFormatError:
+    """The one line refusing a file in an official data set's layout that is not that data set's file.
+
+    A folder in an official layout is recorded as the benchmark's data set (kind ``full``, the paper's columns),
+    so a truncated copy or a hand-made fake in the official format must not pass as it. ``found`` says what
+    ``path`` holds, ``official`` what ``name`` is (sizes and files), ``download`` what a fresh download fetches.
+    The fix is the official files, or the same arrays as one's own ``.npz``, recorded as what it is (kind
+    ``npz``, its fingerprint).
+    """
+    folder = path.parent
+    return DatasetFormatError(
+        f"{name}: {path} {found} ({name} is {official}), so {folder} is not the official data set and is not "
+        f"recorded as {name}. Fix: replace {folder} by the official files (delete it and run again to download "
+        f"{download}), or to train on these images as your own data, save them with np.savez(NAME.npz, "
+        "x_train=..., y_train=..., x_test=..., y_test=...) and pass --dataset NAME.npz.")
+
+
+def check_official_count(name: str, path: Path, count: int, official_count: int, official: str,
+                         download: str) -> None:
+    """Refuse (:func:`not_official`) ``path`` unless it holds the official number of images."""
+    if count != official_count:
+        raise not_official(name, path, f"holds {count} images, the official file {official_count}", official,
+                           download)
 
 
 def _check_split(where: str, split: str, x: Any, y: Any, num_classes: int) -> None:

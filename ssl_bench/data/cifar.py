@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DatasetFormatError, DatasetNotFoundError, ImageDataset
+from .base import DatasetFormatError, DatasetNotFoundError, ImageDataset, check_official_count, not_official
 from .download import RemoteFile, has_archive, obtain_official
 
 
@@ -186,18 +186,12 @@ def check_official(spec: CifarSpec, path: Path, images: np.ndarray, labels: np.n
     fingerprint). The registered ``cifar10_subset`` is such an ``.npz``.
     """
     count, expected = spec.official[path.name]
-    if len(labels) != count:
-        found = f"holds {len(labels)} images, the official file {count}"
-    elif (got := labels_sha256(labels)) != expected:
-        found = f"holds {count} images but not the official labels (sha256 {got[:16]}..., official {expected[:16]}...)"
-    else:
-        return images, labels
-    raise DatasetFormatError(
-        f"{spec.name}: {path} {found} ({spec.name} is {spec.sizes()}), so {path.parent} is not the official "
-        f"data set and is not recorded as {spec.name}. Fix: replace {path.parent} by the official files (delete "
-        f"it and run again to download {spec.archive}, MD5 {spec.md5}), or to train on these images as your own "
-        "data, save them with np.savez(NAME.npz, x_train=..., y_train=..., x_test=..., y_test=...) and pass "
-        "--dataset NAME.npz.")
+    download = f"{spec.archive}, MD5 {spec.md5}"
+    check_official_count(spec.name, path, len(labels), count, spec.sizes(), download)
+    if (got := labels_sha256(labels)) != expected:
+        raise not_official(spec.name, path, f"holds {count} images but not the official labels (sha256 "
+                           f"{got[:16]}..., official {expected[:16]}...)", spec.sizes(), download)
+    return images, labels
 
 
 def missing_message(spec: CifarSpec, root: Path, missing: list[str]) -> str:

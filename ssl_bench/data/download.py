@@ -86,7 +86,7 @@ def fetch(url: str, dest: Path, md5: str, timeout: float = 60.0) -> Path:
             raise ChecksumError(
                 f"{url}: MD5 is {got}, expected the published {md5}. The download is corrupted or not the "
                 "official archive; it was deleted and nothing was extracted. Retry, or download it by hand, "
-                f"check `md5sum` and place it at {dest}.")
+                f"check `md5sum` and place it at {dest}.", got=got)
         os.replace(part, dest)
     except BaseException:  # includes KeyboardInterrupt: a partial download never stays behind
         part.unlink(missing_ok=True)
@@ -246,9 +246,11 @@ def obtain_official(name: str, missing: str, remote: RemoteFile, dest: Path, ext
     except ChecksumError as e:
         if not env:
             raise
-        raise ChecksumError(f"{e} The URL came from the environment variable {origin}: unset {remote.url_env} to "
-                            f"download the official {remote.url}, or point it at a copy of {remote.filename} with MD5 "
-                            f"{md5}.") from None
+        # the variable first: retrying the same URL cannot help, so its fix is the first thing to read
+        raise ChecksumError(f"{name}: {origin}: the file there has MD5 {e.got}, not the published {md5} of "
+                            f"{remote.filename}. Fix: unset {remote.url_env} to download the official {remote.url}, "
+                            f"or point it at a copy of {remote.filename} with MD5 {md5}. The download was deleted and "
+                            "nothing was extracted.", got=e.got) from None
     except OSError as e:  # not the network: the data root itself (read-only, full disk, not a folder)
         raise DatasetNotFoundError(f"{name}: {missing} Cannot write the download into {dest.parent} "
                                    f"({e.strerror or e}). Fix: free space or permissions there, or {advice}.") from e

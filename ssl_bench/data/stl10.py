@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetFormatError, DatasetNotFoundError
+from .base import DatasetFormatError, DatasetNotFoundError, not_official
 from .download import RemoteFile, has_archive, obtain_official
 
 FOLDER = "stl10_binary"
@@ -51,6 +51,14 @@ NUM_CLASSES = 10
 IMAGE_BYTES = 3 * IMAGE_SIDE * IMAGE_SIDE
 STL10_ARCHIVE = RemoteFile("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
                            "91f7769df0f17e558f3565bffb0c7dfb", "SSL_BENCH_STL10_URL")
+# Images in each official file, as published at http://ai.stanford.edu/~acoates/stl10/ ("500 training images
+# (10 pre-defined folds), 800 test images per class" of 10 classes; "100000 unlabeled images"): a file in this
+# layout of another size is not the official data set and is refused (load_stl10_arrays), not recorded as stl10.
+STL10_IMAGES = {"train_X.bin": 5_000, "test_X.bin": 8_000, "unlabeled_X.bin": 100_000}
+FILE_WORDS = {"train_X.bin": "labelled training", "test_X.bin": "test", "unlabeled_X.bin": "unlabelled"}
+# The official fold_indices.txt: 10 folds ("10 pre-defined folds", the same page) of 1,000 training indices each
+# (one line per fold; the reference's scripts/create_split.py takes a line as the 1000 labels of stl10.{seed}@1000).
+STL10_FOLDS = (10, 1_000)
 FILES = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin", "fold_indices.txt")
 
 
@@ -95,8 +103,43 @@ def _advice(root: Path) -> str:
             f"{STL10_ARCHIVE.filename} (MD5 {STL10_ARCHIVE.md5}, from {STL10_ARCHIVE.url}) into {root}")
 
 
+def official_sizes() -> str:
+    """The official sizes in words (``5000 labelled training images in train_X.bin, ...``)."""
+    folds, per_fold = STL10_FOLDS
+    return (", ".join(f"{n} {FILE_WORDS[f]} images in {f}" for f, n in STL10_IMAGES.items())
+            + f", {folds} folds of {per_fold} training indices in fold_indices.txt")
+
+
+def _not_official(path: Path, found: str) -> DatasetFormatError:
+    return not_official("stl10", path, found, official_sizes(), f"{STL10_ARCHIVE.filename}, MD5 {STL10_ARCHIVE.md5}")
+
+
+def map_official(path: Path) -> np.ndarray:
+    """:func:`map_images` of an official ``*_X.bin``, refused unless it holds the official number of images.
+
+    Only the file's size is looked at: a wrong file is refused before any of its pixels is read.
+    """
+    images = map_images(path)
+    if len(images) != STL10_IMAGES[path.name]:
+        raise _not_official(path, f"holds {len(images)} images, the official file {STL10_IMAGES[path.name]}")
+    return images
+
+
+def read_official_folds(path: Path, num_train: int) -> np.ndarray:
+    """:func:`read_folds`, refused unless the file holds the official number of folds and indices per fold."""
+    folds = read_folds(path, num_train)
+    if folds.shape != STL10_FOLDS:
+        raise _not_official(path, f"holds {folds.shape[0]} folds of {folds.shape[1]} training indices, the official "
+                                  f"file {STL10_FOLDS[0]} of {STL10_FOLDS[1]}")
+    return folds
+
+
 def load_stl10_arrays(root: Path, download: bool = True) -> dict[str, np.ndarray | str]:
-    """The arrays of ``stl10`` (``x_unlabeled`` memory-mapped); downloads and extracts the archive if needed."""
+    """The arrays of ``stl10`` (``x_unlabeled`` memory-mapped); downloads and extracts the archive if needed.
+
+    Each ``*_X.bin`` must hold the official number of images (:data:`STL10_IMAGES`) and ``fold_indices.txt`` the
+    official folds' shape (:data:`STL10_FOLDS`), else :class:`DatasetFormatError`.
+    """
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DatasetNotFoundError(f"stl10: the data root {root} is a file, expected a folder; fix --data-root / "
@@ -115,9 +158,10 @@ def load_stl10_arrays(root: Path, download: bool = True) -> dict[str, np.ndarray
         if missing:
             raise DatasetFormatError(f"stl10: extracted {archive.name} into {root}, but {folder} still lacks "
                                      f"{', '.join(missing)}; the archive is not the official one.")
-    x_train = np.ascontiguousarray(map_images(folder / "train_X.bin"))
-    x_test = np.ascontiguousarray(map_images(folder / "test_X.bin"))
+    # every file's size is checked before any pixel is read (mapping reads nothing)
+    x_train, x_test, x_unlabeled = (map_official(folder / f) for f in ("train_X.bin", "test_X.bin", "unlabeled_X.bin"))
+    x_train, x_test = np.ascontiguousarray(x_train), np.ascontiguousarray(x_test)
     return {"x_train": x_train, "y_train": read_labels(folder / "train_y.bin", len(x_train)),
             "x_test": x_test, "y_test": read_labels(folder / "test_y.bin", len(x_test)),
-            "x_unlabeled": map_images(folder / "unlabeled_X.bin"),
-            "folds": read_folds(folder / "fold_indices.txt", len(x_train)), "source": str(folder)}
+            "x_unlabeled": x_unlabeled,
+            "folds": read_official_folds(folder / "fold_indices.txt", len(x_train)), "source": str(folder)}

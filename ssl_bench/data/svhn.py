@@ -8,7 +8,8 @@ Layout under a data root::
 
 Published at http://ufldl.stanford.edu/housenumbers/ (URLs ``{train,test,extra}_32x32.mat``, the ones
 google-research/fixmatch ``scripts/create_datasets.py`` fetches, ``URLS['svhn']``); the MD5s are the ones
-torchvision's ``torchvision/datasets/svhn.py`` checks (``split_list``, since pytorch/vision PR #98).
+torchvision's ``torchvision/datasets/svhn.py`` checks (``split_list``, since pytorch/vision PR #98). A file of
+another size is refused (:data:`SVHN_IMAGES`): a folder in this layout is recorded as the official data set.
 
 Each file is a MATLAB v5 file with ``X``: uint8 (32, 32, 3, N) (height, width, channel, image) and ``y``:
 (N, 1) labels 1..10, where 10 stands for the digit 0. Read with ``scipy.io.loadmat`` (which reads arrays and
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetFormatError, DatasetNotFoundError
+from .base import DatasetFormatError, DatasetNotFoundError, check_official_count
 from .download import RemoteFile, obtain_official
 
 FOLDER = "svhn"
@@ -59,6 +60,11 @@ SVHN_FILES: dict[str, RemoteFile] = {
                        ("test", "eb5a983be6a315427106f1b164d9cef3"),
                        ("extra", "a93ce644f1a588dc4d68dda5feec44a7"))
 }
+# Images in each official file, as published at http://ufldl.stanford.edu/housenumbers/ ("73257 digits for
+# training, 26032 digits for testing, and 531131 additional"): a file in this layout of another size is not the
+# official data set and is refused (load_svhn_arrays), not recorded as svhn / svhn_extra.
+SVHN_IMAGES = {"train": 73_257, "test": 26_032, "extra": 531_131}
+SPLIT_WORDS = {"train": "training", "test": "test", "extra": "extra"}
 
 
 def read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -114,21 +120,35 @@ def svhn_files(root: Path, splits: tuple[str, ...], download: bool) -> dict[str,
     return paths
 
 
+def official_sizes(splits: tuple[str, ...]) -> str:
+    """The official sizes in words (``73257 training images in train_32x32.mat, 26032 test images in ...``)."""
+    return ", ".join(f"{SVHN_IMAGES[s]} {SPLIT_WORDS[s]} images in {SVHN_FILES[s].filename}" for s in splits)
+
+
+def read_official(name: str, paths: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_mat` of one split's file, refused unless it holds the official number of images."""
+    x, y = read_mat(paths[split])
+    download = ", ".join(f"{SVHN_FILES[s].filename} (MD5 {SVHN_FILES[s].md5})" for s in paths)
+    check_official_count(name, paths[split], len(x), SVHN_IMAGES[split], official_sizes(tuple(paths)), download)
+    return x, y
+
+
 def load_svhn_arrays(root: Path, with_extra: bool, download: bool = True) -> dict[str, np.ndarray | str]:
     """The arrays of ``svhn`` (``with_extra=False``) or ``svhn_extra``; downloads missing files first.
 
+    Each file must hold the official number of images (:data:`SVHN_IMAGES`), else :class:`DatasetFormatError`.
     train + extra are written into one preallocated array, so the peak is the result plus one file's arrays.
     """
+    name = "svhn_extra" if with_extra else "svhn"
     splits = ("train", "test", "extra") if with_extra else ("train", "test")
     paths = svhn_files(root, splits, download)
-    x_test, y_test = read_mat(paths["test"])
-    x_train, y_train = read_mat(paths["train"])
+    x_test, y_test = read_official(name, paths, "test")
+    x_train, y_train = read_official(name, paths, "train")
     if with_extra:
-        x_extra, y_extra = read_mat(paths["extra"])
+        x_extra, y_extra = read_official(name, paths, "extra")
         x = np.empty((len(x_train) + len(x_extra), *x_train.shape[1:]), np.uint8)
         x[:len(x_train)], x[len(x_train):] = x_train, x_extra
         del x_extra
         x_train, y_train = x, np.concatenate([y_train, y_extra])
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
             "source": str(paths["train"].parent)}
-
