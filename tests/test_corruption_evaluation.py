@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_corruptions import N, make_folder  # the miniature CIFAR-10-C writer
 from torch import nn
 
 from ssl_bench.data.corruptions import SYNTHETIC_CORRUPTIONS, SYNTHETIC_NAME
 from ssl_bench.errors import UserError
 from ssl_bench.records import RecordError, RunRecord
 from ssl_bench.run.evaluate import evaluate_corruptions, plan_corruptions
-from tests.test_corruptions import N, make_folder
 
 
 def test_a_dataset_without_official_files_gets_synthetic_c_and_official_is_refused() -> None:
