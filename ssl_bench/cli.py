@@ -257,6 +257,9 @@ def with_saved_config(path: str | os.PathLike, base: RunConfig, axes: dict[str, 
     from ssl_bench.run.build import plan_teachers
 
     saved = load_saved_config(path)
+    if "smooth" not in given and saved.smooth.endswith(".py"):   # a results folder never names code to run
+        raise UserError(f"--config {path}: it names the plug-in strategy file {saved.smooth!r}; ssl-bench imports a "
+                        f"plug-in only when you name it: add --smooth {saved.smooth} (if you trust that file)")
     # A saved value that is the default derived from other settings (the split seed from the seed, steps from the
     # profile, lr from the algorithm's reference...) is left to derive again: --seed 1 also moves the split.
     derived = {"split_seed", "m", "steps", "eval_every", "batch_size", "mu", "lr", "weight_decay", "model"}

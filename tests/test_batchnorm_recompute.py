@@ -43,10 +43,10 @@ def test_updates_leave_recomputed_statistics_alone(strategy: str) -> None:
     assert not torch.equal(teacher[0].weight, torch.full_like(teacher[0].weight, 0.0))
 
 
-def test_a_recompute_teacher_is_evaluated_with_statistics_of_the_training_images(tmp_path) -> None:
+def test_a_recompute_teacher_gets_the_statistics_of_the_training_images(tmp_path) -> None:
     from ssl_bench.config import RunConfig
     from ssl_bench.run.build import build_training
-    from ssl_bench.run.loop import evaluate
+    from ssl_bench.run.loop import recompute_teacher_statistics
 
     config = RunConfig(algorithm="fixmatch", dataset="digits", labels=20, profile="smoke", smooth="tma",
                        buffers="recompute", device="cpu", results_dir=str(tmp_path))
@@ -58,5 +58,5 @@ def test_a_recompute_teacher_is_evaluated_with_statistics_of_the_training_images
     recompute_batch_norm(expected, training.x_train, c.batch_size * (1 + c.mu), training.prepare)
     want = next(m for m in expected.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
     assert not torch.equal(bn.running_mean, want.running_mean)          # the initial statistics are not these
-    evaluate(training)
+    recompute_teacher_statistics(training)   # the loop calls it on every rank before each evaluation
     assert torch.equal(bn.running_mean, want.running_mean) and torch.equal(bn.running_var, want.running_var)

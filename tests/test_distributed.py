@@ -150,6 +150,14 @@ def _worker(out: Path, second_port: int) -> None:
         shutil.copytree(seen["stopped"][1], out / "copy")
     seen["resumed"] = train(smoke(results / "resumed"), resume=True, progress=False)
 
+    # 6. Teachers whose BatchNorm statistics are recomputed before each evaluation, and the end-of-training
+    # corruption evaluation: every rank does both, so the ranks stay equal and none waits on rank 0.
+    try:
+        seen["recompute"] = train(smoke(results / "recompute", smooth="tma", buffers="recompute",
+                                        corruptions="synthetic-c"), progress=False)[0]
+    except RuntimeError as exc:
+        seen["recompute"] = str(exc)
+
     dist.destroy_process_group()
     torch.save(seen, out / f"rank{rank}.pt")
 
@@ -317,6 +325,13 @@ def test_global_batch_not_divisible_by_world_size_is_refused(ranks):
     assert Ranks(world_size=4).per_rank(64) == 16
     with pytest.raises(ValueError, match="e.g. 8 or 12"):
         Ranks(world_size=4).per_rank(10)
+
+
+def test_recomputed_teacher_statistics_and_the_corruption_evaluation_keep_the_ranks_equal(ranks):
+    _, (zero, one) = ranks
+    assert isinstance(zero["recompute"], dict), zero["recompute"]    # not "data-parallel ranks diverged ..."
+    assert zero["recompute"]["status"] == "finished" and zero["recompute"] == one["recompute"]
+    assert zero["recompute"]["corruption"]["set"] == "synthetic-c"
 
 
 def test_sync_bn_on_cpu_is_a_clear_error(tmp_path, capsys):

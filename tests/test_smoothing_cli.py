@@ -106,3 +106,32 @@ def test_a_sweep_gives_smooth_args_to_the_teachers_that_read_them_and_names_thei
     assert run_base_name(tma) == "fixmatch-tma-digits-20-s0-smoke"
     with pytest.raises(UserError, match="--smooth-arg start: no teacher's strategy"):
         expand_grid(base, {"smooth": ["tma", "se"], "seed": [0]})
+
+
+def test_a_results_folder_naming_a_plugin_file_never_makes_ssl_bench_import_it(tmp_path: Path, capsys) -> None:
+    """A config.json edited to name a file that leaves a trace when imported: `evaluate`, `export-weights`,
+    `sweep --dry-run` and `run --config` refuse in one line and the file never runs; naming it on the command
+    line is what allows it."""
+    from ssl_bench.cli import main
+
+    trace = tmp_path / "imported"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(trace)!r}, 'w').write('ran')\n")
+    results = tmp_path / "runs"
+    common = ["--dataset", "digits", "--labels", "20", "--profile", "smoke", "--device", "cpu", "--no-progress",
+              "--results-dir", str(results), "--corruptions", "none"]
+    assert main(["--alg", "fixmatch", "--smooth", "tma,sts", *common, "--stop-at", "4"]) == 0
+    sts = results / "fixmatch-sts-digits-20-s0-smoke"
+    data = json.loads((sts / "config.json").read_text())
+    data["config"]["smooth"] = str(evil)
+    (sts / "config.json").write_text(json.dumps(data))
+    tma = results / "fixmatch-tma-digits-20-s0-smoke"
+    commands = [["evaluate", str(tma), "--device", "cpu"], ["export-weights", str(tma), "--out", str(tmp_path / "w")],
+                ["sweep", "--alg", "fixmatch", "--smooth", "tma", *common, "--dry-run"],
+                ["run", "--config", str(sts), "--results-dir", str(tmp_path / "other"), "--dry-run"]]
+    for argv in commands:
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "imports a plug-in only when you name it" in err and "Traceback" not in err, (argv, err)
+        assert not trace.exists(), argv

@@ -11,19 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ssl_bench.config import RunConfig
 from ssl_bench.errors import UserError
 from ssl_bench.records import CONFIG_FILE, DEFAULT_RESULTS_DIR, RunRecord
 from ssl_bench.run.build import build_training
 from ssl_bench.run.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ssl_bench.run.evaluate import CORRUPTION_CHOICES, accuracy, plan_corruptions
 from ssl_bench.run.loop import evaluate_corruption_set
-from ssl_bench.run.rundirs import saved_config, training_of
+from ssl_bench.run.rundirs import saved_run_config, training_of
 from ssl_bench.run.state import Training, restore
 
 STUDENT = "student"
@@ -38,28 +38,32 @@ def find_run_dir(spec: str | os.PathLike, results_dir: str | os.PathLike = DEFAU
                     f"{str(Path(results_dir) / str(spec))!r}; pass a run directory or a run id with --results-dir")
 
 
-def load_trained(run_dir: Path, device: str = "auto") -> Training:
-    """The training ``run_dir`` belongs to, rebuilt and restored from its checkpoint (every teacher of it)."""
-    teachers = training_of(run_dir)   # key -> directory, the lead (which holds the checkpoint) first
+def load_trained(run_dir: Path, device: str = "auto", plugins: Sequence[str] = ()) -> Training:
+    """The training ``run_dir`` belongs to, rebuilt and restored from its checkpoint (every teacher of it).
+
+    ``plugins``: the plug-in strategy files the user names (``--smooth FILE``); a teacher whose saved config names
+    another file is refused, never imported (``saved_run_config``)."""
+    allowed = frozenset(str(Path(p).resolve()) for p in plugins)
+    teachers = training_of(run_dir, allowed)   # key -> directory, the lead (which holds the checkpoint) first
     folder = run_dir.parent
     checkpoint = folder / next(iter(teachers.values())) / CHECKPOINT_NAME
     if not checkpoint.is_file():
         raise UserError(f"{run_dir}: its training's checkpoint {checkpoint} is missing (checkpoints are not "
                         "committed with the reference records); re-run it with `ssl-bench run --config "
                         f"{run_dir}` to get one")
-    configs = [dataclasses.replace(RunConfig.from_dict(saved_config(folder / name)["config"]), device=device)
+    configs = [dataclasses.replace(saved_run_config(folder / name, allowed), device=device)
                for name in teachers.values()]
     training = build_training(configs)
     restore(training, load_checkpoint(checkpoint, map_location=training.device), checkpoint)
     return training
 
 
-def evaluate_run(run_dir: Path, device: str = "auto", corruptions: str = "none"
+def evaluate_run(run_dir: Path, device: str = "auto", corruptions: str = "none", plugins: Sequence[str] = ()
                  ) -> tuple[dict[str, float], str | None, dict[str, float]]:
     """Top-1 test accuracy (%) of the student and of every teacher of ``run_dir``'s training, by key; with
     ``corruptions`` (a ``--corruptions`` choice) also the set's name and each model's mean top-1 on it (the same
     evaluation the loop makes at the end of training, so a run trained before it existed can be judged too)."""
-    training = load_trained(run_dir, device)
+    training = load_trained(run_dir, device, plugins)
     c = training.config
 
     def top1(model: torch.nn.Module) -> float:
@@ -73,10 +77,11 @@ def evaluate_run(run_dir: Path, device: str = "auto", corruptions: str = "none"
     return clean, plan.name, means
 
 
-def model_weights(run_dir: Path, key: str | None = None, device: str = "cpu") -> tuple[dict[str, torch.Tensor], str]:
+def model_weights(run_dir: Path, key: str | None = None, device: str = "cpu", plugins: Sequence[str] = ()
+                  ) -> tuple[dict[str, torch.Tensor], str]:
     """One model of the training as a plain CPU ``state_dict`` and its model name: teacher ``key`` (default: the
     run's own teacher) or ``"student"``."""
-    training = load_trained(run_dir, device)
+    training = load_trained(run_dir, device, plugins)
     key = key or (RunRecord.read(run_dir).teacher if (run_dir / "record.json").is_file() else None) \
         or training.teachers[0].key
     models = {STUDENT: training.student, **{t.key: t.model for t in training.teachers}}
@@ -90,7 +95,7 @@ def model_weights(run_dir: Path, key: str | None = None, device: str = "cpu") ->
 
 def _evaluate_main(args: argparse.Namespace) -> int:
     run_dir = find_run_dir(args.run, args.results_dir)
-    scores, corruption_set, corrupted = evaluate_run(run_dir, args.device, args.corruptions)
+    scores, corruption_set, corrupted = evaluate_run(run_dir, args.device, args.corruptions, args.smooth)
     record = RunRecord.read_if_present(run_dir)
     print(f"top-1 on the test set, from {run_dir} (step {record.steps_done if record else '?'})"
           + (f"; mean top-1 on {corruption_set}:" if corruption_set else ":"))
@@ -101,7 +106,7 @@ def _evaluate_main(args: argparse.Namespace) -> int:
 
 def _export_weights_main(args: argparse.Namespace) -> int:
     run_dir = find_run_dir(args.run, args.results_dir)
-    state, model = model_weights(run_dir, args.teacher, args.device)
+    state, model = model_weights(run_dir, args.teacher, args.device, args.smooth)
     key = args.teacher or RunRecord.read(run_dir).teacher
     out = Path(args.out or f"{run_dir.name}-{key}.pt")
     torch.save(state, out)
@@ -122,6 +127,9 @@ def add_subcommands(subparsers: Any) -> None:
         parser.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help="folder of run directories")
         parser.add_argument("--device", default="cpu" if name == "export-weights" else "auto",
                             help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--smooth", action="append", default=[], metavar="FILE",
+                            help="a plug-in strategy file the run's teachers use, named so that it may be "
+                                 "imported (repeatable); a file only the run's config.json names is refused")
         if name == "export-weights":
             parser.add_argument("--teacher", metavar="KEY",
                                 help="teacher key (e.g. tma-m0.99-copy) or 'student' (default: the run's teacher)")

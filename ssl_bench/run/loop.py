@@ -128,6 +128,18 @@ def training_step(training: Training, batch: Batch) -> dict[str, Tensor]:
     return logs
 
 
+def recompute_teacher_statistics(training: Training) -> None:
+    """SWA's BatchNorm recipe for every teacher with ``buffers=recompute`` (``recompute_batch_norm``): one pass
+    over every training image (and a data set's extra unlabelled ones) in batches of a training step's labelled +
+    unlabelled images, an identifying size. Called on every rank before an evaluation, so data-parallel ranks
+    keep equal teachers (each rank holds every image)."""
+    c = training.config
+    pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
+    for t in training.teachers:
+        if t.config.smoothing().as_dict().get("buffers") == "recompute":
+            recompute_batch_norm(t.model, pool, c.batch_size * (1 + c.mu), training.prepare)
+
+
 def evaluate(training: Training) -> list[dict[str, Any]]:
     """Top-1 accuracy of every teacher and of the student, each teacher's calibration (ECE, NLL; free: the same
     logits as its top-1) and its Figure-3 quantities.
@@ -140,11 +152,6 @@ def evaluate(training: Training) -> list[dict[str, Any]]:
     rows = []
     for t in training.teachers:
         ev = t.evaluations
-        if t.config.smoothing().as_dict().get("buffers") == "recompute":   # SWA's recipe (recompute_batch_norm)
-            # every training image (and a data set's extra unlabelled ones), in batches of a training step's
-            # labelled + unlabelled images: an identifying size, so the statistics follow the run's settings
-            pool = training.x_train if training.x_unlabeled_pool is None else training.x_unlabeled_pool
-            recompute_batch_norm(t.model, pool, c.batch_size * (1 + c.mu), training.prepare)
         params, outputs = parameter_vector(t.model), output_probabilities(t.model, figure3_inputs)
         clean = accuracy_and_calibration(t.model, training.x_test, training.y_test, c.eval_batch_size,
                                          training.prepare)
@@ -237,12 +244,15 @@ def _train(training: Training, dirs: RunDirs, command: str | dict[str, str], *, 
             if at_eval:
                 window = LogWindow()   # reset before the checkpoint is written
                 report.reset_window()
+                recompute_teacher_statistics(training)   # every rank (buffers=recompute teachers only)
                 check_ranks_agree(training)                                                   # collective
                 if ranks.is_main:   # the other ranks wait for rank 0 in the next step's all-reduce
                     report.evaluation(means, evaluate(training))
                 report.save(window, rec.RunStatus.RUNNING, streams=ranks.gather(training.streams.state_dict()))
         done = training.step == c.steps
-        if done and corruptions is not None and ranks.is_main:   # once, at the end (CorruptionPlan says why)
+        if done and corruptions is not None:   # once, at the end (CorruptionPlan says why)
+            # on every rank (the teachers are equal): no rank waits in a collective while rank 0 alone spends
+            # minutes on CIFAR-10-C, which could outlast the process group's timeout; rank 0 records it
             report.corruption(corruptions.name, evaluate_corruption_set(training, corruptions))
         if not at_eval:   # stopped by --stop-at between evaluations: checkpoint the partial window too
             report.save(window, rec.RunStatus.RUNNING, streams=ranks.gather(training.streams.state_dict()))

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,15 +110,31 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def saved_run_config(run_dir: Path) -> RunConfig:
-    """The ``RunConfig`` saved in a run directory's config.json; one line naming the file when it is not one."""
+def plugin_files(configs: Iterable[RunConfig]) -> frozenset[str]:
+    """The plug-in strategy files (resolved paths) that ``configs`` — the command line's — name: the only ones a
+    saved configuration may name too (``saved_run_config``)."""
+    return frozenset(str(Path(c.smooth).resolve()) for c in configs if c.smooth.endswith(".py"))
+
+
+def saved_run_config(run_dir: Path, plugins: frozenset[str] = frozenset()) -> RunConfig:
+    """The ``RunConfig`` saved in a run directory's config.json; one line naming the file when it is not one.
+
+    A results folder is data: a saved ``smooth`` that is a plug-in file is refused unless the command line names
+    the same file (``plugins``, from :func:`plugin_files`), so nothing a results folder names is ever imported
+    (a plug-in in ``./smoothers``, named by its name, is the user's and is allowed)."""
     path = run_dir / rec.CONFIG_FILE
     try:
-        return RunConfig.from_dict(saved_config(run_dir).get("config", {}))
+        config = RunConfig.from_dict(saved_config(run_dir).get("config", {}))
     except UserError as exc:
         if str(path) in str(exc):
             raise
         raise UserError(f"{path}: {exc}; move the run directory {run_dir} aside to start this run anew") from None
+    smooth = config.smooth
+    if isinstance(smooth, str) and smooth.endswith(".py") and str(Path(smooth).resolve()) not in plugins:
+        raise UserError(f"{path} names the plug-in strategy file {smooth!r}; ssl-bench imports a plug-in only when "
+                        f"you name it: pass --smooth {smooth} on the command line (if you trust that file), or "
+                        f"move {run_dir} out of the results folder")
+    return config
 
 
 def _training_identity(saved: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +200,7 @@ def matching_run_dir(results_dir: Path, base: str, config: RunConfig,
     return found[0] if found else None
 
 
-def training_of(run_dir: Path) -> dict[str, str]:
+def training_of(run_dir: Path, plugins: frozenset[str] = frozenset()) -> dict[str, str]:
     """The teachers (key -> run directory name) of the training a run directory belongs to, lead first.
 
     Every teacher folder must be a plain folder beside ``run_dir`` whose config.json has the same training
@@ -193,7 +209,7 @@ def training_of(run_dir: Path) -> dict[str, str]:
     """
     saved = saved_config(run_dir)
     if not saved.get("training"):
-        return {saved_run_config(run_dir).teacher_key(): run_dir.name}
+        return {saved_run_config(run_dir, plugins).teacher_key(): run_dir.name}
     teachers = dict(saved["training"]["teachers"])
     where = run_dir / rec.CONFIG_FILE
     if run_dir.name not in teachers.values():
@@ -265,7 +281,7 @@ def _find_training(training: Training, results_dir: Path,
     same, other = [], []
     for t in training.teachers:
         for path in matching_run_dirs(results_dir, run_base_name(t.config), t.config, content):
-            teachers = training_of(path)
+            teachers = training_of(path, plugin_files(t.config for t in training.teachers))
             lead = rec.RunRecord.read_if_present(results_dir / next(iter(teachers.values())))
             unfinished = lead is None or lead.status != rec.RunStatus.FINISHED
             if set(teachers) == keys:

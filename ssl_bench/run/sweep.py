@@ -41,7 +41,14 @@ from ssl_bench import records as rec
 from ssl_bench.config import TEACHER_SETTINGS, RunConfig, config_to_argv, run_settings, setting
 from ssl_bench.errors import MissingPackageError, UserError
 from ssl_bench.run.build import check_smooth_args, plan_teachers
-from ssl_bench.run.rundirs import matching_run_dir, plugin_sha256, run_base_name, saved_run_config, training_of
+from ssl_bench.run.rundirs import (
+    matching_run_dir,
+    plugin_files,
+    plugin_sha256,
+    run_base_name,
+    saved_run_config,
+    training_of,
+)
 
 EXECUTORS = ("local", "submitit-local", "slurm")
 # The most runs one sweep plans: each is looked up in the results folder and held in memory as a RunConfig.
@@ -185,6 +192,8 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
     """
     planned: list[Planned] = []
     cache: dict[tuple, RunConfig] = {}   # grids repeat their settings but the seeds: resolve each once
+    # the plug-in strategy files this sweep names: the only ones a saved training's teachers may name
+    plugins = plugin_files(c for configs in trainings for c in configs)
 
     def resolve(c: RunConfig) -> RunConfig:
         key = _key(dataclasses.replace(c, seed=0, split_seed=None))
@@ -210,13 +219,13 @@ def plan_sweep(trainings: Sequence[Sequence[RunConfig]]) -> list[Planned]:
             if run_dir is None:
                 new.append((config, c))
                 continue
-            teachers = training_of(run_dir)
+            teachers = training_of(run_dir, plugins)
             lead = results_dir / next(iter(teachers.values()))
             if lead not in saved:
                 # the saved training's own teachers; what does not identify a run (folders, device, output
                 # options) is this sweep's, e.g. a results folder that was moved
                 here = {f.name: getattr(c, f.name) for f in run_settings() if not f.metadata["identifies"]}
-                members = [dataclasses.replace(saved_run_config(results_dir / name), **here)
+                members = [dataclasses.replace(saved_run_config(results_dir / name, plugins), **here)
                            for name in teachers.values()]
                 if record is not None:
                     status = record.effective_status(run_dir).value
