@@ -7,7 +7,8 @@
     writer.py     records, metrics.csv, TensorBoard and the progress bar (rank 0)
     checkpoint.py atomic, weights-only checkpoint files; lock.py one process per run directory
     ranks.py      torchrun's ranks and the collectives the loop makes; sampling.py index streams and seeds
-    evaluate.py   accuracy and the Figure-3 quantities; sweep.py grids of runs (local, submitit, SLURM)
+    evaluate.py   accuracy, calibration, the Figure-3 quantities, the corruption set, SWA's BatchNorm pass
+    sweep.py      grids of runs (local, submitit, SLURM)
 
 Nothing here is imported by ``ssl_bench.report``: the two sides meet only in the records (``ssl_bench.records``).
 """
