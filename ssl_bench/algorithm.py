@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -56,7 +55,7 @@ from torch import Tensor, nn
 
 from ssl_bench.errors import UserError
 from ssl_bench.functional import frozen_batchnorm_stats
-from ssl_bench.plugins import add_note, import_plugin_file
+from ssl_bench.plugins import add_note, claim_name, file_sha256, import_plugin_file, source_file
 
 TARGET_SOURCES = ("student", "teacher")
 VIEWS = ("weak", "strong")
@@ -210,15 +209,8 @@ _REGISTRY: dict[str, type] = {}
 
 def source_sha256(algorithm: Any) -> str | None:
     """sha256 of the file that defines ``algorithm`` (recorded with every run), or None when it has none."""
-    path = Path(_source_file(type(algorithm)))
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_sha256(type(algorithm))
 
-
-def _source_file(cls: type) -> str:
-    try:
-        return inspect.getsourcefile(cls) or "<unknown file>"
-    except TypeError:
-        return "<unknown file>"
 
 
 def _is_builtin(cls: type) -> bool:
@@ -286,7 +278,7 @@ def register(name: str) -> Callable[[type], type]:
     """
 
     def decorate(cls: type) -> type:
-        where = _source_file(cls)
+        where = source_file(cls)
         if not isinstance(name, str) or not name.isidentifier():
             raise AlgorithmError(f"{where}: algorithm name {name!r} must be a Python identifier, "
                                  "e.g. 'my_alg'")
@@ -316,12 +308,7 @@ def register(name: str) -> Callable[[type], type]:
             raise AlgorithmError(f"{where}: algorithm name {name!r} is reserved for the built-in "
                                  f"{builtin_algorithms()[name]}; pick another name, "
                                  f"e.g. @register('my_{name}')")
-        if name in _REGISTRY and _source_file(_REGISTRY[name]) != where:
-            raise AlgorithmError(f"{where}: algorithm name {name!r} is already registered by "
-                                 f"{_source_file(_REGISTRY[name])}; pick another name")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return claim_name(_REGISTRY, name, cls, "algorithm", AlgorithmError)
 
     return decorate
 
@@ -367,7 +354,7 @@ def registered_plugins() -> dict[str, Path]:
     import raises its own error with its traceback."""
     for path in _plugin_files():
         _import_plugin(path)
-    return {n: Path(_source_file(c)) for n, c in _REGISTRY.items() if not _is_builtin(c)}
+    return {n: Path(source_file(c)) for n, c in _REGISTRY.items() if not _is_builtin(c)}
 
 
 def _unknown_algorithm(name: str) -> AlgorithmError:
@@ -406,7 +393,7 @@ def load_algorithm_class(name_or_path: str) -> type:
             return load_algorithm_class(builtins[path])
         before = dict(_REGISTRY)
         _import_plugin(path)
-        mine = [n for n, c in _REGISTRY.items() if Path(_source_file(c)).resolve() == path]
+        mine = [n for n, c in _REGISTRY.items() if Path(source_file(c)).resolve() == path]
         new = [n for n in mine if before.get(n) is not _REGISTRY[n]] or mine
         if len(new) != 1:
             raise AlgorithmError(f"{path}: expected exactly one @register(...) algorithm in the file, found "
@@ -501,9 +488,9 @@ def build_algorithm(name_or_path: str, overrides: dict[str, str] | None = None,
         kwargs[key] = _coerce(value, defaults[key], key, cls)
     algorithm = cls(**kwargs)
     check_hyperparameters(algorithm, overrides)
-    _check_views(algorithm.unlabeled_views, _source_file(cls), cls.__name__)
+    _check_views(algorithm.unlabeled_views, source_file(cls), cls.__name__)
     if labeled_view_of(algorithm) not in VIEWS:
-        raise AlgorithmError(f"{_source_file(cls)}: {cls.__name__}.labeled_view = {labeled_view_of(algorithm)!r}; "
+        raise AlgorithmError(f"{source_file(cls)}: {cls.__name__}.labeled_view = {labeled_view_of(algorithm)!r}; "
                              f"expected one of {VIEWS}")
     return algorithm
 
@@ -611,7 +598,7 @@ def gather_from_ranks(tensor: Tensor) -> Tensor:
 
 def check_losses(result: Any, algorithm: Any) -> Losses:
     """Validate what ``loss`` returned, naming the algorithm's file when it is wrong."""
-    where = f"{_source_file(type(algorithm))}: {type(algorithm).__name__}.loss"
+    where = f"{source_file(type(algorithm))}: {type(algorithm).__name__}.loss"
     if not isinstance(result, Losses):
         raise AlgorithmError(f"{where} returned {type(result).__name__}; "
                              "expected ssl_bench.algorithm.Losses(total=...)")

@@ -255,11 +255,11 @@ def with_saved_config(path: str | os.PathLike, base: RunConfig, axes: dict[str, 
     ``--alg-arg`` merged into the saved ones); where and how this machine runs it (device, folders, logging)
     comes from this command line, as for any run."""
     from ssl_bench.run.build import plan_teachers
+    from ssl_bench.run.rundirs import refuse_unnamed_plugin
 
     saved = load_saved_config(path)
-    if "smooth" not in given and saved.smooth.endswith(".py"):   # a results folder never names code to run
-        raise UserError(f"--config {path}: it names the plug-in strategy file {saved.smooth!r}; ssl-bench imports a "
-                        f"plug-in only when you name it: add --smooth {saved.smooth} (if you trust that file)")
+    if "smooth" not in given:   # a saved configuration never decides what code runs
+        refuse_unnamed_plugin(saved, frozenset(), f"--config {path}", "or pass a built-in strategy")
     # A saved value that is the default derived from other settings (the split seed from the seed, steps from the
     # profile, lr from the algorithm's reference...) is left to derive again: --seed 1 also moves the split.
     derived = {"split_seed", "m", "steps", "eval_every", "batch_size", "mu", "lr", "weight_decay", "model"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,3 +49,30 @@ def add_note(exc: BaseException, note: str) -> None:
     """``exc.add_note(note)`` where Python has it (3.11+); on 3.10 the traceback alone names the file."""
     if hasattr(exc, "add_note"):
         exc.add_note(note)
+
+
+def source_file(cls: type) -> str:
+    """The file that defines ``cls`` (a plug-in's path, a built-in's module file), or ``"<unknown file>"``."""
+    try:
+        return inspect.getsourcefile(cls) or "<unknown file>"
+    except TypeError:
+        return "<unknown file>"
+
+
+def claim_name(registry: dict[str, type], name: str, cls: type, kind: str,
+               error: type[Exception]) -> type:
+    """Register ``cls`` as ``registry[name]`` (and ``cls.name``) unless a class of another file holds the name
+    (importing the same file again is fine); the one rule both registries (algorithms, strategies) share."""
+    where = source_file(cls)
+    if name in registry and source_file(registry[name]) != where:
+        raise error(f"{where}: {kind} name {name!r} is already registered by {source_file(registry[name])}; "
+                    "pick another name")
+    cls.name = name
+    registry[name] = cls
+    return cls
+
+
+def file_sha256(cls: type) -> str | None:
+    """sha256 of the file that defines ``cls`` (what records carry for a plug-in), or None when it has none."""
+    path = Path(source_file(cls))
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,9 @@ def test_download_through_a_file_url(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with tarfile.open(archive, "w") as tar:
         tar.add(source / "CIFAR-10-C", arcname="CIFAR-10-C")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(OFFICIAL, "cifar10", OFFICIAL["cifar10"].__class__(
-        "cifar10-c", "CIFAR-10-C", OFFICIAL["cifar10"].url, md5))
+    official = OFFICIAL["cifar10"]
+    monkeypatch.setitem(OFFICIAL, "cifar10", dataclasses.replace(
+        official, remote=dataclasses.replace(official.remote, md5=md5)))
     root = tmp_path / "data"
     root.mkdir()
     c = load_official_corruptions(root, "cifar10", download=True, url=archive.as_uri())

@@ -80,6 +80,18 @@ def pair(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     return copy.deepcopy(student), student
 
 
+def zero_teacher_unit_student() -> tuple[nn.Module, nn.Module]:
+    """A pair whose teacher parameters are all 0 and student parameters all 1: every teacher entry is then the
+    weight the update has given the student so far (the closed-form tests read it directly)."""
+    teacher, student = pair()
+    with torch.no_grad():
+        for t in teacher.parameters():
+            t.zero_()
+        for s in student.parameters():
+            s.fill_(1.0)
+    return teacher, student
+
+
 def step_student(student: nn.Module, step: int) -> None:
     with torch.no_grad():
         for i, t in enumerate(student.parameters()):
@@ -171,12 +183,7 @@ def test_the_readme_example_is_the_example_file_and_under_40_lines() -> None:
 def test_example_plugin_closed_form() -> None:
     """sparse_ema with every=3: the teacher moves at steps 2, 5, 8 with weight 1 - m**3, else stays."""
     m, every = 0.9, 3
-    teacher, student = pair()
-    with torch.no_grad():
-        for t in teacher.parameters():
-            t.zero_()
-        for s in student.parameters():
-            s.fill_(1.0)
+    teacher, student = zero_teacher_unit_student()
     smoother = build_smoother(str(EXAMPLE), m=m, every=every)
     value = 0.0
     for step in range(9):
@@ -344,12 +351,7 @@ def test_momentum_schedules_closed_forms() -> None:
 def test_scheduled_tma_follows_its_momentum(strategy: str, schedule: str) -> None:
     """Teacher 0, student 1 everywhere: after updates t = 0..k-1, 1 - prod_t m_t (sts with p = 0 is tma)."""
     m, T = 0.9, 10
-    teacher, student = pair()
-    with torch.no_grad():
-        for t in teacher.parameters():
-            t.zero_()
-        for s in student.parameters():
-            s.fill_(1.0)
+    teacher, student = zero_teacher_unit_student()
     smoother = build_smoother(strategy, m=m, schedule=schedule, p=0.0, seed=0)
     kept = 1.0
     for step in range(T):

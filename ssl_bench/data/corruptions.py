@@ -47,22 +47,17 @@ EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 @dataclass(frozen=True)
 class CorruptionArchive:
     name: str               # the record's name of the set
-    folder: str
-    url: str
-    md5: str
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    folder: str             # what the archive extracts to
+    remote: RemoteFile      # the published archive, its MD5, and $SSL_BENCH_<DATASET>_C_URL that points elsewhere
 
 
 OFFICIAL: dict[str, CorruptionArchive] = {
-    "cifar10": CorruptionArchive("cifar10-c", "CIFAR-10-C",
-                                 "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
-                                 "56bf5dcef84df0e2308c6dcbcbbd8499"),
-    "cifar100": CorruptionArchive("cifar100-c", "CIFAR-100-C",
-                                  "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar",
-                                  "11f0ed0f1191edbf9fa23466ae6021d3"),
+    "cifar10": CorruptionArchive("cifar10-c", "CIFAR-10-C", RemoteFile(
+        "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar", "56bf5dcef84df0e2308c6dcbcbbd8499",
+        "SSL_BENCH_CIFAR10_C_URL")),
+    "cifar100": CorruptionArchive("cifar100-c", "CIFAR-100-C", RemoteFile(
+        "https://zenodo.org/records/3555552/files/CIFAR-100-C.tar", "11f0ed0f1191edbf9fa23466ae6021d3",
+        "SSL_BENCH_CIFAR100_C_URL")),
 }
 
 
@@ -144,16 +139,16 @@ def load_official_corruptions(root: str | Path, dataset: str, *, download: bool 
         raise ValueError(f"no official corruption files for {dataset!r} (known: {sorted(OFFICIAL)}); use the "
                          f"synthetic set (synthetic_corruptions), named 'synthetic-c' in records")
     spec, root = OFFICIAL[dataset], Path(root)
-    folder = root / spec.folder
+    folder, remote = root / spec.folder, spec.remote
     if not (folder / "labels.npy").is_file():
         if not download:
             raise DatasetNotFoundError(
-                f"{folder}: not found. Download {spec.url} (MD5 {spec.md5}, 2.9 GB) and extract it into {root}, "
-                f"or allow the download")
+                f"{folder}: not found. Download {remote.url} (MD5 {remote.md5}, 2.9 GB) and extract it into "
+                f"{root}, or allow the download")
         # the same checks and lines as the data sets' downloads: a bad $SSL_BENCH_<DATASET>_C_URL is named
-        remote = RemoteFile(spec.url, spec.md5, f"SSL_BENCH_{dataset.upper()}_C_URL")
-        obtain_official(spec.name, f"{folder}: not found.", remote, root / spec.filename, extract=True,
-                        advice=f"download {spec.url} (MD5 {spec.md5}) by hand and extract it into {root}", url=url)
+        obtain_official(spec.name, f"{folder}: not found.", remote, root / remote.filename, extract=True,
+                        advice=f"download {remote.url} (MD5 {remote.md5}) by hand and extract it into {root}",
+                        url=url)
     return read_corruption_folder(folder, spec.name)
 
 

@@ -129,12 +129,18 @@ def saved_run_config(run_dir: Path, plugins: frozenset[str] = frozenset()) -> Ru
         if str(path) in str(exc):
             raise
         raise UserError(f"{path}: {exc}; move the run directory {run_dir} aside to start this run anew") from None
+    refuse_unnamed_plugin(config, plugins, str(path), f"or move {run_dir} out of the results folder")
+    return config
+
+
+def refuse_unnamed_plugin(config: RunConfig, plugins: frozenset[str], source: str, otherwise: str) -> None:
+    """One line when a configuration read from ``source`` (a file) names a plug-in strategy file the command line
+    does not (``plugins``): a results folder is data and never decides what code runs."""
     smooth = config.smooth
     if isinstance(smooth, str) and smooth.endswith(".py") and str(Path(smooth).resolve()) not in plugins:
-        raise UserError(f"{path} names the plug-in strategy file {smooth!r}; ssl-bench imports a plug-in only when "
-                        f"you name it: pass --smooth {smooth} on the command line (if you trust that file), or "
-                        f"move {run_dir} out of the results folder")
-    return config
+        raise UserError(f"{source} names the plug-in strategy file {smooth!r}; ssl-bench imports a plug-in only "
+                        f"when you name it: pass --smooth {smooth} on the command line (if you trust that file), "
+                        f"{otherwise}")
 
 
 def _training_identity(saved: dict[str, Any]) -> dict[str, Any]:

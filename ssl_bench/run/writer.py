@@ -4,7 +4,6 @@ TensorBoard event files, the progress bar."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import platform
 import subprocess
 import time
@@ -19,6 +18,7 @@ import ssl_bench
 from ssl_bench import records as rec
 from ssl_bench.algorithm import hyperparameters, source_sha256
 from ssl_bench.errors import MissingPackageError
+from ssl_bench.plugins import file_sha256
 from ssl_bench.run.checkpoint import save_checkpoint
 from ssl_bench.run.rundirs import RunDirs
 from ssl_bench.run.state import LogWindow, Teacher, Training, checkpoint_state
@@ -80,8 +80,8 @@ def device_description(device: torch.device) -> str:
 
 def smoothing_sha256(strategy: str) -> str | None:
     """sha256 of a plug-in strategy's file (what its records carry); None for a built-in."""
-    path = plugin_file(strategy_class(strategy))
-    return None if path is None else hashlib.sha256(path.read_bytes()).hexdigest()
+    cls = strategy_class(strategy)
+    return None if plugin_file(cls) is None else file_sha256(cls)
 
 
 def new_record(training: Training, teacher: Teacher, run_dir: Path, command: str, started: str,

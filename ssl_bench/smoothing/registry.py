@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssl_bench.plugins import import_plugin_file
+from ssl_bench.plugins import claim_name, import_plugin_file, source_file
 from ssl_bench.smoothing.kernels import GRANULARITIES
 
 BUILTIN_MODULE = "ssl_bench.smoothing.builtins"
@@ -143,12 +142,6 @@ def strategy_settings(cls: type) -> dict[str, Setting]:
 _REGISTRY: dict[str, type] = {}
 
 
-def _source_file(cls: type) -> str:
-    try:
-        return inspect.getsourcefile(cls) or "<unknown file>"
-    except TypeError:
-        return "<unknown file>"
-
 
 def _builtin_names() -> tuple[str, ...]:
     importlib.import_module(BUILTIN_MODULE)
@@ -159,7 +152,7 @@ def register(name: str) -> Callable[[type], type]:
     """Class decorator: make a strategy available as ``--smooth name`` (mistakes reported with the file)."""
 
     def decorate(cls: type) -> type:
-        where = _source_file(cls)
+        where = source_file(cls)
         if not isinstance(name, str) or not name.isidentifier():
             raise SmoothingError(f"{where}: strategy name {name!r} must be a Python identifier, e.g. 'my_ema'")
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
@@ -180,12 +173,7 @@ def register(name: str) -> Callable[[type], type]:
         if not builtin and name in _builtin_names():
             raise SmoothingError(f"{where}: strategy name {name!r} is reserved for a built-in strategy; pick "
                                  f"another name, e.g. @register('my_{name}')")
-        if name in _REGISTRY and _source_file(_REGISTRY[name]) != where:
-            raise SmoothingError(f"{where}: strategy name {name!r} is already registered by "
-                                 f"{_source_file(_REGISTRY[name])}; pick another name")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return claim_name(_REGISTRY, name, cls, "strategy", SmoothingError)
 
     return decorate
 
@@ -212,7 +200,7 @@ def is_plugin_reference(name: str) -> bool:
 
 def plugin_file(cls: type) -> Path | None:
     """The file of a plug-in strategy class; None for a built-in."""
-    return None if cls.__module__ == BUILTIN_MODULE else Path(_source_file(cls))
+    return None if cls.__module__ == BUILTIN_MODULE else Path(source_file(cls))
 
 
 def available_strategies() -> list[str]:
@@ -233,7 +221,7 @@ def strategy_class(name_or_path: str) -> type:
                                  f"of {available_strategies()}")
         before = dict(_REGISTRY)
         _import_plugin(path)
-        mine = [n for n, c in _REGISTRY.items() if Path(_source_file(c)).resolve() == path]
+        mine = [n for n, c in _REGISTRY.items() if Path(source_file(c)).resolve() == path]
         new = [n for n in mine if before.get(n) is not _REGISTRY[n]] or mine
         if len(new) != 1:
             raise SmoothingError(f"{path}: expected exactly one @register(...) strategy in the file, found "
